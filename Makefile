@@ -1,0 +1,43 @@
+# The two commands that matter: `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+ENV_DIR = $(shell scripts/engines-env.sh)
+PYTHON = $(ENV_DIR)/bin/python
+
+.PHONY: build deps engines test go-test py-test fuzz bench demo clean
+
+build:
+	$(GO) build -o bin/gpu-worker ./cmd/gpu-worker
+
+deps:
+	scripts/install-deps.sh
+
+engines: deps
+	@scripts/engines-env.sh >/dev/null
+
+# Everything: Go (unit, emulator, end-to-end with real engines) and Python.
+test: deps engines build
+	GPU_WORKER_PYTHON=$(PYTHON) $(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) fuzz
+	cd engines && $(PYTHON) -m pytest -q
+
+go-test: build
+	GPU_WORKER_PYTHON=$(PYTHON) $(GO) test -count=1 ./...
+
+py-test:
+	cd engines && $(PYTHON) -m pytest -q
+
+# Short fuzzing runs of the parsers (longer runs: FUZZTIME=5m make fuzz).
+FUZZTIME ?= 15s
+fuzz:
+	@for t in $$(grep -rl --include=*_test.go '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
+	  for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$t || exit 1; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin

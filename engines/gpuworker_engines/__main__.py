@@ -1,0 +1,60 @@
+"""Command-line entry: python -m gpuworker_engines <engine> <command> --config FILE."""
+import argparse
+import importlib
+import json
+import sys
+
+from . import events
+
+# engine name -> module exposing COMMANDS: dict[str, callable(config: dict) -> dict]
+ENGINES = {
+    "stabletts": "gpuworker_engines.stabletts.cli",
+    "w2v2bert": "gpuworker_engines.w2v2bert.cli",
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gpuworker_engines")
+    parser.add_argument("engine", choices=sorted(ENGINES))
+    parser.add_argument("command")
+    parser.add_argument("--config", required=True, help="path to the run's config.json")
+    parser.add_argument("--resume", default=None, help="resumable checkpoint to continue from")
+    args = parser.parse_args(argv)
+
+    module = importlib.import_module(ENGINES[args.engine])
+    command = module.COMMANDS.get(args.command)
+    if command is None:
+        parser.error(f"engine {args.engine} has no command {args.command!r} "
+                     f"(has: {', '.join(sorted(module.COMMANDS))})")
+    try:
+        with open(args.config, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        events.error(f"read config {args.config}: {e}")
+        return 2
+    if args.resume:
+        config["resume"] = args.resume
+    stop = events.install_stop_handler()
+    try:
+        result = command(config, stop)
+    except events.Interrupted as e:
+        # a resumable checkpoint was saved and reported before raising
+        print(f"interrupted: {e}", file=sys.stderr)
+        return events.EXIT_INTERRUPTED
+    except events.EngineError as e:
+        events.error(str(e), kind=e.kind)
+        return 1
+    except Exception as e:  # noqa: BLE001 - report anything else to the worker
+        if events.is_oom(e):
+            events.error(f"out of memory: {e}", kind="oom")
+        else:
+            events.error(f"{type(e).__name__}: {e}")
+        import traceback
+        traceback.print_exc(file=sys.stderr)
+        return 1
+    events.emit("result", **(result or {}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

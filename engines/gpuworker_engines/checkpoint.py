@@ -1,0 +1,47 @@
+"""Atomic checkpoint files and exact-resume RNG state."""
+import os
+import random
+import tempfile
+
+import numpy as np
+import torch
+
+
+def save_atomic(obj, path: str) -> None:
+    """torch.save to a temp file, fsync, then rename: never a half-written file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rotate(directory: str, prefix: str, keep: int) -> None:
+    """Delete all but the newest `keep` files named <prefix>*.pt in directory."""
+    files = sorted((f for f in os.listdir(directory) if f.startswith(prefix) and f.endswith(".pt")),
+                   key=lambda f: os.path.getmtime(os.path.join(directory, f)))
+    for f in files[:-keep] if keep > 0 else files:
+        os.unlink(os.path.join(directory, f))
