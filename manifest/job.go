@@ -1,0 +1,380 @@
+package manifest
+
+import (
+	"fmt"
+	"math"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// fieldError is a problem with one field, phrased for the translation team.
+type fieldError struct {
+	field, why string
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.why }
+
+// parser collects the first field error while decoding a job.
+type parser struct {
+	raw map[string]any
+	err error
+}
+
+func (p *parser) fail(field, format string, args ...any) {
+	if p.err == nil {
+		p.err = &fieldError{field, fmt.Sprintf(format, args...)}
+	}
+}
+
+func parseJob(id string, raw map[string]any) *Job {
+	p := &parser{raw: raw}
+	j := &Job{ID: id, Transmorgrifier: true}
+	j.Name = p.str(raw, "name")
+	j.Description = p.str(raw, "description")
+
+	j.JobType = strings.ToLower(strings.TrimSpace(p.str(raw, "job_type")))
+	switch j.JobType {
+	case TTS, ASR:
+	case "":
+		p.fail("job_type", "missing (expected tts or asr)")
+	default:
+		p.fail("job_type", "%q is not a job type (expected tts or asr)", j.JobType)
+	}
+	j.Mode = strings.ToLower(strings.TrimSpace(p.str(raw, "mode")))
+	switch j.Mode {
+	case Training, Inference, TrainingAndInference:
+	case "":
+		p.fail("mode", "missing (expected training, inference or training_and_inference)")
+	default:
+		p.fail("mode", "%q is not a mode (expected training, inference or training_and_inference)", j.Mode)
+	}
+	if s := p.str(raw, "submitted_at"); s != "" {
+		t, err := parseTime(s)
+		if err != nil {
+			p.fail("submitted_at", "%q is not an ISO 8601 time", s)
+		}
+		j.SubmittedAt = t
+	}
+	j.Priority = p.int(raw, "priority", math.MinInt32, math.MaxInt32)
+
+	model := p.mapping(raw, "model")
+	typ := p.str(model, "model.type")
+	j.ModelType = canonicalModel(typ)
+	switch {
+	case typ == "":
+		p.fail("model.type", "missing (expected StableTTS or W2V2BERT)")
+	case j.ModelType == "":
+		p.fail("model.type", "%q is not a model this worker knows (expected StableTTS or W2V2BERT)", typ)
+	case j.JobType == TTS && j.ModelType != StableTTS, j.JobType == ASR && j.ModelType != W2V2BERT:
+		p.fail("model.type", "%s cannot run a %s job", j.ModelType, j.JobType)
+	}
+	j.BaseCheckpoint = p.str(model, "model.base_checkpoint")
+	if j.BaseCheckpoint != "" {
+		if err := ValidateRepoPath(j.BaseCheckpoint, "gpu_jobs/"); err != nil {
+			p.fail("model.base_checkpoint", "%v", err)
+		}
+	}
+	if j.Mode == Inference && j.BaseCheckpoint == "" {
+		p.fail("model.base_checkpoint", "required for inference (the trained model to use, e.g. gpu_jobs/job_<id>/models/best_model.pt)")
+	}
+	j.BaseModel = p.str(model, "model.base_model")
+	j.Language = p.str(model, "model.language")
+	j.ModelSize = strings.ToLower(p.str(model, "model.size"))
+	switch j.ModelSize {
+	case "", "default", "tiny":
+	default:
+		p.fail("model.size", "%q is not a size (expected tiny or default)", j.ModelSize)
+	}
+	j.GPUs = p.int(model, "model.gpus", 0, 64)
+	if g := p.int(raw, "gpus", 0, 64); g > 0 {
+		j.GPUs = g
+	}
+
+	j.Epochs = p.int(raw, "epochs", 1, 1_000_000)
+	if j.Trains() && j.Epochs == 0 && p.raw["epochs"] == nil {
+		j.Epochs = defaultEpochs(j.ModelType)
+	}
+	j.Training = p.filter(raw, "training")
+	inf := p.mapping(raw, "inference")
+	j.Inference = p.filter(raw, "inference")
+	j.DiffusionSteps = p.int(inf, "inference.diffusion_steps", 1, 1000)
+
+	j.VoiceReference = p.str(raw, "voice_reference")
+	if j.VoiceReference != "" {
+		if err := ValidateRepoPath(j.VoiceReference, ""); err != nil {
+			p.fail("voice_reference", "%v", err)
+		}
+	}
+	if tm := p.mapping(raw, "transmorgrifier"); tm != nil {
+		if v, ok := tm["enabled"]; ok {
+			b, isBool := v.(bool)
+			if !isBool {
+				p.fail("transmorgrifier.enabled", "must be true or false, got %v", v)
+			}
+			j.Transmorgrifier = b
+		}
+	}
+	j.AudioFormat = strings.ToLower(p.str(raw, "audio_format"))
+	if j.AudioFormat == "" {
+		j.AudioFormat = strings.ToLower(p.str(inf, "inference.audio_format"))
+	}
+	switch j.AudioFormat {
+	case "":
+		j.AudioFormat = "webm"
+	case "wav", "ogg", "mp3", "webm":
+	default:
+		p.fail("audio_format", "%q is not supported (expected wav, ogg, mp3 or webm)", j.AudioFormat)
+	}
+	if s := p.str(raw, "timeout"); s != "" {
+		t, err := parseTime(s)
+		if err != nil {
+			p.fail("timeout", "%q is not an ISO 8601 time such as 2027-01-01T00:00:00Z", s)
+		}
+		j.Timeout = t
+	}
+	j.Canceled = p.bool(raw, "canceled")
+	j.AllowCPU = p.bool(raw, "allow_cpu")
+
+	j.BatchSize = p.int(raw, "batch_size", 1, 4096)
+	j.LearningRate = p.float(raw, "learning_rate", 0, 1)
+	j.ValSplit = p.float(raw, "val_split", 0, 0.9)
+	j.SaveInterval = p.int(raw, "save_interval", 1, 1_000_000)
+	j.GradientAccumulationSteps = p.int(raw, "gradient_accumulation_steps", 1, 1024)
+	j.WarmupSteps = p.int(raw, "warmup_steps", 0, 10_000_000)
+	j.Temperature = p.float(raw, "temperature", 0, 10)
+	j.LengthScale = p.float(raw, "length_scale", 0, 10)
+	j.CFGScale = p.float(raw, "cfg_scale", 0, 20)
+	if mins := p.int(raw, "checkpoint_upload_interval", 0, 100_000); mins > 0 {
+		j.CheckpointUploadInterval = time.Duration(mins) * time.Minute
+	}
+	if tn := p.mapping(raw, "text_normalization"); tn != nil {
+		j.TextNormalization = TextNormalization{
+			Lowercase:         p.bool(tn, "text_normalization.lowercase"),
+			RemovePunctuation: p.bool(tn, "text_normalization.remove_punctuation"),
+			RemoveNumbers:     p.bool(tn, "text_normalization.remove_numbers"),
+		}
+	}
+	j.Invalid = p.err
+	return j
+}
+
+func defaultEpochs(model string) int {
+	if model == W2V2BERT {
+		return 10
+	}
+	return 1000
+}
+
+// canonicalModel maps the spellings clients use to StableTTS or W2V2BERT.
+func canonicalModel(s string) string {
+	k := strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r == ' ' || r == '.' {
+			return -1
+		}
+		return r
+	}, strings.ToLower(s))
+	switch k {
+	case "stabletts", "stabletts11":
+		return StableTTS
+	case "w2v2bert", "wav2vec2bert", "w2vbert", "w2v2bert20", "wav2vec2", "w2v2":
+		return W2V2BERT
+	}
+	return ""
+}
+
+// ValidateRepoPath checks a path a user wrote in the manifest: relative,
+// clean, no "..", and under prefix when one is given.
+func ValidateRepoPath(p, prefix string) error {
+	switch {
+	case strings.Contains(p, ".."):
+		return fmt.Errorf("%q must not contain \"..\"", p)
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("%q must be relative to the project root", p)
+	case strings.Contains(p, "\\") || strings.ContainsRune(p, 0):
+		return fmt.Errorf("%q contains characters not allowed in a path", p)
+	case path.Clean(p) != p:
+		return fmt.Errorf("%q is not a clean path (try %q)", p, path.Clean(p))
+	case prefix != "" && !strings.HasPrefix(p, prefix):
+		return fmt.Errorf("%q must be under %s", p, prefix)
+	}
+	return nil
+}
+
+func parseTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("bad time %q", s)
+}
+
+func (p *parser) mapping(m map[string]any, key string) map[string]any {
+	if m == nil {
+		return nil
+	}
+	v, ok := m[leaf(key)]
+	if !ok || v == nil {
+		return nil
+	}
+	mm, ok := v.(map[string]any)
+	if !ok {
+		p.fail(key, "must be a mapping, got %v", v)
+		return nil
+	}
+	return mm
+}
+
+func (p *parser) str(m map[string]any, key string) string {
+	if m == nil {
+		return ""
+	}
+	v, ok := m[leaf(key)]
+	if !ok || v == nil {
+		return ""
+	}
+	switch v.(type) {
+	case map[string]any, []any:
+		p.fail(key, "must be a single value, got %v", v)
+		return ""
+	}
+	return scalarString(v)
+}
+
+func (p *parser) int(m map[string]any, key string, lo, hi int) int {
+	if m == nil {
+		return 0
+	}
+	v, ok := m[leaf(key)]
+	if !ok || v == nil {
+		return 0
+	}
+	var n int
+	switch x := v.(type) {
+	case int:
+		n = x
+	case float64:
+		if x != math.Trunc(x) {
+			p.fail(key, "must be a whole number, got %v", x)
+			return 0
+		}
+		n = int(x)
+	case string:
+		i, err := strconv.Atoi(strings.TrimSpace(x))
+		if err != nil {
+			p.fail(key, "must be a whole number, got %q", x)
+			return 0
+		}
+		n = i
+	default:
+		p.fail(key, "must be a whole number, got %v", v)
+		return 0
+	}
+	if n < lo || n > hi {
+		p.fail(key, "must be between %d and %d, got %d", lo, hi, n)
+		return 0
+	}
+	return n
+}
+
+func (p *parser) float(m map[string]any, key string, lo, hi float64) float64 {
+	if m == nil {
+		return 0
+	}
+	v, ok := m[leaf(key)]
+	if !ok || v == nil {
+		return 0
+	}
+	var f float64
+	switch x := v.(type) {
+	case int:
+		f = float64(x)
+	case float64:
+		f = x
+	case string:
+		g, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
+		if err != nil {
+			p.fail(key, "must be a number, got %q", x)
+			return 0
+		}
+		f = g
+	default:
+		p.fail(key, "must be a number, got %v", v)
+		return 0
+	}
+	if math.IsNaN(f) || f <= lo || f > hi {
+		p.fail(key, "must be greater than %g and at most %g, got %g", lo, hi, f)
+		return 0
+	}
+	return f
+}
+
+func (p *parser) bool(m map[string]any, key string) bool {
+	if m == nil {
+		return false
+	}
+	v, ok := m[leaf(key)]
+	if !ok || v == nil {
+		return false
+	}
+	b, ok := v.(bool)
+	if !ok {
+		p.fail(key, "must be true or false, got %v", v)
+	}
+	return b
+}
+
+func (p *parser) filter(m map[string]any, key string) Filter {
+	sec := p.mapping(m, key)
+	return Filter{
+		Include: p.list(sec, key+".include_verses"),
+		Exclude: p.list(sec, key+".exclude_verses"),
+	}
+}
+
+func (p *parser) list(m map[string]any, key string) []string {
+	if m == nil {
+		return nil
+	}
+	v, ok := m[leaf(key)]
+	if !ok || v == nil {
+		return nil
+	}
+	items, ok := v.([]any)
+	if !ok {
+		p.fail(key, "must be a list, got %v", v)
+		return nil
+	}
+	out := make([]string, 0, len(items))
+	for i, it := range items {
+		s := strings.TrimSpace(scalarString(it))
+		if s == "" {
+			p.fail(key, "item %d is empty", i+1)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func leaf(key string) string {
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		return key[i+1:]
+	}
+	return key
+}
+
+func scalarString(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case time.Time:
+		return x.UTC().Format(time.RFC3339)
+	default:
+		return fmt.Sprint(x)
+	}
+}

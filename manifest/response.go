@@ -1,0 +1,90 @@
+package manifest
+
+import (
+	"fmt"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Job states as response.yaml carries them.
+const (
+	StateRunning   = "running"
+	StateCompleted = "completed"
+	StateFailed    = "failed"
+	StateCanceled  = "canceled"
+	// StateInterrupted: the worker shut down mid-job and saved what it could;
+	// any worker may take the job over at once (no claim timeout to wait).
+	StateInterrupted = "interrupted"
+)
+
+// Termination reasons the Codex extension shows.
+const (
+	ReasonCanceled = "Job canceled by user"
+	ReasonRemoved  = "Job removed from manifest"
+	ReasonReclaim  = "Job claimed by another worker"
+)
+
+// Response is gpu_jobs/job_<id>/response.yaml, fields in the documented order.
+type Response struct {
+	WorkerID           string         `yaml:"worker_id"`
+	State              string         `yaml:"state"`
+	Timestamp          time.Time      `yaml:"timestamp"`
+	RetryCount         int            `yaml:"retry_count"`
+	EpochsCompleted    *int           `yaml:"epochs_completed"`
+	ExpectedCompletion *time.Time     `yaml:"expected_completion"`
+	ErrorMessage       *string        `yaml:"error_message"`
+	TerminationReason  *string        `yaml:"termination_reason"`
+	StatusMessage      string         `yaml:"status_message,omitempty"`
+	Result             map[string]any `yaml:"result,omitempty"`
+}
+
+// Terminal reports whether the job is over for good.
+func (r *Response) Terminal() bool {
+	switch r.State {
+	case StateCompleted, StateFailed, StateCanceled:
+		return true
+	}
+	return false
+}
+
+// Stale reports whether another worker may take the job over: interrupted,
+// or running without a heartbeat for longer than claimTimeout.
+func (r *Response) Stale(now time.Time, claimTimeout time.Duration) bool {
+	switch r.State {
+	case StateInterrupted:
+		return true
+	case StateRunning:
+		return now.Sub(r.Timestamp) > claimTimeout
+	}
+	return false
+}
+
+// ParseResponse reads response.yaml.
+func ParseResponse(data []byte) (*Response, error) {
+	var r Response
+	if err := yaml.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("parse response: %w", err)
+	}
+	return &r, nil
+}
+
+// Marshal writes response.yaml with UTC timestamps.
+func (r *Response) Marshal() []byte {
+	c := *r
+	c.Timestamp = c.Timestamp.UTC().Truncate(time.Second)
+	if c.ExpectedCompletion != nil {
+		t := c.ExpectedCompletion.UTC().Truncate(time.Second)
+		c.ExpectedCompletion = &t
+	}
+	b, err := yaml.Marshal(&c)
+	if err != nil {
+		// Only unmarshalable Result values can fail; drop them rather than lose the state.
+		c.Result = map[string]any{"error": fmt.Sprintf("result not serializable: %v", err)}
+		b, _ = yaml.Marshal(&c)
+	}
+	return b
+}
+
+// Ptr returns a pointer to v, for the optional fields.
+func Ptr[T any](v T) *T { return &v }
