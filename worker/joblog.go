@@ -1,0 +1,194 @@
+package worker
+
+import (
+	"bytes"
+	"errors"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"gpu-worker/manifest"
+	"gpu-worker/project"
+)
+
+// maxLogUpload caps the logs.txt committed to the project (its tail is kept).
+const maxLogUpload = 4 << 20
+
+// jobLog is <job dir>/logs.txt: everything the job and its engine print,
+// with secrets redacted before they reach the disk.
+type jobLog struct {
+	path    string
+	file    *os.File
+	raw     io.Writer // redacting writer into the file
+	logger  *slog.Logger
+	secrets []string
+	jobID   string
+}
+
+func openJobLog(dir, jobID string, secrets []string, parent slog.Handler) (*jobLog, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "logs.txt")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	jl := &jobLog{path: path, file: f, secrets: nonEmpty(secrets), jobID: jobID}
+	jl.raw = &redactor{w: f, secrets: jl.secrets}
+	fileHandler := slog.NewTextHandler(jl.raw, &slog.HandlerOptions{Level: slog.LevelDebug})
+	jl.logger = slog.New(fanout{fileHandler, redactHandler{parent, jl.secrets}})
+	return jl, nil
+}
+
+func discardJobLog(jobID string, secrets []string, parent slog.Handler) *jobLog {
+	return &jobLog{jobID: jobID, raw: io.Discard, logger: slog.New(redactHandler{parent, nonEmpty(secrets)}), secrets: nonEmpty(secrets)}
+}
+
+func (j *jobLog) Close() error {
+	if j.file == nil {
+		return nil
+	}
+	return j.file.Close()
+}
+
+func (j *jobLog) redact(s string) string {
+	for _, sec := range j.secrets {
+		s = strings.ReplaceAll(s, sec, "[REDACTED]")
+	}
+	return s
+}
+
+// action is the commit action uploading the log's current tail.
+func (j *jobLog) action(ctx context.Context, p project.Project) project.Action {
+	var data []byte
+	if j.path != "" {
+		data, _ = os.ReadFile(j.path)
+	}
+	if len(data) > maxLogUpload {
+		data = data[len(data)-maxLogUpload:]
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			data = data[i+1:]
+		}
+		data = append([]byte("[earlier lines omitted]\n"), data...)
+	}
+	// A create of an existing path and an update of a missing one both
+	// fail, so look first (a previous worker may have uploaded a log).
+	path := manifest.JobDir(j.jobID) + "/logs.txt"
+	kind := project.Update
+	if _, err := p.StatFile(ctx, path); errors.Is(err, project.ErrNotFound) {
+		kind = project.Create
+	}
+	return project.Action{Kind: kind, Path: path, Content: data}
+}
+
+type redactor struct {
+	mu      sync.Mutex
+	w       io.Writer
+	secrets []string
+}
+
+func (r *redactor) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := p
+	for _, s := range r.secrets {
+		if bytes.Contains(out, []byte(s)) {
+			out = bytes.ReplaceAll(out, []byte(s), []byte("[REDACTED]"))
+		}
+	}
+	if _, err := r.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func nonEmpty(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if len(s) >= 4 { // shorter "secrets" would shred ordinary words
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// fanout sends each record to several handlers.
+type fanout []slog.Handler
+
+func (f fanout) Enabled(ctx context.Context, l slog.Level) bool {
+	for _, h := range f {
+		if h.Enabled(ctx, l) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f fanout) Handle(ctx context.Context, r slog.Record) error {
+	for _, h := range f {
+		if h.Enabled(ctx, r.Level) {
+			_ = h.Handle(ctx, r.Clone())
+		}
+	}
+	return nil
+}
+
+func (f fanout) WithAttrs(as []slog.Attr) slog.Handler {
+	out := make(fanout, len(f))
+	for i, h := range f {
+		out[i] = h.WithAttrs(as)
+	}
+	return out
+}
+
+func (f fanout) WithGroup(name string) slog.Handler {
+	out := make(fanout, len(f))
+	for i, h := range f {
+		out[i] = h.WithGroup(name)
+	}
+	return out
+}
+
+// redactHandler scrubs secrets from messages and string attributes.
+type redactHandler struct {
+	h       slog.Handler
+	secrets []string
+}
+
+func (r redactHandler) Enabled(ctx context.Context, l slog.Level) bool { return r.h.Enabled(ctx, l) }
+
+func (r redactHandler) Handle(ctx context.Context, rec slog.Record) error {
+	if len(r.secrets) == 0 {
+		return r.h.Handle(ctx, rec)
+	}
+	scrub := func(s string) string {
+		for _, sec := range r.secrets {
+			s = strings.ReplaceAll(s, sec, "[REDACTED]")
+		}
+		return s
+	}
+	out := slog.NewRecord(rec.Time, rec.Level, scrub(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(slog.String(a.Key, scrub(a.Value.String())))
+		return true
+	})
+	return r.h.Handle(ctx, out)
+}
+
+func (r redactHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return redactHandler{r.h.WithAttrs(as), r.secrets}
+}
+
+func (r redactHandler) WithGroup(name string) slog.Handler {
+	return redactHandler{r.h.WithGroup(name), r.secrets}
+}
+
+// RedactHandler wraps h so that secrets never reach its output.
+func RedactHandler(h slog.Handler, secrets []string) slog.Handler {
+	return redactHandler{h, nonEmpty(secrets)}
+}

@@ -1,0 +1,168 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"gpu-worker/manifest"
+	"gpu-worker/project"
+)
+
+// Why a job stopped, as context causes.
+var (
+	ErrCanceledByUser = errors.New(manifest.ReasonCanceled)
+	ErrRemoved        = errors.New(manifest.ReasonRemoved)
+	ErrLeaseLost      = errors.New(manifest.ReasonReclaim)
+	ErrShutdown       = errors.New("worker shutting down")
+	// ErrTaken: another worker claimed the job first.
+	ErrTaken = errors.New("job already claimed")
+)
+
+// TimeoutError is the cause of a job stopped at its manifest deadline.
+type TimeoutError struct{ At time.Time }
+
+func (e *TimeoutError) Error() string {
+	return "timeout reached at " + e.At.UTC().Format(time.RFC3339)
+}
+
+// lease is this worker's claim on a job: response.yaml and the commit that
+// last wrote it. Every write is an update guarded by that commit id.
+type lease struct {
+	proj     project.Project
+	jobID    string
+	workerID string
+
+	mu           sync.Mutex
+	resp         manifest.Response
+	lastCommitID string
+}
+
+const commitRetries = 5
+
+// claim creates response.yaml (the claim) or takes over a stale one. stale
+// is the response read during the scan, with its LastCommitID; nil = new.
+func claim(ctx context.Context, p project.Project, jobID, workerID string, now time.Time, stale *staleClaim, first manifest.Response) (*lease, error) {
+	path := manifest.ResponsePath(jobID)
+	first.WorkerID = workerID
+	first.Timestamp = now
+	act := project.Action{Kind: project.Create, Path: path}
+	msg := fmt.Sprintf("Claim job %s by %s [skip ci]", jobID, workerID)
+	if stale != nil {
+		first.RetryCount = stale.resp.RetryCount + 1
+		act = project.Action{Kind: project.Update, Path: path, LastCommitID: stale.lastCommitID}
+		msg = fmt.Sprintf("Take over job %s by %s (retry %d) [skip ci]", jobID, workerID, first.RetryCount)
+	}
+	act.Content = first.Marshal()
+	for attempt := 0; ; attempt++ {
+		res, err := p.Commit(ctx, msg, []project.Action{act})
+		if err == nil {
+			return &lease{proj: p, jobID: jobID, workerID: workerID, resp: first, lastCommitID: res.ID}, nil
+		}
+		c := project.ConflictOf(err)
+		if c == nil {
+			return nil, fmt.Errorf("claim job %s: %w", jobID, err)
+		}
+		if c.Kind == project.BranchMoved && attempt < commitRetries {
+			if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if c.Kind == project.AlreadyExists && stale == nil && attempt < commitRetries {
+			// Taken, unless the 400 came from a race that left no file.
+			if _, rerr := p.StatFile(ctx, path); errors.Is(rerr, project.ErrNotFound) {
+				continue
+			}
+		}
+		return nil, ErrTaken
+	}
+}
+
+// staleClaim is a response.yaml another worker abandoned.
+type staleClaim struct {
+	resp         manifest.Response
+	lastCommitID string
+}
+
+// write updates response.yaml (plus extra actions) if we still hold the
+// lease; ErrLeaseLost when another worker wrote it meanwhile.
+func (l *lease) write(ctx context.Context, message string, update func(r *manifest.Response), extra []project.Action) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := l.resp
+	update(&next)
+	next.WorkerID = l.workerID
+	for attempt := 0; ; attempt++ {
+		acts := append([]project.Action{{Kind: project.Update, Path: manifest.ResponsePath(l.jobID),
+			Content: next.Marshal(), LastCommitID: l.lastCommitID}}, extra...)
+		res, err := l.proj.Commit(ctx, message+" [skip ci]", acts)
+		if err == nil {
+			l.resp, l.lastCommitID = next, res.ID
+			return nil
+		}
+		c := project.ConflictOf(err)
+		if c == nil || attempt >= commitRetries {
+			return err
+		}
+		switch {
+		case c.Kind == project.BranchMoved:
+			if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+				return err
+			}
+		case c.Path == manifest.ResponsePath(l.jobID) || c.Path == "":
+			if err := l.recheck(ctx); err != nil {
+				return err
+			}
+		default:
+			return err // a conflict on one of the caller's files
+		}
+	}
+}
+
+// recheck re-reads response.yaml after a conflict: still ours → adopt its
+// commit id; anyone else's → the lease is lost.
+func (l *lease) recheck(ctx context.Context) error {
+	f, err := l.proj.ReadFile(ctx, manifest.ResponsePath(l.jobID))
+	if errors.Is(err, project.ErrNotFound) {
+		return ErrLeaseLost
+	}
+	if err != nil {
+		return err
+	}
+	r, err := manifest.ParseResponse(f.Content)
+	if err != nil || r.WorkerID != l.workerID || r.Terminal() {
+		return ErrLeaseLost
+	}
+	l.lastCommitID = f.LastCommitID
+	return nil
+}
+
+// guard returns an update of response.yaml carrying the lease's guard, for
+// the final commit that codex.Commit assembles.
+func (l *lease) finalAction(update func(r *manifest.Response)) (project.Action, manifest.Response) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := l.resp
+	update(&next)
+	next.WorkerID = l.workerID
+	return project.Action{Kind: project.Update, Path: manifest.ResponsePath(l.jobID),
+		Content: next.Marshal(), LastCommitID: l.lastCommitID}, next
+}
+
+func backoff(attempt int) time.Duration {
+	return time.Duration(50*(1<<attempt)) * time.Millisecond
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
