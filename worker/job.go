@@ -325,5 +325,3 @@ func (w *Worker) engineFor(slot Slot) *engine.Runner {
 	r.Env = append(append([]string{}, r.Env...), slot.Env...)
 	return &r
 }
-
-

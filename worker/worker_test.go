@@ -77,7 +77,9 @@ func (tp *testProject) commits() []local.CommitRecord {
 
 type single struct{ p project.Project }
 
-func (s single) Projects(context.Context) ([]project.Project, error) { return []project.Project{s.p}, nil }
+func (s single) Projects(context.Context) ([]project.Project, error) {
+	return []project.Project{s.p}, nil
+}
 
 func jobYAML(id, extra string) string {
 	return fmt.Sprintf("  - {job_id: %q, job_type: tts, mode: training, model: {type: StableTTS}, epochs: 3%s}\n", id, extra)
