@@ -146,9 +146,7 @@ func parseJob(id string, raw map[string]any) *Job {
 	j.Temperature = p.float(raw, "temperature", 0, 10)
 	j.LengthScale = p.float(raw, "length_scale", 0, 10)
 	j.CFGScale = p.float(raw, "cfg_scale", 0, 20)
-	if mins := p.int(raw, "checkpoint_upload_interval", 0, 100_000); mins > 0 {
-		j.CheckpointUploadInterval = time.Duration(mins) * time.Minute
-	}
+	j.CheckpointUploadInterval = p.interval(raw, "checkpoint_upload_interval")
 	if tn := p.mapping(raw, "text_normalization"); tn != nil {
 		j.TextNormalization = TextNormalization{
 			Lowercase:         p.bool(tn, "text_normalization.lowercase"),
@@ -309,6 +307,23 @@ func (p *parser) float(m map[string]any, key string, lo, hi float64) float64 {
 		return 0
 	}
 	return f
+}
+
+// interval reads minutes (a number) or a duration such as "90s" or "1h".
+func (p *parser) interval(m map[string]any, key string) time.Duration {
+	v, ok := m[leaf(key)]
+	if !ok || v == nil {
+		return 0
+	}
+	if s, isStr := v.(string); isStr {
+		if d, err := time.ParseDuration(strings.TrimSpace(s)); err == nil && d > 0 {
+			return d
+		}
+	}
+	if mins := p.int(m, key, 1, 100_000); mins > 0 {
+		return time.Duration(mins) * time.Minute
+	}
+	return 0
 }
 
 func (p *parser) bool(m map[string]any, key string) bool {

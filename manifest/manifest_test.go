@@ -83,6 +83,16 @@ func TestParseClientManifest(t *testing.T) {
 	}
 }
 
+func TestCheckpointUploadInterval(t *testing.T) {
+	m, err := Parse([]byte("version: 1\njobs:\n  - {job_id: a, job_type: tts, mode: training, model: {type: StableTTS}, checkpoint_upload_interval: 45}\n  - {job_id: b, job_type: tts, mode: training, model: {type: StableTTS}, checkpoint_upload_interval: \"90s\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := m.Jobs[0].CheckpointUploadInterval, m.Jobs[1].CheckpointUploadInterval; a != 45*time.Minute || b != 90*time.Second {
+		t.Errorf("intervals %v %v", a, b)
+	}
+}
+
 func TestSortedPriorityFirst(t *testing.T) {
 	m, err := Parse([]byte(`version: 1
 jobs:
@@ -162,6 +172,7 @@ func TestBadJobs(t *testing.T) {
 		{"voice reference traversal", ok + `, voice_reference: ../x.webm`, `voice_reference: "../x.webm" must not contain ".."`},
 		{"model not mapping", `job_type: tts, mode: training, model: StableTTS`, "model: must be a mapping"},
 		{"learning rate too big", ok + `, learning_rate: 3`, "learning_rate: must be greater than 0 and at most 1"},
+		{"bad upload interval", ok + `, checkpoint_upload_interval: soon`, "checkpoint_upload_interval: must be a whole number"},
 		{"bad size", `job_type: tts, mode: training, model: {type: StableTTS, size: huge}`, `model.size: "huge" is not a size`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,230 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"gpu-worker/atomicfile"
+	"gpu-worker/engine"
+	"gpu-worker/manifest"
+	"gpu-worker/project"
+	"gpu-worker/worker"
+)
+
+// defaultCheckpointUpload is how often a training job's latest resumable
+// checkpoint is uploaded, so a worker that takes over can resume.
+const defaultCheckpointUpload = 30 * time.Minute
+
+// resumePath is where a job's latest resumable checkpoint lives in the project.
+func resumePath(jobID string) string { return manifest.JobDir(jobID) + "/checkpoints/resume.pt" }
+
+// modelPath is where a job's outputs go.
+func modelPath(jobID, name string) string { return manifest.JobDir(jobID) + "/models/" + name }
+
+// training runs an engine's train command: progress drives heartbeats,
+// resumable checkpoints are uploaded periodically, an out-of-memory error is
+// retried with half the batch and twice the accumulation.
+type training struct {
+	env    *worker.JobEnv
+	engine string
+	label  string // "epoch" phrasing for status lines
+
+	mu         sync.Mutex
+	lastCkpt   string // newest resumable checkpoint on disk
+	uploaded   string // newest one committed to the project
+	lastUpload time.Time
+	uploading  sync.WaitGroup
+}
+
+// run trains with cfg (which it may adjust for OOM retries) and returns the
+// engine's result. ErrInterrupted (with the context's cause) when stopped.
+func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any, error) {
+	env := t.env
+	if ckpt, err := t.fetchResume(ctx); err != nil {
+		env.Log.Warn("resumable checkpoint not usable; training from the start", "err", err)
+	} else if ckpt != "" {
+		cfg["resume"] = ckpt
+		env.Log.Info("resuming from the checkpoint a previous worker uploaded", "path", ckpt)
+		env.Report(worker.Progress{Message: "resuming training from the last uploaded checkpoint"})
+	}
+	t.lastUpload = time.Now()
+	interval := or(env.Job.CheckpointUploadInterval, defaultCheckpointUpload)
+	batch, _ := cfg["batch_size"].(int)
+	accum := or(cfg["gradient_accumulation_steps"].(int), 1)
+	for halvings := 0; ; halvings++ {
+		res, err := env.Engine.Run(ctx, t.engine, "train", cfg, env.WorkDir, env.LogWriter, func(ev engine.Event) {
+			t.onEvent(ctx, ev, interval)
+		})
+		if !engine.IsOOM(err) || batch <= 1 || halvings >= 3 || ctx.Err() != nil {
+			t.uploading.Wait()
+			return res, err
+		}
+		batch, accum = batch/2, accum*2
+		cfg["batch_size"], cfg["gradient_accumulation_steps"] = batch, accum
+		if ck := t.latest(); ck != "" {
+			cfg["resume"] = ck
+		}
+		msg := fmt.Sprintf("out of GPU memory: retrying with batch size %d and gradient accumulation %d (same effective batch)", batch, accum)
+		env.Log.Warn(msg)
+		env.Report(worker.Progress{Message: msg})
+	}
+}
+
+func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.Duration) {
+	switch ev.Kind {
+	case "progress":
+		msg := fmt.Sprintf("training: epoch %d/%d", ev.Epoch, ev.Epochs)
+		if ev.Loss != nil {
+			msg += fmt.Sprintf(", loss %.4f", *ev.Loss)
+		}
+		for k, v := range ev.Val {
+			msg += fmt.Sprintf(", val %s %.4f", k, v)
+		}
+		p := worker.Progress{Epoch: ev.Epoch, Epochs: ev.Epochs, Message: msg}
+		if ev.ETA != nil {
+			p.ETA = time.Duration(*ev.ETA * float64(time.Second))
+		}
+		t.env.Report(p)
+	case "checkpoint":
+		if ev.Checkpoint != "resumable" || ev.Path == "" {
+			return
+		}
+		t.mu.Lock()
+		t.lastCkpt = ev.Path
+		due := time.Since(t.lastUpload) >= interval
+		if due {
+			t.lastUpload = time.Now()
+		}
+		t.mu.Unlock()
+		if due && ctx.Err() == nil {
+			t.uploading.Add(1)
+			go func() {
+				defer t.uploading.Done()
+				if err := t.upload(ctx, ev.Path); err != nil {
+					t.env.Log.Warn("checkpoint upload failed; will try again at the next one", "err", err)
+				}
+			}()
+		}
+	}
+}
+
+func (t *training) latest() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastCkpt
+}
+
+// upload commits a resumable checkpoint with a heartbeat (lease-guarded).
+func (t *training) upload(ctx context.Context, local string) error {
+	// The engine rotates checkpoints: copy first so the file cannot vanish
+	// while it streams.
+	snap := filepath.Join(t.env.WorkDir, "upload-resume.pt")
+	if err := copyFile(local, snap); err != nil {
+		return err
+	}
+	act, err := lfsAction(ctx, t.env.Project, snap, resumePath(t.env.Job.ID))
+	if err != nil {
+		return err
+	}
+	if err := t.env.Commit(ctx, "Checkpoint job "+t.env.Job.ID, []project.Action{act}); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.uploaded = local
+	t.mu.Unlock()
+	t.env.Log.Info("uploaded resumable checkpoint", "path", resumePath(t.env.Job.ID))
+	return nil
+}
+
+// partial returns the actions that save an interrupted run's newest
+// checkpoint, for the final commit.
+func (t *training) partial(ctx context.Context) []project.Action {
+	ck := t.latest()
+	if ck == "" {
+		return nil
+	}
+	act, err := lfsAction(ctx, t.env.Project, ck, resumePath(t.env.Job.ID))
+	if err != nil {
+		t.env.Log.Warn("could not save the interrupted run's checkpoint", "err", err)
+		return nil
+	}
+	return []project.Action{act}
+}
+
+// fetchResume downloads the job's uploaded resumable checkpoint, if any.
+func (t *training) fetchResume(ctx context.Context) (string, error) {
+	f, err := t.env.Project.ReadFile(ctx, resumePath(t.env.Job.ID))
+	if errors.Is(err, project.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	ptr, err := project.ParsePointer(f.Content)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", resumePath(t.env.Job.ID), err)
+	}
+	dst := filepath.Join(t.env.WorkDir, "resume-from.pt")
+	if err := t.env.Project.GetLFS(ctx, ptr, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+// lfsAction stores a local file as an LFS object and returns the commit
+// action that writes its pointer at repoPath.
+func lfsAction(ctx context.Context, p project.Project, local, repoPath string) (project.Action, error) {
+	ptr, err := p.PutLFS(ctx, local)
+	if err != nil {
+		return project.Action{}, fmt.Errorf("upload %s: %w", filepath.Base(local), err)
+	}
+	return fileAction(ctx, p, repoPath, []byte(ptr.String()))
+}
+
+// fileAction writes content at repoPath, creating or updating it.
+func fileAction(ctx context.Context, p project.Project, repoPath string, content []byte) (project.Action, error) {
+	kind := project.Update
+	if _, err := p.StatFile(ctx, repoPath); errors.Is(err, project.ErrNotFound) {
+		kind = project.Create
+	} else if err != nil {
+		return project.Action{}, err
+	}
+	return project.Action{Kind: kind, Path: repoPath, Content: content}, nil
+}
+
+// fetchModel downloads a model the manifest names (an LFS pointer or, for
+// small files, the file itself) into dst.
+func fetchModel(ctx context.Context, p project.Project, repoPath, dst string) error {
+	f, err := p.ReadFile(ctx, repoPath)
+	if errors.Is(err, project.ErrNotFound) {
+		return fmt.Errorf("model.base_checkpoint %s does not exist in the project", repoPath)
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", repoPath, err)
+	}
+	if ptr, perr := project.ParsePointer(f.Content); perr == nil {
+		if err := p.GetLFS(ctx, ptr, dst); err != nil {
+			return fmt.Errorf("download %s: %w", repoPath, err)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, f.Content, 0o644)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	_, err = atomicfile.WriteFrom(dst, in, 0o644)
+	return err
+}
