@@ -88,10 +88,11 @@ func trainASR(ctx context.Context, env *worker.JobEnv, dir string, n int, out *w
 	}
 	if job.ModelSize == "tiny" {
 		// A tiny demo model trains in minutes; keep its corrector small too.
-		cfg["transmorgrifier"] = map[string]any{"enabled": job.Transmorgrifier, "iterations": 200}
+		cfg["transmorgrifier"] = map[string]any{"enabled": job.Transmorgrifier, "iterations": 10}
 	}
 	tr := &training{env: env, engine: "w2v2bert"}
 	res, err := tr.run(ctx, cfg)
+	tr.report(out.Result)
 	if err != nil {
 		out.Actions = append(out.Actions, tr.partial(ctx)...)
 		return "", trainError(err)

@@ -39,6 +39,8 @@ type training struct {
 	uploaded   string // newest one committed to the project
 	lastUpload time.Time
 	uploading  sync.WaitGroup
+	resumed    bool
+	epochsRun  map[int]bool // epochs this run trained, for the result
 }
 
 // run trains with cfg (which it may adjust for OOM retries) and returns the
@@ -49,10 +51,12 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 		env.Log.Warn("resumable checkpoint not usable; training from the start", "err", err)
 	} else if ckpt != "" {
 		cfg["resume"] = ckpt
+		t.resumed = true
 		env.Log.Info("resuming from the checkpoint a previous worker uploaded", "path", ckpt)
 		env.Report(worker.Progress{Message: "resuming training from the last uploaded checkpoint"})
 	}
 	t.lastUpload = time.Now()
+	t.epochsRun = map[int]bool{}
 	interval := or(env.Job.CheckpointUploadInterval, defaultCheckpointUpload)
 	batch, _ := cfg["batch_size"].(int)
 	accum := or(cfg["gradient_accumulation_steps"].(int), 1)
@@ -78,6 +82,9 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.Duration) {
 	switch ev.Kind {
 	case "progress":
+		t.mu.Lock()
+		t.epochsRun[ev.Epoch] = true
+		t.mu.Unlock()
 		msg := fmt.Sprintf("training: epoch %d/%d", ev.Epoch, ev.Epochs)
 		if ev.Loss != nil {
 			msg += fmt.Sprintf(", loss %.4f", *ev.Loss)
@@ -139,6 +146,16 @@ func (t *training) upload(ctx context.Context, local string) error {
 	t.mu.Unlock()
 	t.env.Log.Info("uploaded resumable checkpoint", "path", resumePath(t.env.Job.ID))
 	return nil
+}
+
+// report adds how the run went to a result.
+func (t *training) report(result map[string]any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	result["epochs_run"] = len(t.epochsRun)
+	if t.resumed {
+		result["resumed_from_checkpoint"] = resumePath(t.env.Job.ID)
+	}
 }
 
 // partial returns the actions that save an interrupted run's newest

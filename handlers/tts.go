@@ -99,6 +99,7 @@ func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.R
 	}
 	tr := &training{env: env, engine: "stabletts"}
 	res, err := tr.run(ctx, cfg)
+	tr.report(out.Result)
 	if err != nil {
 		out.Actions = append(out.Actions, tr.partial(ctx)...)
 		if best := filepath.Join(outDir, "best_model.pt"); fileExists(best) {

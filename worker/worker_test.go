@@ -68,7 +68,7 @@ func (tp *testProject) response(jobID string) *manifest.Response {
 
 func (tp *testProject) commits() []local.CommitRecord {
 	tp.t.Helper()
-	cs, err := tp.p.Commits()
+	cs, err := tp.p.Commits(context.Background())
 	if err != nil {
 		tp.t.Fatal(err)
 	}
