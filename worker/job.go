@@ -297,10 +297,15 @@ type progressBox struct {
 	ok bool
 }
 
+// set records p; a report without epochs (a phase's status line) keeps
+// the epochs already known.
 func (b *progressBox) set(p Progress) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p.Epochs == 0 && b.ok {
+		p.Epoch, p.Epochs = b.p.Epoch, b.p.Epochs
+	}
 	b.p, b.ok = p, true
-	b.mu.Unlock()
 }
 
 func (b *progressBox) apply(r *manifest.Response, now time.Time) {

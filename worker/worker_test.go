@@ -113,6 +113,7 @@ func TestCompletesJobWithResultAndLog(t *testing.T) {
 	w := testWorker(t, "w1", single{tp.p}, registryOf(func(ctx context.Context, env *JobEnv) (*Outcome, error) {
 		env.Log.Info("training with token glpat-SECRET-TOKEN")
 		env.Report(Progress{Epoch: 3, Epochs: 3, Message: "epoch 3/3"})
+		env.Report(Progress{Message: "uploading the model"})
 		return &Outcome{
 			Result:  map[string]any{"checkpoint_path": manifest.JobDir("j1") + "/models/best_model.pt"},
 			Actions: []project.Action{{Kind: project.Create, Path: manifest.JobDir("j1") + "/models/best_model.pt", Content: []byte("weights")}},
