@@ -36,8 +36,13 @@ fuzz:
 	  done; \
 	done
 
+# The demo: a local Codex project, an ASR and a TTS job, the worker, a summary.
+DEMO_FLAGS ?=
+demo: deps engines build
+	GPU_WORKER_PYTHON=$(PYTHON) $(GO) run ./cmd/demo --dir demo-project --work-dir demo-work --worker bin/gpu-worker $(DEMO_FLAGS)
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin demo-project demo-work

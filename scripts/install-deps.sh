@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# System packages the worker and its tests need: ffmpeg (audio) and
-# espeak-ng (speech for tests and the demo). Installs only what is missing.
+# System packages the worker, its tests and the demo need: ffmpeg (audio),
+# espeak-ng (speech), diatheke + sword-text-web (the World English Bible text
+# of the demo). Installs only what is missing.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
-command -v go >/dev/null || missing+=(golang-go)
+command -v diatheke >/dev/null || missing+=(diatheke)
+[ -d /usr/share/sword/modules/texts/ztext/engWEB2015eb ] || missing+=(sword-text-web)
+command -v git >/dev/null || missing+=(git)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
