@@ -424,3 +424,34 @@ func TestRetentionKeepsNewest(t *testing.T) {
 		t.Fatalf("kept %v", names)
 	}
 }
+
+func TestDrainFinishesRunningJobAndClaimsNoMore(t *testing.T) {
+	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("a", ", submitted_at: '2026-01-01T00:00:00Z'")+jobYAML("b", ", submitted_at: '2026-01-02T00:00:00Z'"))
+	release := make(chan struct{})
+	started := make(chan string, 2)
+	w := testWorker(t, "w1", single{tp.p}, registryOf(func(ctx context.Context, env *JobEnv) (*Outcome, error) {
+		started <- env.Job.ID
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		return &Outcome{}, nil
+	}), nil)
+	done := make(chan error)
+	go func() { done <- w.Run(context.Background()) }()
+	if id := <-started; id != "a" {
+		t.Fatalf("started %s first", id)
+	}
+	w.Drain()
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r := tp.response("a"); r.State != manifest.StateCompleted {
+		t.Errorf("running job not finished on drain: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(tp.dir, manifest.ResponsePath("b"))); !os.IsNotExist(err) {
+		t.Errorf("job b claimed while draining")
+	}
+}
