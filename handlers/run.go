@@ -159,8 +159,10 @@ func (t *training) report(result map[string]any) {
 }
 
 // partial returns the actions that save an interrupted run's newest
-// checkpoint, for the final commit.
+// checkpoint, for the final commit. It runs after the job's context ended.
 func (t *training) partial(ctx context.Context) []project.Action {
+	ctx, cancel := afterJob(ctx)
+	defer cancel()
 	ck := t.latest()
 	if ck == "" {
 		return nil
@@ -191,6 +193,11 @@ func (t *training) fetchResume(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return dst, nil
+}
+
+// afterJob gives work that saves a stopped job's outputs a context of its own.
+func afterJob(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
 }
 
 // lfsAction stores a local file as an LFS object and returns the commit

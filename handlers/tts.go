@@ -103,7 +103,9 @@ func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.R
 	if err != nil {
 		out.Actions = append(out.Actions, tr.partial(ctx)...)
 		if best := filepath.Join(outDir, "best_model.pt"); fileExists(best) {
-			if act, aerr := lfsAction(ctx, env.Project, best, modelPath(job.ID, "best_model.pt")); aerr == nil {
+			sctx, cancel := afterJob(ctx)
+			defer cancel()
+			if act, aerr := lfsAction(sctx, env.Project, best, modelPath(job.ID, "best_model.pt")); aerr == nil {
 				out.Actions = append(out.Actions, act)
 				out.Result["checkpoint_path"] = modelPath(job.ID, "best_model.pt")
 				out.Result["partial"] = true
