@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"gpu-worker/config"
+	"gpu-worker/gitlab"
+	"gpu-worker/gpu"
+	"gpu-worker/local"
+	"gpu-worker/ops"
+	"gpu-worker/project"
+)
+
+// opsFlags makes the flag set of an operator command.
+func opsFlags(name string, stderr io.Writer) (*config.Set, *common) {
+	s := config.New(name)
+	s.SetOutput(stderr)
+	return s, addCommon(s)
+}
+
+// parseOps parses an operator command's flags. Settings that only `run`
+// knows are accepted and ignored, so one config file (or
+// GPU_WORKER_CONFIG) serves every command; --help lists only the
+// command's own flags.
+func parseOps(s *config.Set, stderr io.Writer, args []string) error {
+	adopted := map[string]bool{}
+	runSet, _ := newRunFlags("", io.Discard)
+	runSet.VisitAll(func(f *flag.Flag) {
+		if s.Lookup(f.Name) == nil {
+			s.String(f.Name, "", "run setting, ignored here")
+			adopted[f.Name] = true
+		}
+	})
+	s.Usage = func() {
+		fmt.Fprintf(stderr, "Usage of %s:\n", s.Name())
+		s.VisitAll(func(f *flag.Flag) {
+			if !adopted[f.Name] {
+				fmt.Fprintf(stderr, "  --%s\n    \t%s\n", f.Name, f.Usage)
+			}
+		})
+	}
+	if err := s.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
+
+// usageErr prints a usage problem (the caller's exit code is 2).
+func usageErr(stderr io.Writer, cmd, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	fmt.Fprintf(stderr, "gpu-worker %s: %s\n", cmd, msg)
+	return fmt.Errorf("%w: %s", errUsage, msg)
+}
+
+// oneProject opens the project a submit or cancel is about: the local
+// folder, --project, or the only one --projects names.
+func (c *common) oneProject(ctx context.Context, name string, log *slog.Logger) (project.Project, error) {
+	if *c.projectDir != "" {
+		p, err := local.Open(*c.projectDir)
+		if err != nil {
+			return nil, fmt.Errorf("open project dir: %w", err)
+		}
+		return p, nil
+	}
+	if name == "" {
+		if only := splitList(*c.projects); len(only) == 1 {
+			name = only[0]
+		}
+	}
+	if name == "" {
+		return nil, errors.New("no project: name one with --project group/name (or use --project-dir)")
+	}
+	if *c.token == "" {
+		return nil, errors.New("no GitLab token (set --token or GITLAB_TOKEN), or use --project-dir for a local project")
+	}
+	client, err := gitlab.New(gitlab.Config{BaseURL: *c.gitlabURL, Token: *c.token, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return client.Project(ctx, name)
+}
+
+func quietLogger(stderr io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s, c := opsFlags("gpu-worker jobs", stderr)
+	state := s.String("state", "", "show only jobs in this state (pending, running, completed, failed, canceled, interrupted, invalid)")
+	asJSON := s.Bool("json", false, "print JSON instead of a table")
+	if err := parseOps(s, stderr, args); err != nil {
+		return err
+	}
+	src, err := c.source(quietLogger(stderr), nil)
+	if err != nil {
+		return usageErr(stderr, "jobs", "%v", err)
+	}
+	projects, err := src.Projects(ctx)
+	if err != nil {
+		return err
+	}
+	rows, listErr := ops.ListJobs(ctx, projects)
+	if *state != "" {
+		kept := rows[:0]
+		for _, r := range rows {
+			if r.State == *state {
+				kept = append(kept, r)
+			}
+		}
+		rows = kept
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if rows == nil {
+			rows = []ops.JobRow{}
+		}
+		if err := enc.Encode(rows); err != nil {
+			return err
+		}
+	} else if err := ops.WriteTable(stdout, rows, time.Now()); err != nil {
+		return err
+	}
+	return listErr
+}
+
+func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s, c := opsFlags("gpu-worker submit", stderr)
+	proj := s.String("project", "", "GitLab project (group/name or id) to add the job to")
+	file := s.String("file", "", "YAML file holding the job's fields (instead of the flags below)")
+	var o ops.JobOptions
+	s.StringVar(&o.Name, "name", "", "job name shown to the team")
+	s.StringVar(&o.Description, "description", "", "job description")
+	s.StringVar(&o.JobType, "job-type", "", "tts or asr")
+	s.StringVar(&o.Mode, "mode", "", "training, inference or training_and_inference")
+	s.StringVar(&o.Model, "model", "", "StableTTS (tts) or W2V2BERT (asr)")
+	s.StringVar(&o.BaseCheckpoint, "base-checkpoint", "", "model to start from or to run (gpu_jobs/job_<id>/models/best_model.pt)")
+	s.StringVar(&o.ModelSize, "size", "", "model size: tiny or default")
+	s.IntVar(&o.Epochs, "epochs", 0, "training epochs (default: the model's)")
+	s.IntVar(&o.Priority, "priority", 0, "higher runs first")
+	s.IntVar(&o.GPUs, "job-gpus", 0, "GPUs to spread this job over (needs a worker with such a slot)")
+	s.BoolVar(&o.AllowCPU, "job-allow-cpu", false, "let CPU-only workers run this job")
+	trainInc := s.String("train-include", "", "comma-separated verses (MRK 1:1, MRK 1, MRK) or cell ids to train on")
+	trainExc := s.String("train-exclude", "", "comma-separated verses or cell ids to leave out of training")
+	inferInc := s.String("infer-include", "", "comma-separated verses or cell ids to generate or transcribe")
+	inferExc := s.String("infer-exclude", "", "comma-separated verses or cell ids to skip at inference")
+	s.StringVar(&o.VoiceReference, "voice-reference", "", "TTS: recording whose voice to use")
+	s.StringVar(&o.AudioFormat, "audio-format", "", "TTS output: wav, ogg, mp3 or webm")
+	s.StringVar(&o.Timeout, "timeout", "", "deadline, e.g. 2027-01-01T00:00:00Z")
+	if err := parseOps(s, stderr, args); err != nil {
+		return err
+	}
+	o.TrainInclude, o.TrainExclude = splitList(*trainInc), splitList(*trainExc)
+	o.InferInclude, o.InferExclude = splitList(*inferInc), splitList(*inferExc)
+	job := ops.JobNode(o)
+	if *file != "" {
+		data, err := os.ReadFile(*file)
+		if err != nil {
+			return fmt.Errorf("read job file: %w", err)
+		}
+		if job, err = ops.ParseJobFile(data); err != nil {
+			return err
+		}
+	}
+	p, err := c.oneProject(ctx, *proj, quietLogger(stderr))
+	if err != nil {
+		return usageErr(stderr, "submit", "%v", err)
+	}
+	id, err := ops.Submit(ctx, p, job, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "submitted job %s to %s\n", id, p.Name())
+	return nil
+}
+
+func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s, c := opsFlags("gpu-worker cancel", stderr)
+	proj := s.String("project", "", "GitLab project (group/name or id) of the job")
+	if err := parseOps(s, stderr, args); err != nil {
+		return err
+	}
+	if s.NArg() != 1 {
+		return usageErr(stderr, "cancel", "name one job: gpu-worker cancel [flags] JOB_ID")
+	}
+	p, err := c.oneProject(ctx, *proj, quietLogger(stderr))
+	if err != nil {
+		return usageErr(stderr, "cancel", "%v", err)
+	}
+	id := s.Arg(0)
+	if err := ops.Cancel(ctx, p, id); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "canceled job %s in %s (a running job stops at its next cancel check)\n", id, p.Name())
+	return nil
+}
+
+// errChecksFailed: doctor found problems (exit code 1, report on stdout).
+var errChecksFailed = errors.New("some checks failed")
+
+// doctorCmd checks the host with the same settings `run` would use.
+func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s, f := newRunFlags("gpu-worker doctor", stderr)
+	minFree := s.Int("min-free-disk", 20, "GiB the work dir's volume should have free")
+	if err := parseOps(s, stderr, args); err != nil {
+		return err
+	}
+	log := quietLogger(stderr)
+	d := ops.DoctorDeps{
+		FFmpeg:      ops.FFmpegVersion,
+		AllowCPU:    *f.allowCPU,
+		WorkDir:     *f.workDir,
+		FreeDisk:    ops.FreeDisk,
+		MinFreeDisk: uint64(*minFree) * gpu.GiB,
+	}
+	d.GPUs, d.GPUReason = gpu.Default()
+	if py, dir, err := pythonAndEngines(*f.python, *f.enginesDir); err != nil {
+		d.Engines = func(context.Context) (string, error) { return "", err }
+	} else {
+		d.Engines = ops.EngineProbe(py, dir)
+	}
+	switch {
+	case *f.projectDir != "":
+		d.Local = func(ctx context.Context) error {
+			p, err := local.Open(*f.projectDir)
+			if err != nil {
+				return err
+			}
+			return ops.ProbeLocal(ctx, p)
+		}
+	case *f.token == "":
+		return usageErr(stderr, "doctor", "no GitLab token (set --token or GITLAB_TOKEN), or use --project-dir for a local project")
+	default:
+		g := &ops.GitLabHTTP{BaseURL: *f.gitlabURL, Token: *f.token}
+		d.Token, d.API = g, g
+		d.LFS = func(ctx context.Context) error {
+			client, err := gitlab.New(gitlab.Config{BaseURL: *f.gitlabURL, Token: *f.token, Logger: log, MaxRetries: 1})
+			if err != nil {
+				return err
+			}
+			ps, err := client.Projects(ctx, gitlab.ListOptions{Only: splitList(*f.projects)})
+			if err != nil {
+				return err
+			}
+			if len(ps) == 0 {
+				return errors.New("the token sees no project to probe")
+			}
+			return ops.ProbeLFS(ctx, ps[0], os.TempDir())
+		}
+	}
+	fmt.Fprintf(stdout, "gpu-worker %s doctor\n", version)
+	if !ops.WriteReport(stdout, ops.RunChecks(ctx, ops.DoctorChecks(d), 2*time.Minute)) {
+		return errChecksFailed
+	}
+	return nil
+}

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"gpu-worker/config"
+	"gpu-worker/engine"
+	"gpu-worker/gitlab"
+	"gpu-worker/local"
+	"gpu-worker/metrics"
+	"gpu-worker/project"
+	"gpu-worker/worker"
+)
+
+// common holds the flags every command that talks to projects shares.
+type common struct {
+	token, gitlabURL, projectDir, projects *string
+}
+
+func addCommon(s *config.Set) *common {
+	c := &common{
+		token:      s.String("token", "", "GitLab token with api scope"),
+		gitlabURL:  s.String("gitlab-url", "https://gitlab.com", "GitLab base URL"),
+		projectDir: s.String("project-dir", "", "serve one local Codex project folder instead of GitLab"),
+		projects:   s.String("projects", "", "comma-separated project ids or paths to restrict the scan to (default: all the token can see)"),
+	}
+	s.Env("token", "GITLAB_TOKEN")
+	s.Env("gitlab-url", "GITLAB_URL")
+	s.Env("project-dir", "GPU_WORKER_PROJECT_DIR")
+	s.Env("projects", "GPU_WORKER_PROJECTS")
+	return c
+}
+
+// source builds the project source the flags name.
+func (c *common) source(log *slog.Logger, hc *http.Client) (worker.Source, error) {
+	if *c.projectDir != "" {
+		p, err := local.Open(*c.projectDir)
+		if err != nil {
+			return nil, fmt.Errorf("open project dir: %w", err)
+		}
+		return staticSource{p}, nil
+	}
+	if *c.token == "" {
+		return nil, fmt.Errorf("%w: no GitLab token (set --token or GITLAB_TOKEN), or use --project-dir for a local project", errUsage)
+	}
+	client, err := gitlab.New(gitlab.Config{BaseURL: *c.gitlabURL, Token: *c.token, HTTPClient: hc, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &gitlabSource{client: client, only: splitList(*c.projects)}, nil
+}
+
+type staticSource []project.Project
+
+func (s staticSource) Projects(context.Context) ([]project.Project, error) { return s, nil }
+
+// gitlabSource lists the projects the token can see on every scan; the
+// scanner skips unchanged ones by their last activity.
+type gitlabSource struct {
+	client *gitlab.Client
+	only   []string
+}
+
+func (g *gitlabSource) Projects(ctx context.Context) ([]project.Project, error) {
+	ps, err := g.client.Projects(ctx, gitlab.ListOptions{Only: g.only})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]project.Project, len(ps))
+	for i, p := range ps {
+		out[i] = p
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// runFlags are the settings of `gpu-worker run`.
+type runFlags struct {
+	*common
+	workerID, workDir, python, enginesDir, logFormat, listen, gpus *string
+	loop, keep, retries                                            *int
+	hb, cc, claimTimeout, grace                                    *time.Duration
+	allowCPU, memCheck                                             *bool
+}
+
+func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
+	s := config.New(name)
+	s.SetOutput(stderr)
+	host, _ := os.Hostname()
+	f := &runFlags{common: addCommon(s)}
+	f.workerID = s.String("worker-id", host, "this worker's name in response.yaml")
+	f.workDir = s.String("work-dir", "./work", "folder for job downloads, outputs and logs")
+	f.loop = s.Int("loop-interval", 300, "seconds between scans; -1 = process what is available, then exit")
+	f.keep = s.Int("keep-jobs", 5, "number of finished job folders to keep in --work-dir")
+	f.hb = s.Duration("heartbeat-interval", 5*time.Minute, "how often a running job renews its claim and uploads its log")
+	f.cc = s.Duration("cancel-check-interval", 30*time.Second, "how often a running job checks the manifest for cancellation")
+	f.claimTimeout = s.Duration("claim-timeout", 24*time.Hour, "a claim without heartbeat for this long may be taken over")
+	f.retries = s.Int("max-job-retries", 3, "takeovers of one job before it is failed")
+	f.grace = s.Duration("engine-grace", 60*time.Second, "time an engine gets to checkpoint after SIGTERM before SIGKILL")
+	f.python = s.String("python", "", "the engines' Python (default: the venv scripts/engines-env.sh creates)")
+	f.enginesDir = s.String("engines-dir", "", "folder holding the gpuworker_engines package (default: engines/ beside the binary or in the working directory)")
+	f.allowCPU = s.Bool("allow-cpu", false, "run jobs on the CPU when no GPU is present (slow; for demos and tests)")
+	f.logFormat = s.String("log-format", "text", "text or json")
+	f.listen = s.String("listen-address", "", "serve Prometheus /metrics and /healthz here, e.g. :9402 (default: off)")
+	f.gpus = s.String("gpus", "auto", "GPUs to use: auto|all|none, or indices 0,1 (one job per GPU), 0+1,2+3 (slots spanning GPUs for jobs with gpus: N)")
+	f.memCheck = s.Bool("gpu-memory-check", true, "claim a job only when a slot's GPUs have the memory the job is estimated to need")
+	s.Env("worker-id", "WORKER_ID")
+	s.Env("work-dir", "WORK_DIR")
+	s.Env("loop-interval", "LOOP_INTERVAL")
+	s.Env("keep-jobs", "KEEP_JOBS")
+	s.Env("python", "GPU_WORKER_PYTHON")
+	s.Env("engines-dir", "GPU_WORKER_ENGINES")
+	s.Env("allow-cpu", "GPU_WORKER_ALLOW_CPU")
+	s.Env("listen-address", "GPU_WORKER_LISTEN_ADDRESS")
+	s.Env("gpus", "GPU_WORKER_GPUS")
+	return s, f
+}
+
+// pythonAndEngines resolves the engines folder and its Python.
+func pythonAndEngines(python, enginesDir string) (py, dir string, err error) {
+	dir, err = findEnginesDir(enginesDir)
+	if err != nil {
+		return "", "", err
+	}
+	py = python
+	if py == "" {
+		py = defaultPython(dir)
+	}
+	return py, dir, nil
+}
+
+func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s, f := newRunFlags("gpu-worker run", stderr)
+	if err := s.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	log := newLogger(stderr, *f.logFormat, []string{*f.token})
+	started := time.Now()
+	py, engDir, err := pythonAndEngines(*f.python, *f.enginesDir)
+	if err != nil {
+		return err
+	}
+	interval := time.Duration(*f.loop) * time.Second
+	if *f.loop < 0 {
+		interval = -1
+	}
+	host, err := probeHost(ctx, py, engDir, *f.gpus, *f.allowCPU, *f.memCheck, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "gpu-worker run:", err)
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	m := metrics.New(metrics.Options{Version: version, GPUs: host.lister})
+	src, err := f.source(log, &http.Client{Transport: m.Transport(nil)})
+	if err != nil {
+		return err
+	}
+	cfg := worker.Config{
+		WorkerID: *f.workerID, WorkDir: *f.workDir, LoopInterval: interval, KeepJobs: *f.keep,
+		HeartbeatInterval: *f.hb, CancelCheckInterval: *f.cc, ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries,
+		Engine:  engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace},
+		CanRun:  host.canRun,
+		Secrets: []string{*f.token},
+		Slots:   host.slots,
+		Hooks:   m.Hooks(),
+	}
+	w := worker.New(cfg, src, registry(), log)
+
+	if *f.listen != "" {
+		ln, err := net.Listen("tcp", *f.listen)
+		if err != nil {
+			return fmt.Errorf("listen address: %w", err)
+		}
+		// Busy slots stop scanning; an idle worker must finish a scan
+		// within a few intervals or /healthz reports it stuck.
+		var maxScanAge time.Duration
+		if interval > 0 {
+			maxScanAge = 3*interval + 10*time.Minute
+		}
+		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		defer stop()
+		go metrics.Serve(sctx, ln, m.Handler(started, maxScanAge), log)
+		log.Info("serving metrics", "address", ln.Addr().String())
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	go func() {
+		stopping := false
+		for sig := range sigs {
+			switch {
+			case stopping:
+				log.Warn("second signal: exiting now", "signal", sig)
+				os.Exit(130)
+			case sig == syscall.SIGQUIT:
+				log.Info("SIGQUIT: finishing the running job, claiming no more")
+				w.Drain()
+			default:
+				log.Info("shutting down: interrupting running jobs so another worker can resume them", "signal", sig)
+				stopping = true
+				cancel()
+			}
+		}
+	}()
+	log.Info("worker starting", "worker_id", *f.workerID, "work_dir", *f.workDir, "python", py, "engines", engDir, "slots", slotNames(cfg.Slots))
+	err = w.Run(ctx)
+	log.Info("worker stopped")
+	return err
+}
+
+func slotNames(slots []worker.Slot) string {
+	names := make([]string, len(slots))
+	for i, s := range slots {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ",")
+}
+
+func newLogger(w io.Writer, format string, secrets []string) *slog.Logger {
+	var h slog.Handler
+	if format == "json" {
+		h = slog.NewJSONHandler(w, nil)
+	} else {
+		h = slog.NewTextHandler(w, nil)
+	}
+	return slog.New(worker.RedactHandler(h, secrets))
+}
+
+// findEnginesDir locates the folder holding gpuworker_engines.
+func findEnginesDir(flagValue string) (string, error) {
+	var tries []string
+	if flagValue != "" {
+		tries = []string{flagValue}
+	} else {
+		if exe, err := os.Executable(); err == nil {
+			d := filepath.Dir(exe)
+			tries = append(tries, filepath.Join(d, "..", "engines"), filepath.Join(d, "engines"), filepath.Join(d, "..", "share", "gpu-worker", "engines"))
+		}
+		tries = append(tries, "engines")
+	}
+	for _, d := range tries {
+		if st, err := os.Stat(filepath.Join(d, "gpuworker_engines")); err == nil && st.IsDir() {
+			return filepath.Abs(d)
+		}
+	}
+	return "", fmt.Errorf("engines folder not found (tried %s); set --engines-dir", strings.Join(tries, ", "))
+}
+
+// defaultPython is the venv scripts/engines-env.sh creates: keyed by the
+// requirements' hash under the user's cache folder.
+func defaultPython(enginesDir string) string {
+	data, err := os.ReadFile(filepath.Join(enginesDir, "requirements.txt"))
+	if err != nil {
+		return "python3"
+	}
+	sum := sha256.Sum256(data)
+	cache := os.Getenv("GPU_WORKER_CACHE")
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, _ := os.UserHomeDir()
+			base = filepath.Join(home, ".cache")
+		}
+		cache = filepath.Join(base, "gpu-worker")
+	}
+	py := filepath.Join(cache, "venv-"+hex.EncodeToString(sum[:])[:16], "bin", "python")
+	if _, err := os.Stat(py); err != nil {
+		return "python3"
+	}
+	return py
+}

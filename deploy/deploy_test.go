@@ -1,0 +1,473 @@
+package deploy
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+const repoRoot = ".."
+
+// binarySettings scans the command's sources for its flags and the
+// environment variables tied to them, so packaging cannot drift from them.
+func binarySettings(t *testing.T) (flags, env map[string]bool) {
+	t.Helper()
+	flags, env = map[string]bool{}, map[string]bool{}
+	files, _ := filepath.Glob(filepath.Join(repoRoot, "cmd", "gpu-worker", "*.go"))
+	files = append(files, filepath.Join(repoRoot, "config", "config.go"))
+	flagRe := regexp.MustCompile(`\.(?:String|Int|Bool|Duration)(?:Var)?\((?:&[\w.]+, )?"([a-z-]+)"`)
+	envRe := regexp.MustCompile(`(?:\.Env\("[a-z-]+", |env\["config"\] = )"([A-Z_]+)"`)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range flagRe.FindAllStringSubmatch(string(b), -1) {
+			flags[m[1]] = true
+		}
+		for _, m := range envRe.FindAllStringSubmatch(string(b), -1) {
+			env[m[1]] = true
+		}
+	}
+	for _, want := range []string{"listen-address", "gpus", "work-dir", "token"} {
+		if !flags[want] {
+			t.Fatalf("flag scan missed %q: %v", want, flags)
+		}
+	}
+	if !env["GITLAB_TOKEN"] || !env["GPU_WORKER_CONFIG"] {
+		t.Fatalf("env scan incomplete: %v", env)
+	}
+	return flags, env
+}
+
+// ownVariable: a variable the worker itself reads (others, like NVIDIA_*,
+// belong to the runtime).
+func ownVariable(name string) bool {
+	return strings.HasPrefix(name, "GPU_WORKER_") || strings.HasPrefix(name, "GITLAB_") ||
+		name == "WORK_DIR" || name == "WORKER_ID" || name == "LOOP_INTERVAL" || name == "KEEP_JOBS"
+}
+
+type instruction struct {
+	line int
+	cmd  string
+	args string
+}
+
+// parseDockerfile joins continuation lines and drops comments.
+func parseDockerfile(t *testing.T, path string) []instruction {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []instruction
+	var cur strings.Builder
+	start, n := 0, 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") || (line == "" && cur.Len() == 0) {
+			continue
+		}
+		if cur.Len() == 0 {
+			start = n
+		}
+		if body, ok := strings.CutSuffix(line, "\\"); ok {
+			cur.WriteString(body + " ")
+			continue
+		}
+		cur.WriteString(line)
+		cmd, args, _ := strings.Cut(cur.String(), " ")
+		out = append(out, instruction{start, strings.ToUpper(cmd), strings.TrimSpace(args)})
+		cur.Reset()
+	}
+	if cur.Len() > 0 {
+		t.Fatalf("%s: file ends inside a continued line", path)
+	}
+	return out
+}
+
+func TestDockerfile(t *testing.T) {
+	_, env := binarySettings(t)
+	ins := parseDockerfile(t, "Dockerfile")
+	valid := map[string]bool{"FROM": true, "RUN": true, "CMD": true, "LABEL": true, "EXPOSE": true, "ENV": true, "ADD": true,
+		"COPY": true, "ENTRYPOINT": true, "VOLUME": true, "USER": true, "WORKDIR": true, "ARG": true, "ONBUILD": true,
+		"STOPSIGNAL": true, "HEALTHCHECK": true, "SHELL": true}
+	if len(ins) == 0 || (ins[0].cmd != "FROM" && ins[0].cmd != "ARG") {
+		t.Fatalf("must start with FROM or ARG: %+v", ins)
+	}
+	stages := map[string]bool{}
+	envs := map[string]string{}
+	var exposed []string
+	froms := 0
+	for _, in := range ins {
+		if !valid[in.cmd] {
+			t.Errorf("line %d: unknown instruction %s", in.line, in.cmd)
+		}
+		if in.args == "" {
+			t.Errorf("line %d: %s without arguments", in.line, in.cmd)
+		}
+		switch in.cmd {
+		case "FROM":
+			froms++
+			f := strings.Fields(in.args)
+			if len(f) == 3 && strings.EqualFold(f[1], "AS") {
+				stages[f[2]] = true
+			} else if len(f) != 1 {
+				t.Errorf("line %d: FROM %s", in.line, in.args)
+			}
+		case "COPY", "ADD":
+			f := strings.Fields(in.args)
+			from := ""
+			for len(f) > 0 && strings.HasPrefix(f[0], "--") {
+				if v, ok := strings.CutPrefix(f[0], "--from="); ok {
+					from = v
+				}
+				f = f[1:]
+			}
+			if len(f) < 2 {
+				t.Errorf("line %d: %s needs a source and a destination", in.line, in.cmd)
+				continue
+			}
+			if from != "" {
+				if !stages[from] {
+					t.Errorf("line %d: --from=%s names no earlier stage", in.line, from)
+				}
+				continue
+			}
+			for _, src := range f[:len(f)-1] {
+				matches, _ := filepath.Glob(filepath.Join(repoRoot, src))
+				if len(matches) == 0 {
+					t.Errorf("line %d: %s source %s does not exist in the build context", in.line, in.cmd, src)
+				}
+			}
+		case "ENV":
+			for _, kv := range strings.Fields(in.args) {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					t.Errorf("line %d: ENV %q is not KEY=value", in.line, kv)
+				}
+				envs[k] = v
+			}
+		case "EXPOSE":
+			exposed = append(exposed, strings.Fields(in.args)...)
+		case "ENTRYPOINT", "CMD", "VOLUME":
+			var arr []string
+			if err := json.Unmarshal([]byte(in.args), &arr); err != nil || len(arr) == 0 {
+				t.Errorf("line %d: %s is not a JSON array (exec form): %v", in.line, in.cmd, err)
+			}
+		case "HEALTHCHECK":
+			_, cmd, ok := strings.Cut(in.args, "CMD ")
+			var arr []string
+			if !ok || json.Unmarshal([]byte(cmd), &arr) != nil {
+				t.Errorf("line %d: HEALTHCHECK CMD is not exec form", in.line)
+			}
+		case "STOPSIGNAL":
+			if in.args != "SIGTERM" && in.args != "SIGQUIT" {
+				t.Errorf("line %d: stop signal %s is neither of the worker's", in.line, in.args)
+			}
+		}
+	}
+	if froms < 2 {
+		t.Errorf("want a build stage and a runtime stage, got %d FROM", froms)
+	}
+	for k := range envs {
+		if ownVariable(k) && !env[k] {
+			t.Errorf("ENV %s is not a variable the worker reads", k)
+		}
+	}
+	_, port, _ := strings.Cut(envs["GPU_WORKER_LISTEN_ADDRESS"], ":")
+	if port == "" || len(exposed) != 1 || exposed[0] != port {
+		t.Errorf("EXPOSE %v does not match the listen address %q", exposed, envs["GPU_WORKER_LISTEN_ADDRESS"])
+	}
+	for _, k := range []string{"GPU_WORKER_PYTHON", "GPU_WORKER_ENGINES", "WORK_DIR"} {
+		if envs[k] == "" {
+			t.Errorf("ENV %s not set", k)
+		}
+	}
+}
+
+// parseUnit reads a systemd unit file: section → key → values.
+func parseUnit(t *testing.T, path string) map[string]map[string][]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string][]string{}
+	section := ""
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";"):
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			section = line[1 : len(line)-1]
+			if out[section] == nil {
+				out[section] = map[string][]string{}
+			}
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || section == "" || strings.TrimSpace(k) != k || k == "" {
+				t.Errorf("%s:%d: not a key=value line in a section: %q", path, i+1, line)
+				continue
+			}
+			out[section][k] = append(out[section][k], v)
+		}
+	}
+	return out
+}
+
+func TestSystemdUnit(t *testing.T) {
+	_, env := binarySettings(t)
+	u := parseUnit(t, "gpu-worker.service")
+	for _, s := range []string{"Unit", "Service", "Install"} {
+		if u[s] == nil {
+			t.Fatalf("missing [%s]", s)
+		}
+	}
+	known := map[string]map[string]bool{
+		"Unit":    {"Description": true, "Documentation": true, "Wants": true, "After": true, "Requires": true},
+		"Install": {"WantedBy": true},
+		"Service": {"Type": true, "User": true, "Group": true, "EnvironmentFile": true, "Environment": true,
+			"WorkingDirectory": true, "StateDirectory": true, "ExecStart": true, "ExecReload": true, "KillMode": true,
+			"KillSignal": true, "TimeoutStopSec": true, "Restart": true, "RestartSec": true, "NoNewPrivileges": true,
+			"ProtectSystem": true, "ProtectHome": true, "PrivateTmp": true, "ReadWritePaths": true},
+	}
+	for sec, keys := range u {
+		for k := range keys {
+			if !known[sec][k] {
+				t.Errorf("[%s] %s: not a setting this unit should use (typo?)", sec, k)
+			}
+		}
+	}
+	svc := u["Service"]
+	one := func(k string) string {
+		if len(svc[k]) != 1 {
+			t.Errorf("[Service] %s: want one value, got %v", k, svc[k])
+			return ""
+		}
+		return svc[k][0]
+	}
+	if exec := strings.Fields(one("ExecStart")); len(exec) < 2 || !filepath.IsAbs(exec[0]) || exec[1] != "run" {
+		t.Errorf("ExecStart %v: want an absolute path to gpu-worker run", exec)
+	}
+	if one("KillSignal") != "SIGTERM" || one("KillMode") != "mixed" {
+		t.Errorf("stop must send SIGTERM to the worker alone")
+	}
+	if !strings.Contains(one("ExecReload"), "-QUIT $MAINPID") || one("Restart") != "always" {
+		t.Errorf("reload must drain (SIGQUIT) and the service restart after it")
+	}
+	if d, err := time.ParseDuration(one("TimeoutStopSec") + "s"); err != nil || d < 90*time.Second {
+		t.Errorf("TimeoutStopSec %v: must exceed the engine grace (60s) and the final commit", d)
+	}
+	for _, e := range svc["Environment"] {
+		k, _, _ := strings.Cut(e, "=")
+		if ownVariable(k) && !env[k] {
+			t.Errorf("Environment %s is not a variable the worker reads", k)
+		}
+	}
+	if u["Install"]["WantedBy"][0] != "multi-user.target" {
+		t.Errorf("WantedBy %v", u["Install"]["WantedBy"])
+	}
+}
+
+func TestConfigExample(t *testing.T) {
+	flags, _ := binarySettings(t)
+	b, err := os.ReadFile("config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkConfig(t, "config.example.yaml", b, flags)
+}
+
+func checkConfig(t *testing.T, name string, data []byte, flags map[string]bool) map[string]any {
+	t.Helper()
+	var cfg map[string]any
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if len(cfg) == 0 {
+		t.Fatalf("%s: empty", name)
+	}
+	for k := range cfg {
+		if !flags[strings.ReplaceAll(k, "_", "-")] {
+			t.Errorf("%s: %q is not a setting of gpu-worker run", name, k)
+		}
+	}
+	if _, ok := cfg["token"]; ok {
+		t.Errorf("%s: the token belongs in the environment, not the file", name)
+	}
+	return cfg
+}
+
+func TestKubernetesManifest(t *testing.T) {
+	flags, env := binarySettings(t)
+	f, err := os.Open("kubernetes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	type meta struct {
+		Name      string            `yaml:"name"`
+		Namespace string            `yaml:"namespace"`
+		Labels    map[string]string `yaml:"labels"`
+	}
+	kinds := map[string]yaml.Node{}
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatal(err)
+		}
+		var head struct {
+			APIVersion string `yaml:"apiVersion"`
+			Kind       string `yaml:"kind"`
+			Metadata   meta   `yaml:"metadata"`
+		}
+		if err := n.Decode(&head); err != nil || head.APIVersion == "" || head.Kind == "" || head.Metadata.Name == "" {
+			t.Fatalf("document without apiVersion/kind/metadata.name: %+v %v", head, err)
+		}
+		if head.Kind != "Namespace" && head.Metadata.Namespace != "gpu-worker" {
+			t.Errorf("%s %s outside the namespace", head.Kind, head.Metadata.Name)
+		}
+		kinds[head.Kind] = n
+	}
+	for _, k := range []string{"Namespace", "ConfigMap", "Deployment", "Service"} {
+		if _, ok := kinds[k]; !ok {
+			t.Fatalf("no %s", k)
+		}
+	}
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	n := kinds["ConfigMap"]
+	n.Decode(&cm)
+	cfg := checkConfig(t, "ConfigMap config.yaml", []byte(cm.Data["config.yaml"]), flags)
+
+	type port struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	}
+	var dep struct {
+		Spec struct {
+			Selector struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			} `yaml:"selector"`
+			Template struct {
+				Metadata meta `yaml:"metadata"`
+				Spec     struct {
+					Grace      int `yaml:"terminationGracePeriodSeconds"`
+					Containers []struct {
+						Image string   `yaml:"image"`
+						Args  []string `yaml:"args"`
+						Env   []struct {
+							Name string `yaml:"name"`
+						} `yaml:"env"`
+						Ports     []port `yaml:"ports"`
+						Resources struct {
+							Limits map[string]any `yaml:"limits"`
+						} `yaml:"resources"`
+						Liveness struct {
+							HTTPGet struct {
+								Path string `yaml:"path"`
+								Port any    `yaml:"port"`
+							} `yaml:"httpGet"`
+						} `yaml:"livenessProbe"`
+						Mounts []struct {
+							Name string `yaml:"name"`
+						} `yaml:"volumeMounts"`
+					} `yaml:"containers"`
+					Volumes []struct {
+						Name string `yaml:"name"`
+					} `yaml:"volumes"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	n = kinds["Deployment"]
+	if err := n.Decode(&dep); err != nil {
+		t.Fatal(err)
+	}
+	pod := dep.Spec.Template
+	for k, v := range dep.Spec.Selector.MatchLabels {
+		if pod.Metadata.Labels[k] != v {
+			t.Errorf("selector %s=%s does not match the pod labels", k, v)
+		}
+	}
+	if pod.Spec.Grace < 90 {
+		t.Errorf("terminationGracePeriodSeconds %d: shorter than the engine grace plus the final commit", pod.Spec.Grace)
+	}
+	if len(pod.Spec.Containers) != 1 {
+		t.Fatalf("containers: %d", len(pod.Spec.Containers))
+	}
+	c := pod.Spec.Containers[0]
+	if c.Image == "" || len(c.Args) == 0 || c.Args[0] != "run" {
+		t.Errorf("container image %q args %v", c.Image, c.Args)
+	}
+	if c.Resources.Limits["nvidia.com/gpu"] == nil {
+		t.Errorf("no nvidia.com/gpu limit: the pod would land without a GPU")
+	}
+	for _, e := range c.Env {
+		if ownVariable(e.Name) && !env[e.Name] {
+			t.Errorf("env %s is not a variable the worker reads", e.Name)
+		}
+	}
+	_, listenPort, _ := strings.Cut(cfg["listen-address"].(string), ":")
+	ports := map[string]int{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	if strconv.Itoa(ports["metrics"]) != listenPort {
+		t.Errorf("metrics port %d does not match listen-address %v", ports["metrics"], cfg["listen-address"])
+	}
+	if c.Liveness.HTTPGet.Path != "/healthz" || c.Liveness.HTTPGet.Port != "metrics" {
+		t.Errorf("liveness probe %+v", c.Liveness.HTTPGet)
+	}
+	vols := map[string]bool{}
+	for _, v := range pod.Spec.Volumes {
+		vols[v.Name] = true
+	}
+	for _, m := range c.Mounts {
+		if !vols[m.Name] {
+			t.Errorf("mount %s has no volume", m.Name)
+		}
+	}
+	var svc struct {
+		Spec struct {
+			Selector map[string]string `yaml:"selector"`
+			Ports    []struct {
+				TargetPort string `yaml:"targetPort"`
+			} `yaml:"ports"`
+		} `yaml:"spec"`
+	}
+	n = kinds["Service"]
+	n.Decode(&svc)
+	for k, v := range svc.Spec.Selector {
+		if pod.Metadata.Labels[k] != v {
+			t.Errorf("service selector %s=%s matches no pod", k, v)
+		}
+	}
+	for _, p := range svc.Spec.Ports {
+		if _, ok := ports[p.TargetPort]; !ok {
+			t.Errorf("service targetPort %s is not a container port", p.TargetPort)
+		}
+	}
+}
