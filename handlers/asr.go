@@ -109,7 +109,7 @@ func trainASR(ctx context.Context, env *worker.JobEnv, dir string, n int, out *w
 	out.Actions = append(out.Actions, acts...)
 	out.Result["checkpoint_path"] = modelPath(job.ID, "asr_model.tar")
 	out.Result["metrics_path"] = modelPath(job.ID, "metrics.csv")
-	for _, k := range []string{"best_epoch", "epochs_completed", "val_cer", "val_wer", "val_cer_corrected", "val_wer_corrected"} {
+	for _, k := range []string{"best_epoch", "epochs_completed", "gpu_memory_peak", "val_cer", "val_wer", "val_cer_corrected", "val_wer_corrected"} {
 		if v, ok := res[k]; ok {
 			out.Result[k] = v
 		}
@@ -138,10 +138,10 @@ func transcribeASR(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 	}
 	env.Report(worker.Progress{Message: fmt.Sprintf("transcribing %d verses", len(ds.Items))})
 	texts := map[string]string{}
-	res, err := env.Engine.Run(ctx, "w2v2bert", "transcribe", map[string]any{
+	res, err := runEngine(ctx, env, "w2v2bert", "transcribe", map[string]any{
 		"model": model, "dataset": dir, "device": "auto", "batch_size": or(job.BatchSize, 8),
 		"output_dir": filepath.Join(env.WorkDir, "transcription"),
-	}, env.WorkDir, env.LogWriter, func(ev engine.Event) {
+	}, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" {
 			if t, ok := ev.Fields["text"].(string); ok {
 				texts[ev.ID] = t

@@ -11,6 +11,7 @@ import (
 
 	"gpu-worker/atomicfile"
 	"gpu-worker/engine"
+	"gpu-worker/gpu"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 	"gpu-worker/worker"
@@ -59,24 +60,23 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 	t.epochsRun = map[int]bool{}
 	interval := or(env.Job.CheckpointUploadInterval, defaultCheckpointUpload)
 	batch, _ := cfg["batch_size"].(int)
-	accum := or(cfg["gradient_accumulation_steps"].(int), 1)
-	for halvings := 0; ; halvings++ {
-		res, err := env.Engine.Run(ctx, t.engine, "train", cfg, env.WorkDir, env.LogWriter, func(ev engine.Event) {
-			t.onEvent(ctx, ev, interval)
-		})
-		if !engine.IsOOM(err) || batch <= 1 || halvings >= 3 || ctx.Err() != nil {
-			t.uploading.Wait()
-			return res, err
-		}
-		batch, accum = batch/2, accum*2
+	accum, _ := cfg["gradient_accumulation_steps"].(int)
+	var res map[string]any
+	err := gpu.RunWithOOMRetry(ctx, func(batch, accum int) error {
 		cfg["batch_size"], cfg["gradient_accumulation_steps"] = batch, accum
+		var err error
+		res, err = runEngine(ctx, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
+		return err
+	}, batch, accum, 3, func(batch, accum int) {
 		if ck := t.latest(); ck != "" {
 			cfg["resume"] = ck
 		}
-		msg := fmt.Sprintf("out of GPU memory: retrying with batch size %d and gradient accumulation %d (same effective batch)", batch, accum)
+		msg := gpu.OOMNote(batch, accum)
 		env.Log.Warn(msg)
 		env.Report(worker.Progress{Message: msg})
-	}
+	})
+	t.uploading.Wait()
+	return res, err
 }
 
 func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.Duration) {
@@ -193,6 +193,21 @@ func (t *training) fetchResume(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return dst, nil
+}
+
+// runEngine runs one engine command on the job's share of the GPUs, after
+// checking their free memory, and records the peak memory it used.
+func runEngine(ctx context.Context, env *worker.JobEnv, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
+	lister, _ := gpu.Default()
+	done, err := gpu.Watch(ctx, lister, env.Slot, env.Job)
+	if err != nil {
+		return nil, err
+	}
+	res, err := gpu.RunnerFor(env.Engine, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
+	if peak := done(); len(peak) > 0 && res != nil {
+		res["gpu_memory_peak"] = peak
+	}
+	return res, err
 }
 
 // afterJob gives work that saves a stopped job's outputs a context of its own.

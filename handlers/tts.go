@@ -116,10 +116,10 @@ func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.R
 	best := str(res["best_model"], filepath.Join(outDir, "best_model.pt"))
 	final := str(res["final_model"], filepath.Join(outDir, "final_model.pt"))
 	env.Report(worker.Progress{Message: "evaluating the trained voice (mel-cepstral distortion)"})
-	eval, err := env.Engine.Run(ctx, "stabletts", "evaluate", map[string]any{
+	eval, err := runEngine(ctx, env, "stabletts", "evaluate", map[string]any{
 		"checkpoint": best, "dataset": dir, "output_dir": filepath.Join(env.WorkDir, "evaluate"),
 		"device": "auto", "max_items": 8, "split": "val",
-	}, env.WorkDir, env.LogWriter, nil)
+	}, nil)
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", err
@@ -144,7 +144,7 @@ func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.R
 	if len(ds.Rejected) > 0 {
 		out.Result["rejected_recordings"] = ds.Rejected
 	}
-	for _, k := range []string{"best_epoch", "best_val_loss", "epochs_completed"} {
+	for _, k := range []string{"best_epoch", "best_val_loss", "epochs_completed", "gpu_memory_peak"} {
 		if v, ok := res[k]; ok {
 			out.Result[k] = v
 		}
@@ -175,12 +175,12 @@ func synthesizeTTS(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 	done := 0
 	env.Report(worker.Progress{Message: fmt.Sprintf("synthesizing %d verses", len(items))})
 	wavs := map[string]string{}
-	res, err := env.Engine.Run(ctx, "stabletts", "synthesize", map[string]any{
+	res, err := runEngine(ctx, env, "stabletts", "synthesize", map[string]any{
 		"checkpoint": model, "dataset": dir, "voice_reference": voice, "output_dir": wavDir, "device": "auto",
 		"steps": or(job.DiffusionSteps, 10), "temperature": or(job.Temperature, 1.0),
 		"cfg_scale": or(job.CFGScale, 3.0), "length_scale": or(job.LengthScale, 1.0),
 		"solver": "euler", "vocoder": os.Getenv("GPU_WORKER_VOCODER"), "batch_size": or(job.BatchSize, 8),
-	}, env.WorkDir, env.LogWriter, func(ev engine.Event) {
+	}, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" && ev.Path != "" {
 			wavs[ev.ID] = ev.Path
 			done++

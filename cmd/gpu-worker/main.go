@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -64,6 +65,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "gpu-worker:", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		return 2
 	}
 	fmt.Fprintln(stderr, "gpu-worker:", err)
