@@ -156,7 +156,7 @@ func transcribeASR(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 	for _, it := range items {
 		byCell[it.CellID] = it
 	}
-	out.Patches = map[string][]codex.Patch{}
+	out.Patches, out.Bases = map[string][]codex.Patch{}, nbs
 	empty := 0
 	for _, e := range ds.Items {
 		text := strings.TrimSpace(texts[e.ID])

@@ -193,7 +193,7 @@ func synthesizeTTS(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 		return fmt.Errorf("synthesis: %w", err)
 	}
 	now := time.Now()
-	out.Patches = map[string][]codex.Patch{}
+	out.Patches, out.Bases = map[string][]codex.Patch{}, nbs
 	failed := map[string]int{}
 	for _, it := range items {
 		wav, ok := wavs[it.CellID]

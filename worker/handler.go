@@ -72,6 +72,9 @@ type Outcome struct {
 	Result  map[string]any
 	Actions []project.Action
 	Patches map[string][]codex.Patch
+	// Bases are the notebooks the patches were computed from; a cell a user
+	// changed since then keeps the user's version.
+	Bases map[string]*codex.Notebook
 	// Message overrides the final status_message.
 	Message string
 }

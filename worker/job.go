@@ -162,10 +162,11 @@ func (w *Worker) finish(ctx context.Context, l *lease, p project.Project, job *m
 	logs := jl.action(ctx, p)
 	var actions []project.Action
 	var patches map[string][]codex.Patch
+	var bases map[string]*codex.Notebook
 	if out != nil {
-		actions, patches = out.Actions, out.Patches
+		actions, patches, bases = out.Actions, out.Patches, out.Bases
 	}
-	err := w.commitFinal(ctx, l, p, msg, update, append(actions, logs), patches)
+	err := w.commitFinal(ctx, l, p, msg, update, append(actions, logs), patches, bases)
 	if err == nil || errors.Is(err, ErrLeaseLost) {
 		return err
 	}
@@ -182,13 +183,13 @@ func (w *Worker) finish(ctx context.Context, l *lease, p project.Project, job *m
 }
 
 func (w *Worker) commitFinal(ctx context.Context, l *lease, p project.Project, msg string,
-	update func(*manifest.Response), actions []project.Action, patches map[string][]codex.Patch) error {
+	update func(*manifest.Response), actions []project.Action, patches map[string][]codex.Patch, bases map[string]*codex.Notebook) error {
 	if len(patches) == 0 {
 		return l.write(ctx, msg, update, actions)
 	}
 	for attempt := 0; ; attempt++ {
 		final, next := l.finalAction(update)
-		res, err := codex.Commit(ctx, p, msg, patches, append([]project.Action{final}, actions...), codex.CommitOptions{})
+		res, err := codex.Commit(ctx, p, msg, patches, append([]project.Action{final}, actions...), codex.CommitOptions{Bases: bases, Logger: w.log})
 		if err == nil {
 			l.mu.Lock()
 			l.resp = next
