@@ -1,0 +1,98 @@
+"""The `evaluate` command: mel-cepstral distortion (with DTW) between synthesis and
+the recordings of held-out items, the quality figure a training job reports.
+
+Cepstra are the DCT of the log-mel frames (c0, the loudness, left out), taken
+from the model's mel output, so the figure measures the acoustic model and
+not the vocoder. It compares runs of this engine, not published MCD values
+computed from SPTK mel-cepstra.
+"""
+import math
+import os
+
+import numpy as np
+import torch
+from scipy.fft import dct
+
+from .. import dataset, events
+from ..events import EngineError, Interrupted
+from . import ckpt
+from .mel import MelSpectrogram, load_wav, wav_to_mel, write_wav
+from .synthesize import (device_for, encode_all, options, output_name, reference_mel,
+                         synth_batch)
+from .vocoder import load_vocoder
+
+N_CEPSTRA = 24
+_K = 10.0 / math.log(10.0) * math.sqrt(2.0)
+
+
+def cepstra(log_mel: np.ndarray, n: int = N_CEPSTRA) -> np.ndarray:
+    """[n_mels, T] log mel -> [T, n] cepstral coefficients 1..n, scaled like a real
+    cepstrum: c_k = 1/M * sum_m x_m cos(pi k (m + 1/2) / M)."""
+    x = np.asarray(log_mel, dtype=np.float64)
+    c = dct(x, type=2, axis=0, norm=None) / (2 * x.shape[0])
+    return c[1:n + 1].T
+
+
+def dtw(cost: np.ndarray) -> list[tuple[int, int]]:
+    """Cheapest monotonic path through cost [N, M] (steps right, down, diagonal);
+    the table is filled one anti-diagonal at a time."""
+    N, M = cost.shape
+    D = np.full((N + 1, M + 1), np.inf)
+    D[0, 0] = 0.0
+    for k in range(2, N + M + 1):
+        i = np.arange(max(1, k - M), min(N, k - 1) + 1)
+        j = k - i
+        D[i, j] = cost[i - 1, j - 1] + np.minimum(np.minimum(D[i - 1, j], D[i, j - 1]), D[i - 1, j - 1])
+    path, i, j = [], N, M
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        step = np.argmin([D[i - 1, j - 1], D[i - 1, j], D[i, j - 1]])
+        i, j = (i - 1, j - 1) if step == 0 else (i - 1, j) if step == 1 else (i, j - 1)
+    return path[::-1]
+
+
+def mcd(log_mel_a: np.ndarray, log_mel_b: np.ndarray) -> float:
+    """Mean mel-cepstral distortion (dB) over the DTW-aligned frame pairs."""
+    a, b = cepstra(log_mel_a), cepstra(log_mel_b)
+    n = min(a.shape[1], b.shape[1])
+    a, b = a[:, :n], b[:, :n]
+    dist = np.empty((len(a), len(b)))
+    for s in range(0, len(a), 64):  # in row blocks: bounded memory for long items
+        dist[s:s + 64] = np.sqrt(((a[s:s + 64, None, :] - b[None, :, :]) ** 2).sum(-1))
+    path = dtw(dist)
+    return float(_K * np.mean([dist[i, j] for i, j in path]))
+
+
+def run(config: dict, stop) -> dict:
+    opts = options(config)
+    device = device_for(opts["device"])
+    torch.manual_seed(opts["seed"])
+    model, table, _ = ckpt.load_model(config["checkpoint"], device)
+    items = dataset.load(config["dataset"], need_audio=True, need_text=True)
+    shared_ref = (reference_mel(config["voice_reference"], model, device)
+                  if config.get("voice_reference") else None)
+    vocoder, _ = load_vocoder(opts["vocoder"], model.cfg, device)
+    out_dir = config["output_dir"]
+    os.makedirs(out_dir, exist_ok=True)
+    write_audio = config.get("write_audio", True)
+    melspec = MelSpectrogram(model.cfg)
+    id_lists = encode_all(table, [it.text for it in items])
+    scores = []
+    for it, ids in zip(items, id_lists):
+        if stop:
+            raise Interrupted(f"stopped after {len(scores)} of {len(items)} items")
+        try:
+            rec = wav_to_mel(load_wav(it.audio, model.cfg.sample_rate), melspec).numpy()
+        except EngineError as e:
+            raise EngineError(f"item {it.id}: {e}") from None
+        ref = shared_ref if shared_ref is not None else torch.from_numpy(rec)[None].to(device)
+        mel, wav = synth_batch(model, vocoder, [ids], ref, opts, device)[0]
+        score = mcd(mel, rec)
+        scores.append(score)
+        fields = {"id": it.id, "mcd": round(score, 4)}
+        if write_audio:
+            fields["path"] = os.path.join(out_dir, output_name(it.id) + ".wav")
+            write_wav(fields["path"], wav, model.cfg.sample_rate)
+        events.emit("item", **fields)
+        events.log(f"evaluate {len(scores)}/{len(items)}: {it.id} MCD {score:.3f} dB")
+    return {"mcd": round(float(np.mean(scores)), 4), "count": len(scores)}
