@@ -78,6 +78,10 @@ type Runner struct {
 // and calls onEvent for each event. Logs (stderr and non-JSON stdout) go to
 // log. It returns the result event's fields.
 func (r *Runner) Run(ctx context.Context, engine, command string, config any, workDir string, log io.Writer, onEvent func(Event)) (map[string]any, error) {
+	workDir, err := filepath.Abs(workDir)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(workDir, 0o755); err != nil {
 		return nil, err
 	}

@@ -81,6 +81,10 @@ func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
 	if cfg.WorkDir == "" {
 		cfg.WorkDir = "work"
 	}
+	// Engines run in their own directory; every path handed to them is absolute.
+	if abs, err := filepath.Abs(cfg.WorkDir); err == nil {
+		cfg.WorkDir = abs
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v

@@ -151,7 +151,7 @@ func summary(dir string, took time.Duration) error {
 			ref = refs[0]
 		}
 		var notes []string
-		if a, ok := c.Audio(); ok && strings.Contains(string(c.Object().Path("metadata", "attachments", a.ID, "isGenerated").Literal()), "true") {
+		if a, ok := c.Audio(); ok && c.Object().Path("metadata", "attachments", a.ID, "isGenerated").Truthy() {
 			notes = append(notes, "audio generated → "+a.URL)
 		}
 		if edits := c.Object().Path("metadata", "edits").Elems(); len(edits) > 0 {
