@@ -191,3 +191,23 @@ func (p *Project) Branch() string { return p.branch }
 func (p *Project) LastActivity() time.Time { return p.lastActivity }
 
 func (p *Project) pid() string { return strconv.FormatInt(p.id, 10) }
+
+// Source serves, on every scan, the projects the token can see (or Only).
+// It implements the worker's project source.
+type Source struct {
+	Client *Client
+	Only   []string
+}
+
+// Projects lists the projects to scan.
+func (s Source) Projects(ctx context.Context) ([]project.Project, error) {
+	ps, err := s.Client.Projects(ctx, ListOptions{Only: s.Only})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]project.Project, len(ps))
+	for i, p := range ps {
+		out[i] = p
+	}
+	return out, nil
+}

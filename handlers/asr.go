@@ -26,16 +26,9 @@ func runASR(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 	out := &worker.Outcome{Result: map[string]any{}}
 	var model string
 	if job.Trains() {
-		items := codex.SelectTraining(nbs, filterOf(job.Training))
-		if len(items) < minASRItems {
-			return nil, fmt.Errorf("only %d verses have both text and usable audio; ASR training needs at least %d", len(items), minASRItems)
-		}
-		ds, dir, err := buildDataset(ctx, env, items, "dataset", asrRate)
+		ds, dir, err := trainingSet(ctx, env, nbs, asrRate, minASRItems, "ASR")
 		if err != nil {
 			return nil, err
-		}
-		if len(ds.Items) < minASRItems {
-			return nil, fmt.Errorf("only %d usable recordings after cleaning (rejected: %v); ASR training needs at least %d", len(ds.Items), ds.Rejected, minASRItems)
 		}
 		model, err = trainASR(ctx, env, dir, len(ds.Items), out)
 		if err != nil {

@@ -48,6 +48,23 @@ func buildDataset(ctx context.Context, env *worker.JobEnv, items []codex.Item, n
 	return res, dir, nil
 }
 
+// trainingSet selects the verses with text and usable audio and prepares
+// them, failing with a message the team can act on when too few are left.
+func trainingSet(ctx context.Context, env *worker.JobEnv, nbs map[string]*codex.Notebook, rate, min int, what string) (*dataset.Result, string, error) {
+	items := codex.SelectTraining(nbs, filterOf(env.Job.Training))
+	if len(items) < min {
+		return nil, "", fmt.Errorf("only %d verses have both text and usable audio; %s training needs at least %d (record more verses or widen training.include_verses)", len(items), what, min)
+	}
+	ds, dir, err := buildDataset(ctx, env, items, "dataset", rate)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(ds.Items) < min {
+		return nil, "", fmt.Errorf("only %d usable recordings after cleaning (rejected: %v); %s training needs at least %d", len(ds.Items), ds.Rejected, what, min)
+	}
+	return ds, dir, nil
+}
+
 // voiceReference returns a clean WAV of the voice to synthesize with: the
 // job's voice_reference, else the recording of the project that suits
 // best (closest to six seconds) among trainSet or the project's cells.

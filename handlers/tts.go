@@ -38,16 +38,9 @@ func runTTS(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 	var trainSet *dataset.Result
 	var trainDir string
 	if job.Trains() {
-		items := codex.SelectTraining(nbs, filterOf(job.Training))
-		if len(items) < minTTSItems {
-			return nil, fmt.Errorf("only %d verses have both text and usable audio; TTS training needs at least %d (record more verses or widen training.include_verses)", len(items), minTTSItems)
-		}
-		trainSet, trainDir, err = buildDataset(ctx, env, items, "dataset", ttsRate(job))
+		trainSet, trainDir, err = trainingSet(ctx, env, nbs, ttsRate(job), minTTSItems, "TTS")
 		if err != nil {
 			return nil, err
-		}
-		if len(trainSet.Items) < minTTSItems {
-			return nil, fmt.Errorf("only %d usable recordings after cleaning (rejected: %v); TTS training needs at least %d", len(trainSet.Items), trainSet.Rejected, minTTSItems)
 		}
 		model, err = trainTTS(ctx, env, trainDir, trainSet, out)
 		if err != nil {

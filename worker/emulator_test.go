@@ -13,23 +13,7 @@ import (
 	"gpu-worker/gitlab"
 	"gpu-worker/gitlab/gitlabtest"
 	"gpu-worker/manifest"
-	"gpu-worker/project"
 )
-
-// gitlabSource serves every project the token sees, as `gpu-worker run` does.
-type gitlabSource struct{ c *gitlab.Client }
-
-func (g gitlabSource) Projects(ctx context.Context) ([]project.Project, error) {
-	ps, err := g.c.Projects(ctx, gitlab.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]project.Project, len(ps))
-	for i, p := range ps {
-		out[i] = p
-	}
-	return out, nil
-}
 
 func newClient(t testing.TB, srv *gitlabtest.Server) *gitlab.Client {
 	c, err := gitlab.New(gitlab.Config{BaseURL: srv.URL(), Token: gitlabtest.DefaultToken,
@@ -70,7 +54,7 @@ func TestFaultyGitLabJobsAllFinish(t *testing.T) {
 	srv.InjectFault(gitlabtest.Fault{Rate: 0.02, Drop: true})
 	srv.InjectFault(gitlabtest.Fault{Rate: 0.03, Endpoint: "POST commits", ApplyThenFail: true})
 	runs := map[string]int{}
-	w := testWorker(t, "w1", gitlabSource{newClient(t, srv)}, registryOf(func(ctx context.Context, env *JobEnv) (*Outcome, error) {
+	w := testWorker(t, "w1", gitlab.Source{Client: newClient(t, srv)}, registryOf(func(ctx context.Context, env *JobEnv) (*Outcome, error) {
 		runs[env.Job.ID]++
 		if rand.Intn(4) == 0 {
 			return nil, fmt.Errorf("engine failed")
@@ -136,7 +120,7 @@ func idleFleet(t testing.TB, srv *gitlabtest.Server) {
 func TestIdleScanCost(t *testing.T) {
 	srv := gitlabtest.New(t)
 	idleFleet(t, srv)
-	w := testWorker(t, "w1", gitlabSource{newClient(t, srv)}, registryOf(func(context.Context, *JobEnv) (*Outcome, error) {
+	w := testWorker(t, "w1", gitlab.Source{Client: newClient(t, srv)}, registryOf(func(context.Context, *JobEnv) (*Outcome, error) {
 		t.Error("a finished job ran")
 		return nil, nil
 	}), nil)
@@ -172,7 +156,7 @@ func BenchmarkIdleScan(b *testing.B) {
 	srv := gitlabtest.New(b)
 	idleFleet(b, srv)
 	cfg := Config{WorkerID: "bench", WorkDir: filepath.Join(b.TempDir(), "w"), LoopInterval: -1}
-	w := New(cfg, gitlabSource{newClient(b, srv)}, registryOf(func(context.Context, *JobEnv) (*Outcome, error) { return &Outcome{}, nil }), slog.New(slog.DiscardHandler))
+	w := New(cfg, gitlab.Source{Client: newClient(b, srv)}, registryOf(func(context.Context, *JobEnv) (*Outcome, error) { return &Outcome{}, nil }), slog.New(slog.DiscardHandler))
 	srv.ResetCounts()
 	w.Run(context.Background())
 	first := srv.TotalRequests()

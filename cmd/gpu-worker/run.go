@@ -62,31 +62,12 @@ func (c *common) source(log *slog.Logger, hc *http.Client) (worker.Source, error
 	if err != nil {
 		return nil, err
 	}
-	return &gitlabSource{client: client, only: splitList(*c.projects)}, nil
+	return gitlab.Source{Client: client, Only: splitList(*c.projects)}, nil
 }
 
 type staticSource []project.Project
 
 func (s staticSource) Projects(context.Context) ([]project.Project, error) { return s, nil }
-
-// gitlabSource lists the projects the token can see on every scan; the
-// scanner skips unchanged ones by their last activity.
-type gitlabSource struct {
-	client *gitlab.Client
-	only   []string
-}
-
-func (g *gitlabSource) Projects(ctx context.Context) ([]project.Project, error) {
-	ps, err := g.client.Projects(ctx, gitlab.ListOptions{Only: g.only})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]project.Project, len(ps))
-	for i, p := range ps {
-		out[i] = p
-	}
-	return out, nil
-}
 
 func splitList(s string) []string {
 	var out []string
