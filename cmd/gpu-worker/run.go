@@ -118,6 +118,12 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	s.Env("allow-cpu", "GPU_WORKER_ALLOW_CPU")
 	s.Env("listen-address", "GPU_WORKER_LISTEN_ADDRESS")
 	s.Env("gpus", "GPU_WORKER_GPUS")
+	s.Env("heartbeat-interval", "GPU_WORKER_HEARTBEAT_INTERVAL")
+	s.Env("cancel-check-interval", "GPU_WORKER_CANCEL_CHECK_INTERVAL")
+	s.Env("claim-timeout", "GPU_WORKER_CLAIM_TIMEOUT")
+	s.Env("max-job-retries", "GPU_WORKER_MAX_JOB_RETRIES")
+	s.Env("engine-grace", "GPU_WORKER_ENGINE_GRACE")
+	s.Env("log-format", "GPU_WORKER_LOG_FORMAT")
 	return s, f
 }
 
