@@ -83,6 +83,12 @@ func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.R
 	if job.WarmupSteps > 0 {
 		cfg["warmup_steps"] = job.WarmupSteps
 	}
+	if job.ModelSize == "tiny" {
+		// The tiny preset trains a small model on few steps: a short warmup
+		// and a larger step, unless the job chose its own.
+		cfg["learning_rate"] = or(job.LearningRate, 2e-3)
+		cfg["warmup_steps"] = or(job.WarmupSteps, 10)
+	}
 	if job.BaseCheckpoint != "" {
 		base := filepath.Join(env.WorkDir, "base_model.pt")
 		if err := fetchModel(ctx, env.Project, job.BaseCheckpoint, base); err != nil {
