@@ -20,6 +20,7 @@ test: deps engines build
 	GPU_WORKER_PYTHON=$(PYTHON) $(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) fuzz
 	cd engines && $(PYTHON) -m pytest -q
+	$(MAKE) demo DEMO_FLAGS=--quick
 
 go-test: build
 	GPU_WORKER_PYTHON=$(PYTHON) $(GO) test -count=1 ./...
