@@ -186,6 +186,9 @@ func (p *Project) planMirrors(ctx context.Context, final map[string]*target) (ma
 		if err == nil {
 			err = os.Chmod(staged, 0o644)
 		}
+		if err == nil {
+			err = syncFile(staged) // the commit must not land before its files
+		}
 		if err != nil {
 			return nil, fmt.Errorf("copy %s: %w", mirror, err)
 		}
@@ -223,4 +226,13 @@ func (c ctxReader) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(b)
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }

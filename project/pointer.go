@@ -92,6 +92,9 @@ var ErrObjectMismatch = errors.New("LFS object does not match its pointer")
 
 // WriteVerified copies r into dst atomically, checking that the bytes hash
 // and count to p. On any error dst is left untouched and no temp file stays.
+// It does not fsync: a download can always be fetched again, and readers of
+// cached objects verify them before use; callers that need durability (a
+// commit staging the file) sync it themselves.
 func WriteVerified(r io.Reader, p Pointer, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
@@ -117,9 +120,6 @@ func WriteVerified(r io.Reader, p Pointer, dst string) error {
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != p.OID {
 		return fmt.Errorf("%w: %s: sha256 is %s", ErrObjectMismatch, short(p.OID), short(got))
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
 	}
 	if err := tmp.Close(); err != nil {
 		return err
