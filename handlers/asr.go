@@ -80,8 +80,11 @@ func trainASR(ctx context.Context, env *worker.JobEnv, dir string, n int, out *w
 		cfg["warmup_steps"] = job.WarmupSteps
 	}
 	if job.ModelSize == "tiny" {
-		// A tiny demo model trains in minutes; keep its corrector small too.
-		cfg["transmorgrifier"] = map[string]any{"enabled": job.Transmorgrifier, "iterations": 10}
+		// The tiny preset trains a small random model in minutes: a larger
+		// step, a short warmup and a small corrector, unless the job chose.
+		cfg["learning_rate"] = or(job.LearningRate, 3e-3)
+		cfg["warmup_steps"] = or(job.WarmupSteps, 10)
+		cfg["transmorgrifier"] = map[string]any{"enabled": job.Transmorgrifier, "iterations": 30}
 	}
 	tr := &training{env: env, engine: "w2v2bert"}
 	res, err := tr.run(ctx, cfg)

@@ -34,7 +34,7 @@ func main() {
 func run(dir, workDir, bin string, quick bool) error {
 	ctx := context.Background()
 	start := time.Now()
-	train, ttsOnly, asrOnly, epochsTTS, epochsASR := 20, 4, 4, 40, 30
+	train, ttsOnly, asrOnly, epochsTTS, epochsASR := 20, 4, 4, 60, 60
 	if quick {
 		train, ttsOnly, asrOnly, epochsTTS, epochsASR = 8, 2, 2, 3, 3
 	}
