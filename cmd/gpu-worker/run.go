@@ -160,7 +160,6 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	host, err := probeHost(ctx, py, engDir, *f.gpus, *f.allowCPU, *f.memCheck, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "gpu-worker run:", err)
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	m := metrics.New(metrics.Options{Version: version, GPUs: host.lister})
