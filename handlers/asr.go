@@ -34,11 +34,7 @@ func runASR(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 		if err != nil {
 			return out, err
 		}
-		out.Result["training_verses"] = len(ds.Items)
-		out.Result["training_audio_seconds"] = round(ds.TotalSeconds, 1)
-		if len(ds.Rejected) > 0 {
-			out.Result["rejected_recordings"] = ds.Rejected
-		}
+		describeTraining(out.Result, ds)
 	}
 	if !job.Infers() {
 		out.Message = "completed: ASR model trained"

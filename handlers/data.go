@@ -65,6 +65,15 @@ func trainingSet(ctx context.Context, env *worker.JobEnv, nbs map[string]*codex.
 	return ds, dir, nil
 }
 
+// describeTraining records the training set in a job's result.
+func describeTraining(result map[string]any, ds *dataset.Result) {
+	result["training_verses"] = len(ds.Items)
+	result["training_audio_seconds"] = round(ds.TotalSeconds, 1)
+	if len(ds.Rejected) > 0 {
+		result["rejected_recordings"] = ds.Rejected
+	}
+}
+
 // voiceReference returns a clean WAV of the voice to synthesize with: the
 // job's voice_reference, else the recording of the project that suits
 // best (closest to six seconds) among trainSet or the project's cells.

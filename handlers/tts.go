@@ -138,11 +138,7 @@ func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.R
 	out.Result["checkpoint_path"] = modelPath(job.ID, "best_model.pt")
 	out.Result["final_checkpoint_path"] = modelPath(job.ID, "final_model.pt")
 	out.Result["metrics_path"] = modelPath(job.ID, "metrics.csv")
-	out.Result["training_verses"] = len(ds.Items)
-	out.Result["training_audio_seconds"] = round(ds.TotalSeconds, 1)
-	if len(ds.Rejected) > 0 {
-		out.Result["rejected_recordings"] = ds.Rejected
-	}
+	describeTraining(out.Result, ds)
 	for _, k := range []string{"best_epoch", "best_val_loss", "epochs_completed", "gpu_memory_peak"} {
 		if v, ok := res[k]; ok {
 			out.Result[k] = v
