@@ -30,7 +30,7 @@ func runASR(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 		if err != nil {
 			return nil, err
 		}
-		model, err = trainASR(ctx, env, dir, len(ds.Items), out)
+		model, err = trainASR(ctx, env, dir, out)
 		if err != nil {
 			return out, err
 		}
@@ -49,7 +49,7 @@ func runASR(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 	return out, transcribeASR(ctx, env, nbs, model, out)
 }
 
-func trainASR(ctx context.Context, env *worker.JobEnv, dir string, n int, out *worker.Outcome) (string, error) {
+func trainASR(ctx context.Context, env *worker.JobEnv, dir string, out *worker.Outcome) (string, error) {
 	job := env.Job
 	outDir := filepath.Join(env.WorkDir, "train")
 	cfg := map[string]any{
