@@ -1,4 +1,5 @@
 """Atomic checkpoint files and exact-resume RNG state."""
+import contextlib
 import os
 import random
 import tempfile
@@ -7,13 +8,16 @@ import numpy as np
 import torch
 
 
-def save_atomic(obj, path: str) -> None:
-    """torch.save to a temp file, fsync, then rename: never a half-written file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+@contextlib.contextmanager
+def atomic_open(path: str):
+    """A binary file that appears at `path` only once fully written and
+    fsynced (temp file in the same folder, then rename); on error, nothing."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -21,6 +25,12 @@ def save_atomic(obj, path: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_atomic(obj, path: str) -> None:
+    """torch.save that never leaves a half-written file."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 def rng_state() -> dict:

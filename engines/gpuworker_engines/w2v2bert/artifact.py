@@ -6,8 +6,8 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 
+from ..checkpoint import atomic_open
 from ..events import EngineError
 
 NAME = "asr_model.tar"
@@ -16,26 +16,15 @@ CARD = "card.json"
 
 def pack(model_dir: str, out_path: str, card: dict) -> str:
     """Writes the tar next to out_path, fsyncs it, then renames it into place."""
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".tar")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w") as tar:  # weights barely compress
-                for name in sorted(os.listdir(model_dir)):
-                    if name != CARD:
-                        tar.add(os.path.join(model_dir, name), arcname=name)
-                data = json.dumps(card, ensure_ascii=False, indent=1, default=str).encode()
-                info = tarfile.TarInfo(CARD)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(out_path) as f:
+        with tarfile.open(fileobj=f, mode="w") as tar:  # weights barely compress
+            for name in sorted(os.listdir(model_dir)):
+                if name != CARD:
+                    tar.add(os.path.join(model_dir, name), arcname=name)
+            data = json.dumps(card, ensure_ascii=False, indent=1, default=str).encode()
+            info = tarfile.TarInfo(CARD)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return out_path
 
 
