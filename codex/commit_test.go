@@ -201,19 +201,7 @@ func TestCommitRaceKeepsUserTextEdits(t *testing.T) {
 		t.Fatal(err)
 	}
 	nb := readBack(t, p, "files/target/JHN.codex")
-	for i := 1; i <= 60; i++ {
-		got := PlainText(nb.Cell(uuidOf(fmt.Sprintf("JHN 1:%d", i))).Value())
-		want := fmt.Sprintf("ours %d", i)
-		switch {
-		case i == 1 || (i >= 51 && i <= 55):
-			want = fmt.Sprintf("user %d", i)
-		case i > 55:
-			want = fmt.Sprintf("verse %d", i)
-		}
-		if got != want {
-			t.Errorf("JHN 1:%d = %q, want %q", i, got, want)
-		}
-	}
+	checkRaceOutcome(t, nb)
 	checkRaceReport(t, p, rep)
 }
 
@@ -481,5 +469,24 @@ func TestCommitAgainIsANoOp(t *testing.T) {
 	}
 	if g, _ := p.ReadFile(context.Background(), "files/target/JHN.codex"); !bytes.Equal(g.Content, before) {
 		t.Error("notebook changed on the second commit")
+	}
+}
+
+// checkRaceOutcome checks the 50-cell race: cells 1 and 51-55 keep the
+// user's text, 2-50 get ours, 56-60 stay as they were.
+func checkRaceOutcome(t *testing.T, nb *Notebook) {
+	t.Helper()
+	for i := 1; i <= 60; i++ {
+		got := PlainText(nb.Cell(uuidOf(fmt.Sprintf("JHN 1:%d", i))).Value())
+		want := fmt.Sprintf("ours %d", i)
+		switch {
+		case i == 1 || (i >= 51 && i <= 55):
+			want = fmt.Sprintf("user %d", i)
+		case i > 55:
+			want = fmt.Sprintf("verse %d", i)
+		}
+		if got != want {
+			t.Errorf("JHN 1:%d = %q, want %q", i, got, want)
+		}
 	}
 }
