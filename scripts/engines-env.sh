@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Creates (once) and prints the path of the engines' virtual environment.
-# The venv lives outside the checkout, keyed by the requirements' hash, so
+# The venv lives outside the checkout, keyed by the requirements files' hash, so
 # tests, the demo and CI all reuse one install.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 req="$root/engines/requirements.txt"
-key=$(sha256sum "$req" | cut -c1-16)
+nodeps="$root/engines/requirements-nodeps.txt"
+key=$(cat "$req" "$nodeps" | sha256sum | cut -c1-16)
 cache=${GPU_WORKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpu-worker}
 venv="$cache/venv-$key"
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
@@ -14,6 +15,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   python3 -m venv "$venv.tmp" >&2
   "$venv.tmp/bin/pip" install -q --upgrade pip >&2
   "$venv.tmp/bin/pip" install -q -r "$req" >&2
+  "$venv.tmp/bin/pip" install -q --no-deps -r "$nodeps" >&2
   touch "$venv.tmp/.complete"
   rm -rf "$venv"
   mv "$venv.tmp" "$venv"

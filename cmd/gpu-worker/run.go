@@ -262,11 +262,15 @@ func findEnginesDir(flagValue string) (string, error) {
 }
 
 // defaultPython is the venv scripts/engines-env.sh creates: keyed by the
-// requirements' hash under the user's cache folder.
+// hash of both requirements files under the user's cache folder.
 func defaultPython(enginesDir string) string {
-	data, err := os.ReadFile(filepath.Join(enginesDir, "requirements.txt"))
-	if err != nil {
-		return "python3"
+	var data []byte
+	for _, name := range []string{"requirements.txt", "requirements-nodeps.txt"} {
+		b, err := os.ReadFile(filepath.Join(enginesDir, name))
+		if err != nil {
+			return "python3"
+		}
+		data = append(data, b...)
 	}
 	sum := sha256.Sum256(data)
 	cache := os.Getenv("GPU_WORKER_CACHE")

@@ -2,26 +2,32 @@
 import argparse
 import importlib
 import json
+import pkgutil
 import sys
+from pathlib import Path
 
 from . import events
 
-# engine name -> module exposing COMMANDS: dict[str, callable(config: dict) -> dict]
-ENGINES = {
-    "stabletts": "gpuworker_engines.stabletts.cli",
-    "w2v2bert": "gpuworker_engines.w2v2bert.cli",
-}
+
+def engines() -> list[str]:
+    """Every sub-package with a cli module is an engine: adding one needs no list here.
+
+    Its cli module exposes COMMANDS: dict[str, callable(config: dict, stop) -> dict].
+    """
+    root = Path(__file__).resolve().parent
+    return sorted(m.name for m in pkgutil.iter_modules([str(root)])
+                  if m.ispkg and (root / m.name / "cli.py").exists())
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gpuworker_engines")
-    parser.add_argument("engine", choices=sorted(ENGINES))
+    parser.add_argument("engine", choices=engines())
     parser.add_argument("command")
     parser.add_argument("--config", required=True, help="path to the run's config.json")
     parser.add_argument("--resume", default=None, help="resumable checkpoint to continue from")
     args = parser.parse_args(argv)
 
-    module = importlib.import_module(ENGINES[args.engine])
+    module = importlib.import_module(f"gpuworker_engines.{args.engine}.cli")
     command = module.COMMANDS.get(args.command)
     if command is None:
         parser.error(f"engine {args.engine} has no command {args.command!r} "
