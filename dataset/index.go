@@ -43,6 +43,18 @@ func WriteTextOnly(dir string, items []Source) error {
 	return nil
 }
 
+// WriteIndex writes a dataset folder's index for entries whose audio files
+// are already in dir.
+func WriteIndex(dir string, entries []Entry) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write dataset index: %w", err)
+	}
+	if err := writeIndex(filepath.Join(dir, IndexName), entries); err != nil {
+		return fmt.Errorf("write dataset index: %w", err)
+	}
+	return nil
+}
+
 // ReadIndex reads a dataset's index back.
 func ReadIndex(dir string) ([]Entry, error) {
 	f, err := os.Open(filepath.Join(dir, IndexName))

@@ -65,32 +65,16 @@ func Watch(ctx context.Context, l Lister, slot worker.Slot, j *manifest.Job) (do
 	return func() map[string]any { return PeakResult(s.Stop()) }, nil
 }
 
-// EstimateMemory is a rough GPU memory need for a job, checked against a
-// device's free memory before the engine starts. The figures are
-// conservative defaults; the peak reported in each result is the way to
-// tune them.
+// EstimateMemory is a job's GPU memory need, checked against a device's
+// free memory before the engine starts: its model's estimate (a
+// conservative default until the job's model is resolved, never "no
+// check"). The peak reported in each result is the way to tune them.
 func EstimateMemory(j *manifest.Job) uint64 {
-	if j.ModelSize == "tiny" {
-		return GiB / 4
+	if j.Spec == nil || j.Spec.Memory == nil {
+		return unresolvedModelMemory
 	}
-	batch := uint64(j.BatchSize)
-	switch j.ModelType {
-	case manifest.StableTTS:
-		if !j.Trains() {
-			return 3 * GiB / 2
-		}
-		if batch == 0 {
-			batch = 8
-		}
-		return 2*GiB + batch*GiB*2/5
-	case manifest.W2V2BERT:
-		if !j.Trains() {
-			return 3 * GiB
-		}
-		if batch == 0 {
-			batch = 4
-		}
-		return 10*GiB + batch*GiB
-	}
-	return 0
+	return j.Spec.Memory(j)
 }
+
+// unresolvedModelMemory is assumed for a job whose model is not known.
+const unresolvedModelMemory = 16 * GiB

@@ -46,7 +46,7 @@ func TestWatch(t *testing.T) {
 	ctx := context.Background()
 	r := &rising{}
 	slot := worker.Slot{Name: "gpu0", GPUs: []int{0}}
-	job := &manifest.Job{ModelType: manifest.StableTTS, Mode: manifest.Inference}
+	job := &manifest.Job{Mode: manifest.Inference, Spec: &manifest.ModelSpec{Memory: func(*manifest.Job) uint64 { return 2 * GiB }}}
 	done, err := Watch(ctx, freeAndRising{r}, slot, job)
 	if err != nil {
 		t.Fatal(err)

@@ -200,12 +200,14 @@ func TestCheckFree(t *testing.T) {
 	}
 }
 
-func TestEstimateMemoryGrowsWithBatch(t *testing.T) {
-	small := EstimateMemory(&manifest.Job{ModelType: manifest.W2V2BERT, Mode: manifest.Training, BatchSize: 2})
-	big := EstimateMemory(&manifest.Job{ModelType: manifest.W2V2BERT, Mode: manifest.Training, BatchSize: 16})
-	inf := EstimateMemory(&manifest.Job{ModelType: manifest.W2V2BERT, Mode: manifest.Inference})
-	tiny := EstimateMemory(&manifest.Job{ModelType: manifest.W2V2BERT, Mode: manifest.Training, ModelSize: "tiny"})
-	if !(tiny < inf && inf < small && small < big) {
-		t.Errorf("estimates out of order: tiny %d inference %d batch2 %d batch16 %d", tiny, inf, small, big)
+// The estimate is the job's model's; a job whose model is not resolved is
+// never waved through with "needs nothing".
+func TestEstimateMemoryFromModel(t *testing.T) {
+	spec := &manifest.ModelSpec{Memory: func(j *manifest.Job) uint64 { return uint64(j.BatchSize) * GiB }}
+	if got := EstimateMemory(&manifest.Job{Spec: spec, BatchSize: 3}); got != 3*GiB {
+		t.Errorf("estimate %d, want the model's 3 GiB", got)
+	}
+	if got := EstimateMemory(&manifest.Job{ModelType: "Whatever"}); got < 8*GiB {
+		t.Errorf("unresolved model estimated at %d bytes", got)
 	}
 }

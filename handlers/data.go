@@ -48,23 +48,6 @@ func buildDataset(ctx context.Context, env *worker.JobEnv, items []codex.Item, n
 	return res, dir, nil
 }
 
-// trainingSet selects the verses with text and usable audio and prepares
-// them, failing with a message the team can act on when too few are left.
-func trainingSet(ctx context.Context, env *worker.JobEnv, nbs map[string]*codex.Notebook, rate, min int, what string) (*dataset.Result, string, error) {
-	items := codex.SelectTraining(nbs, filterOf(env.Job.Training))
-	if len(items) < min {
-		return nil, "", fmt.Errorf("only %d verses have both text and usable audio; %s training needs at least %d (record more verses or widen training.include_verses)", len(items), what, min)
-	}
-	ds, dir, err := buildDataset(ctx, env, items, "dataset", rate)
-	if err != nil {
-		return nil, "", err
-	}
-	if len(ds.Items) < min {
-		return nil, "", fmt.Errorf("only %d usable recordings after cleaning (rejected: %v); %s training needs at least %d", len(ds.Items), ds.Rejected, what, min)
-	}
-	return ds, dir, nil
-}
-
 // describeTraining records the training set in a job's result.
 func describeTraining(result map[string]any, ds *dataset.Result) {
 	result["training_verses"] = len(ds.Items)
@@ -77,9 +60,10 @@ func describeTraining(result map[string]any, ds *dataset.Result) {
 // voiceReference returns a clean WAV of the voice to synthesize with: the
 // job's voice_reference, else the recording of the project that suits
 // best (closest to six seconds) among trainSet or the project's cells.
-func voiceReference(ctx context.Context, env *worker.JobEnv, nbs map[string]*codex.Notebook, trainSet *dataset.Result, trainDir string, rate int) (string, error) {
+func voiceReference(ctx context.Context, r *run, rate int) (string, error) {
+	env, trainSet, trainDir := r.JobEnv, r.trainSet, r.trainDir
 	dst := filepath.Join(env.WorkDir, "voice_reference.wav")
-	if ref := env.Job.VoiceReference; ref != "" {
+	if ref := env.Job.OptString("voice_reference"); ref != "" {
 		f, err := env.Project.ReadFile(ctx, ref)
 		if errors.Is(err, project.ErrNotFound) {
 			return "", fmt.Errorf("voice_reference %s does not exist in the project", ref)
@@ -102,7 +86,7 @@ func voiceReference(ctx context.Context, env *worker.JobEnv, nbs map[string]*cod
 		return dst, nil
 	}
 	if trainSet == nil {
-		items := codex.SelectTraining(nbs, codex.Filter{})
+		items := codex.SelectTraining(r.nbs, codex.Filter{})
 		if len(items) == 0 {
 			return "", errors.New("no voice_reference given and the project has no recorded verse to take the voice from")
 		}

@@ -1,86 +1,162 @@
-// Package handlers holds the six job pipelines: TTS (StableTTS) and ASR
-// (W2V2-BERT), each in training, inference and training_and_inference
-// mode. A handler reads the project through the worker's JobEnv, hands a
-// dataset folder to an engine and returns the outputs as an Outcome that
-// the worker commits together with the final response.yaml.
+// Package handlers runs the models the worker knows. Each model is one
+// description (a Model in a file of its own: stabletts.go, w2v2bert.go,
+// mms.go): its manifest spec (spellings, fields, defaults, memory need),
+// its engine, its operator settings and its pipeline steps. pipeline.go
+// runs any of them for training, inference or both: notebooks → dataset →
+// engine → outputs → the Outcome the worker commits with response.yaml.
 package handlers
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"path"
-	"strings"
+	"sort"
 
-	"gpu-worker/codex"
+	"gpu-worker/engine"
 	"gpu-worker/manifest"
-	"gpu-worker/project"
+	"gpu-worker/ops"
 	"gpu-worker/worker"
 )
 
-// Registry returns the handler of every supported job kind.
-func Registry() worker.Registry {
+// Model is everything the worker knows of one model.
+type Model struct {
+	Spec manifest.ModelSpec
+	// Settings are operator-wide settings the model reads; cmd turns each
+	// into a flag, an environment variable and a config-file key.
+	Settings []Setting
+	// SampleRate is the audio rate the model's engine expects.
+	SampleRate func(j *manifest.Job) int
+	// MinTrainingItems is the fewest usable recordings training accepts.
+	MinTrainingItems int
+	// ModelFile is the local name of a job's base_checkpoint, e.g. "base_model.pt".
+	ModelFile string
+	// Artifact is the trained model's file under gpu_jobs/job_<id>/models/
+	// (what a later job's base_checkpoint names).
+	Artifact string
+	// Prepare checks, before any data moves, what the job needs of the
+	// host (e.g. a configured vocoder), so a job that cannot succeed fails
+	// at once. Optional.
+	Prepare func(ctx context.Context, r *run) error
+	// Train trains on r's training set, adds its outputs and figures to
+	// r.out and returns the local path of the trained model.
+	Train func(ctx context.Context, r *run) (string, error)
+	// Infer runs model over the cells that need it and adds the changes.
+	Infer func(ctx context.Context, r *run, model string) error
+	// Doctor lists host checks for this model (e.g. that the vocoder
+	// loads). Optional.
+	Doctor func(cfg Config) []ops.Check
+}
+
+// Setting is one operator-wide setting of a model.
+type Setting struct {
+	Flag string // flag name and config-file key, e.g. "tts-vocoder"
+	Env  string // environment variable, e.g. "GPU_WORKER_TTS_VOCODER"
+	Help string
+}
+
+// Config is what the operator gave the handlers.
+type Config struct {
+	Engine   *engine.Runner    // the engines' Python environment
+	Settings map[string]string // Setting.Flag → value
+}
+
+// models are the descriptions, in file order; register adds one.
+var models []*Model
+
+func register(m *Model) *Model {
+	models = append(models, m)
+	return m
+}
+
+// Models lists every model description, by name.
+func Models() []*Model {
+	out := append([]*Model(nil), models...)
+	sort.Slice(out, func(a, b int) bool { return out[a].Spec.Name < out[b].Spec.Name })
+	return out
+}
+
+// Catalog is the models' manifest specs, for validating jobs.
+func Catalog() manifest.Catalog {
+	var c manifest.Catalog
+	for _, m := range Models() {
+		c = append(c, &m.Spec)
+	}
+	return c
+}
+
+// Lookup finds the model of a resolved job; nil when it has none.
+func Lookup(j *manifest.Job) *Model {
+	for _, m := range models {
+		if j.Spec == &m.Spec || (j.Spec == nil && m.Spec.Name == j.ModelType) {
+			return m
+		}
+	}
+	return nil
+}
+
+// Registry returns the handler of every model and mode.
+func Registry(cfg Config) worker.Registry {
 	r := worker.Registry{}
-	for _, mode := range []string{manifest.Training, manifest.Inference, manifest.TrainingAndInference} {
-		r["tts/stabletts/"+mode] = worker.HandlerFunc(runTTS)
-		r["asr/w2v2bert/"+mode] = worker.HandlerFunc(runASR)
+	for _, m := range Models() {
+		for _, mode := range []string{manifest.Training, manifest.Inference, manifest.TrainingAndInference} {
+			job := &manifest.Job{JobType: m.Spec.JobType, ModelType: m.Spec.Name, Mode: mode}
+			r[job.Kind()] = worker.HandlerFunc(func(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
+				return m.run(ctx, env, cfg)
+			})
+		}
 	}
 	return r
 }
 
-// notebookDirs are where Codex keeps translation notebooks.
-var notebookDirs = []string{"files/target"}
-
-// loadNotebooks reads every .codex notebook of the project.
-func loadNotebooks(ctx context.Context, p project.Project) (map[string]*codex.Notebook, error) {
-	out := map[string]*codex.Notebook{}
-	for _, dir := range notebookDirs {
-		entries, err := p.ListTree(ctx, dir)
-		if errors.Is(err, project.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list notebooks: %w", err)
-		}
-		for _, e := range entries {
-			if path.Ext(e.Path) != ".codex" {
-				continue
-			}
-			f, err := p.ReadFile(ctx, e.Path)
-			if err != nil {
-				return nil, fmt.Errorf("read notebook: %w", err)
-			}
-			nb, err := codex.Parse(e.Path, f.Content)
-			if err != nil {
-				return nil, fmt.Errorf("notebook %s: %w", e.Path, err)
-			}
-			out[e.Path] = nb
+// DoctorChecks are every model's host checks.
+func DoctorChecks(cfg Config) []ops.Check {
+	var cs []ops.Check
+	for _, m := range Models() {
+		if m.Doctor != nil {
+			cs = append(cs, m.Doctor(cfg)...)
 		}
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no .codex notebooks found under %s", strings.Join(notebookDirs, ", "))
-	}
-	return out, nil
+	return cs
 }
 
-func filterOf(f manifest.Filter) codex.Filter {
-	return codex.Filter{Include: f.Include, Exclude: f.Exclude}
-}
-
-// summarizeSkips counts skip reasons for the result.
-func summarizeSkips(skips []codex.Skip) map[string]int {
-	out := map[string]int{}
-	for _, s := range skips {
-		out[s.Reason]++
+// Complete reports what a description lacks; the registry test runs it on
+// every model, so a new model cannot ship half-described.
+func (m *Model) Complete() error {
+	s := m.Spec
+	var missing []string
+	for _, c := range []struct {
+		ok   bool
+		what string
+	}{
+		{s.Name != "", "Spec.Name"},
+		{s.JobType == manifest.TTS || s.JobType == manifest.ASR, "Spec.JobType"},
+		{s.Engine != "", "Spec.Engine"},
+		{s.Summary != "", "Spec.Summary"},
+		{s.Licence != "", "Spec.Licence"},
+		{s.Defaults != nil, "Spec.Defaults"},
+		{s.Memory != nil, "Spec.Memory (the GPU memory guard needs an estimate)"},
+		{m.SampleRate != nil, "SampleRate"},
+		{m.MinTrainingItems > 0, "MinTrainingItems"},
+		{m.ModelFile != "", "ModelFile"},
+		{m.Artifact != "", "Artifact"},
+		{m.Train != nil, "Train"},
+		{m.Infer != nil, "Infer"},
+	} {
+		if !c.ok {
+			missing = append(missing, c.what)
+		}
 	}
-	return out
-}
-
-// or returns v unless it is the zero value.
-func or[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
+	for _, f := range s.Fields {
+		if f.Key == "" || f.Help == "" {
+			missing = append(missing, fmt.Sprintf("Spec.Fields %q: key and help", f.Key))
+		}
 	}
-	return v
+	for _, st := range m.Settings {
+		if st.Flag == "" || st.Env == "" || st.Help == "" {
+			missing = append(missing, fmt.Sprintf("Settings %q: flag, env and help", st.Flag))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("model %q lacks %v", s.Name, missing)
+	}
+	return nil
 }

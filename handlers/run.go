@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,21 +28,30 @@ func resumePath(jobID string) string { return manifest.JobDir(jobID) + "/checkpo
 // modelPath is where a job's outputs go.
 func modelPath(jobID, name string) string { return manifest.JobDir(jobID) + "/models/" + name }
 
+// panelMetricsPath is the loss table the Codex job panel draws
+// (epoch, train_total_loss, val_total_loss, sub-losses).
+func panelMetricsPath(jobID string) string {
+	return manifest.JobDir(jobID) + "/checkpoint/training_metrics.csv"
+}
+
 // training runs an engine's train command: progress drives heartbeats,
 // resumable checkpoints are uploaded periodically, an out-of-memory error is
 // retried with half the batch and twice the accumulation.
 type training struct {
 	env    *worker.JobEnv
 	engine string
-	label  string // "epoch" phrasing for status lines
+	// panelCSV is the engine's training_metrics.csv, uploaded with each
+	// checkpoint so the job panel can draw the losses while it trains.
+	panelCSV string
 
-	mu         sync.Mutex
-	lastCkpt   string // newest resumable checkpoint on disk
-	uploaded   string // newest one committed to the project
-	lastUpload time.Time
-	uploading  sync.WaitGroup
-	resumed    bool
-	epochsRun  map[int]bool // epochs this run trained, for the result
+	mu           sync.Mutex
+	lastCkpt     string // newest resumable checkpoint on disk
+	uploaded     string // newest one committed to the project
+	lastUpload   time.Time
+	uploading    sync.WaitGroup
+	lastPortable string // newest upload-sized checkpoint (no optimizer state)
+	resumed      bool
+	epochsRun    map[int]bool // epochs this run trained, for the result
 }
 
 // run trains with cfg (which it may adjust for OOM retries) and returns the
@@ -98,12 +108,19 @@ func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.D
 		}
 		t.env.Report(p)
 	case "checkpoint":
-		if ev.Checkpoint != "resumable" || ev.Path == "" {
+		if ev.Path == "" || (ev.Checkpoint != "resumable" && ev.Checkpoint != "portable") {
 			return
 		}
 		t.mu.Lock()
-		t.lastCkpt = ev.Path
-		due := time.Since(t.lastUpload) >= interval
+		if ev.Checkpoint == "portable" {
+			t.lastPortable = ev.Path
+		} else {
+			t.lastCkpt = ev.Path
+		}
+		// A "portable" checkpoint (no optimizer state) is the one sized for
+		// upload; engines that write only full ones upload those.
+		upload := ev.Checkpoint == "portable" || t.lastPortable == ""
+		due := upload && time.Since(t.lastUpload) >= interval
 		if due {
 			t.lastUpload = time.Now()
 		}
@@ -120,10 +137,18 @@ func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.D
 	}
 }
 
+// latest is the newest checkpoint to resume from on this machine.
 func (t *training) latest() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.lastCkpt
+	return or(t.lastCkpt, t.lastPortable)
+}
+
+// latestUpload is the newest checkpoint to upload for another worker.
+func (t *training) latestUpload() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return or(t.lastPortable, t.lastCkpt)
 }
 
 // upload commits a resumable checkpoint with a heartbeat (lease-guarded).
@@ -138,7 +163,11 @@ func (t *training) upload(ctx context.Context, local string) error {
 	if err != nil {
 		return err
 	}
-	if err := t.env.Commit(ctx, "Checkpoint job "+t.env.Job.ID, []project.Action{act}); err != nil {
+	acts := []project.Action{act}
+	if a, ok := t.panelMetrics(ctx); ok {
+		acts = append(acts, a)
+	}
+	if err := t.env.Commit(ctx, "Checkpoint job "+t.env.Job.ID, acts); err != nil {
 		return err
 	}
 	t.mu.Lock()
@@ -146,6 +175,24 @@ func (t *training) upload(ctx context.Context, local string) error {
 	t.mu.Unlock()
 	t.env.Log.Info("uploaded resumable checkpoint", "path", resumePath(t.env.Job.ID))
 	return nil
+}
+
+// panelMetrics is the action writing the job panel's loss table, when the
+// engine has written one.
+func (t *training) panelMetrics(ctx context.Context) (project.Action, bool) {
+	if t.panelCSV == "" {
+		return project.Action{}, false
+	}
+	b, err := os.ReadFile(t.panelCSV)
+	if err != nil || len(b) == 0 {
+		return project.Action{}, false
+	}
+	act, err := fileAction(ctx, t.env.Project, panelMetricsPath(t.env.Job.ID), b)
+	if err != nil {
+		t.env.Log.Warn("training metrics not uploaded", "err", err)
+		return project.Action{}, false
+	}
+	return act, true
 }
 
 // report adds how the run went to a result.
@@ -163,16 +210,20 @@ func (t *training) report(result map[string]any) {
 func (t *training) partial(ctx context.Context) []project.Action {
 	ctx, cancel := afterJob(ctx)
 	defer cancel()
-	ck := t.latest()
+	var acts []project.Action
+	if a, ok := t.panelMetrics(ctx); ok {
+		acts = append(acts, a)
+	}
+	ck := t.latestUpload()
 	if ck == "" {
-		return nil
+		return acts
 	}
 	act, err := lfsAction(ctx, t.env.Project, ck, resumePath(t.env.Job.ID))
 	if err != nil {
 		t.env.Log.Warn("could not save the interrupted run's checkpoint", "err", err)
-		return nil
+		return acts
 	}
-	return []project.Action{act}
+	return append(acts, act)
 }
 
 // fetchResume downloads the job's uploaded resumable checkpoint, if any.
@@ -237,13 +288,30 @@ func fileAction(ctx context.Context, p project.Project, repoPath string, content
 }
 
 // fetchModel downloads a model the manifest names (an LFS pointer or, for
-// small files, the file itself) into dst.
+// small files, the file itself) into dst, with the JSON sidecar an engine
+// writes beside its model files (best_model.json) when the project has one.
 func fetchModel(ctx context.Context, p project.Project, repoPath, dst string) error {
-	f, err := p.ReadFile(ctx, repoPath)
-	if errors.Is(err, project.ErrNotFound) {
+	if err := fetchFile(ctx, p, repoPath, dst); errors.Is(err, project.ErrNotFound) {
 		return fmt.Errorf("model.base_checkpoint %s does not exist in the project", repoPath)
+	} else if err != nil {
+		return err
 	}
+	if filepath.Ext(repoPath) == ".json" {
+		return nil
+	}
+	if err := fetchFile(ctx, p, sidecar(repoPath), sidecar(dst)); err != nil && !errors.Is(err, project.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// fetchFile downloads one project file (following an LFS pointer) to dst.
+func fetchFile(ctx context.Context, p project.Project, repoPath, dst string) error {
+	f, err := p.ReadFile(ctx, repoPath)
 	if err != nil {
+		if errors.Is(err, project.ErrNotFound) {
+			return err
+		}
 		return fmt.Errorf("read %s: %w", repoPath, err)
 	}
 	if ptr, perr := project.ParsePointer(f.Content); perr == nil {
@@ -255,7 +323,8 @@ func fetchModel(ctx context.Context, p project.Project, repoPath, dst string) er
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(dst, f.Content, 0o644)
+	_, err = atomicfile.WriteFrom(dst, bytes.NewReader(f.Content), 0o644)
+	return err
 }
 
 func copyFile(src, dst string) error {

@@ -16,21 +16,46 @@ type fieldError struct {
 
 func (e *fieldError) Error() string { return e.field + ": " + e.why }
 
-// parser collects the first field error while decoding a job.
-type parser struct {
-	raw map[string]any
-	err error
-}
+// problemsError joins every problem of a job into one message.
+type problemsError []error
 
-func (p *parser) fail(field, format string, args ...any) {
-	if p.err == nil {
-		p.err = &fieldError{field, fmt.Sprintf(format, args...)}
+func (e problemsError) Error() string {
+	parts := make([]string, len(e))
+	for i, err := range e {
+		parts[i] = err.Error()
 	}
+	return strings.Join(parts, "; ")
 }
 
+func (e problemsError) Unwrap() []error { return e }
+
+func (j *Job) problemsError() error {
+	if len(j.problems) == 0 {
+		return nil
+	}
+	return problemsError(j.problems)
+}
+
+// parser collects every field error while decoding a job.
+type parser struct {
+	errs []error
+}
+
+// fail records a field's problem; a field reports its first problem only.
+func (p *parser) fail(field, format string, args ...any) {
+	for _, e := range p.errs {
+		if fe, ok := e.(*fieldError); ok && fe.field == field {
+			return
+		}
+	}
+	p.errs = append(p.errs, &fieldError{field, fmt.Sprintf(format, args...)})
+}
+
+// parseJob reads the fields every model shares; the model's own fields are
+// read by Catalog.Resolve from the kept entry.
 func parseJob(id string, raw map[string]any) *Job {
-	p := &parser{raw: raw}
-	j := &Job{ID: id, Transmorgrifier: true}
+	p := &parser{}
+	j := &Job{ID: id, raw: raw}
 	j.Name = p.str(raw, "name")
 	j.Description = p.str(raw, "description")
 
@@ -60,16 +85,7 @@ func parseJob(id string, raw map[string]any) *Job {
 	j.Priority = p.int(raw, "priority", math.MinInt32, math.MaxInt32)
 
 	model := p.mapping(raw, "model")
-	typ := p.str(model, "model.type")
-	j.ModelType = canonicalModel(typ)
-	switch {
-	case typ == "":
-		p.fail("model.type", "missing (expected StableTTS or W2V2BERT)")
-	case j.ModelType == "":
-		p.fail("model.type", "%q is not a model this worker knows (expected StableTTS or W2V2BERT)", typ)
-	case j.JobType == TTS && j.ModelType != StableTTS, j.JobType == ASR && j.ModelType != W2V2BERT:
-		p.fail("model.type", "%s cannot run a %s job", j.ModelType, j.JobType)
-	}
+	j.ModelType = strings.TrimSpace(p.str(model, "model.type"))
 	j.BaseCheckpoint = p.str(model, "model.base_checkpoint")
 	if j.BaseCheckpoint != "" {
 		if err := ValidateRepoPath(j.BaseCheckpoint, "gpu_jobs/"); err != nil {
@@ -79,7 +95,6 @@ func parseJob(id string, raw map[string]any) *Job {
 	if j.Mode == Inference && j.BaseCheckpoint == "" {
 		p.fail("model.base_checkpoint", "required for inference (the trained model to use, e.g. gpu_jobs/job_<id>/models/best_model.pt)")
 	}
-	j.BaseModel = p.str(model, "model.base_model")
 	j.Language = p.str(model, "model.language")
 	j.ModelSize = strings.ToLower(p.str(model, "model.size"))
 	switch j.ModelSize {
@@ -93,29 +108,11 @@ func parseJob(id string, raw map[string]any) *Job {
 	}
 
 	j.Epochs = p.int(raw, "epochs", 1, 1_000_000)
-	if j.Trains() && j.Epochs == 0 && p.raw["epochs"] == nil {
-		j.Epochs = defaultEpochs(j.ModelType)
-	}
 	j.Training = p.filter(raw, "training")
+	j.IncludeGenerated = p.bool(p.mapping(raw, "training"), "training.include_generated")
 	inf := p.mapping(raw, "inference")
 	j.Inference = p.filter(raw, "inference")
-	j.DiffusionSteps = p.int(inf, "inference.diffusion_steps", 1, 1000)
 
-	j.VoiceReference = p.str(raw, "voice_reference")
-	if j.VoiceReference != "" {
-		if err := ValidateRepoPath(j.VoiceReference, ""); err != nil {
-			p.fail("voice_reference", "%v", err)
-		}
-	}
-	if tm := p.mapping(raw, "transmorgrifier"); tm != nil {
-		if v, ok := tm["enabled"]; ok {
-			b, isBool := v.(bool)
-			if !isBool {
-				p.fail("transmorgrifier.enabled", "must be true or false, got %v", v)
-			}
-			j.Transmorgrifier = b
-		}
-	}
 	j.AudioFormat = strings.ToLower(p.str(raw, "audio_format"))
 	if j.AudioFormat == "" {
 		j.AudioFormat = strings.ToLower(p.str(inf, "inference.audio_format"))
@@ -143,43 +140,10 @@ func parseJob(id string, raw map[string]any) *Job {
 	j.SaveInterval = p.int(raw, "save_interval", 1, 1_000_000)
 	j.GradientAccumulationSteps = p.int(raw, "gradient_accumulation_steps", 1, 1024)
 	j.WarmupSteps = p.int(raw, "warmup_steps", 0, 10_000_000)
-	j.Temperature = p.float(raw, "temperature", 0, 10)
-	j.LengthScale = p.float(raw, "length_scale", 0, 10)
-	j.CFGScale = p.float(raw, "cfg_scale", 0, 20)
 	j.CheckpointUploadInterval = p.interval(raw, "checkpoint_upload_interval")
-	if tn := p.mapping(raw, "text_normalization"); tn != nil {
-		j.TextNormalization = TextNormalization{
-			Lowercase:         p.bool(tn, "text_normalization.lowercase"),
-			RemovePunctuation: p.bool(tn, "text_normalization.remove_punctuation"),
-			RemoveNumbers:     p.bool(tn, "text_normalization.remove_numbers"),
-		}
-	}
-	j.Invalid = p.err
+	j.problems = p.errs
+	j.Invalid = j.problemsError()
 	return j
-}
-
-func defaultEpochs(model string) int {
-	if model == W2V2BERT {
-		return 10
-	}
-	return 1000
-}
-
-// canonicalModel maps the spellings clients use to StableTTS or W2V2BERT.
-func canonicalModel(s string) string {
-	k := strings.Map(func(r rune) rune {
-		if r == '-' || r == '_' || r == ' ' || r == '.' {
-			return -1
-		}
-		return r
-	}, strings.ToLower(s))
-	switch k {
-	case "stabletts", "stabletts11":
-		return StableTTS
-	case "w2v2bert", "wav2vec2bert", "w2vbert", "w2v2bert20", "wav2vec2", "w2v2":
-		return W2V2BERT
-	}
-	return ""
 }
 
 // ValidateRepoPath checks a path a user wrote in the manifest: relative,

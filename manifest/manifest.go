@@ -21,7 +21,8 @@ func JobDir(jobID string) string { return "gpu_jobs/job_" + jobID }
 // ResponsePath is where a job's state lives.
 func ResponsePath(jobID string) string { return JobDir(jobID) + "/response.yaml" }
 
-// Job types, modes and model types the worker knows.
+// Job types and modes the worker knows. Models are described by a
+// Catalog of ModelSpecs.
 const (
 	TTS = "tts"
 	ASR = "asr"
@@ -29,9 +30,6 @@ const (
 	Training             = "training"
 	Inference            = "inference"
 	TrainingAndInference = "training_and_inference"
-
-	StableTTS = "StableTTS"
-	W2V2BERT  = "W2V2BERT"
 )
 
 // Manifest is a parsed manifest. Jobs that failed validation are kept with
@@ -49,13 +47,6 @@ type Filter struct {
 	Exclude []string
 }
 
-// TextNormalization are the ASR text options.
-type TextNormalization struct {
-	Lowercase         bool
-	RemovePunctuation bool
-	RemoveNumbers     bool
-}
-
 // Job is one manifest entry.
 type Job struct {
 	ID          string
@@ -66,39 +57,41 @@ type Job struct {
 	SubmittedAt time.Time
 	Priority    int
 
-	ModelType      string // canonical: StableTTS or W2V2BERT
+	ModelType      string // as written; canonical once a Catalog resolved it
 	BaseCheckpoint string
-	BaseModel      string
 	Language       string
 	ModelSize      string // tiny | default
 
-	Epochs          int
-	Training        Filter
-	Inference       Filter
-	VoiceReference  string
-	Transmorgrifier bool
-	AudioFormat     string
-	Timeout         time.Time // zero = none
-	Canceled        bool
-	AllowCPU        bool
-	GPUs            int // >1: spread one job over several GPUs
+	Epochs           int
+	Training         Filter
+	IncludeGenerated bool // train also on generated text/audio nobody validated
+	Inference        Filter
+	AudioFormat      string
+	Timeout          time.Time // zero = none
+	Canceled         bool
+	AllowCPU         bool
+	GPUs             int // >1: spread one job over several GPUs
 
-	// Optional knobs; zero means "use the model's default".
+	// Common knobs; zero until Catalog.Resolve fills in the model's defaults.
 	BatchSize                 int
 	LearningRate              float64
 	ValSplit                  float64
 	SaveInterval              int
 	GradientAccumulationSteps int
 	WarmupSteps               int
-	DiffusionSteps            int
-	Temperature               float64
-	LengthScale               float64
-	CFGScale                  float64
 	CheckpointUploadInterval  time.Duration
-	TextNormalization         TextNormalization
 
-	// Invalid explains why the entry cannot run; the worker fails it with this.
+	// Spec is the job's model once a Catalog resolved it; Options holds the
+	// model's own fields (see ModelSpec.Fields), defaults included.
+	Spec    *ModelSpec
+	Options map[string]any
+
+	// Invalid explains why the entry cannot run (every bad field, joined);
+	// the worker fails it with this.
 	Invalid error
+
+	raw      map[string]any // the entry as written, for Catalog.Resolve
+	problems []error
 }
 
 // Kind is the handler key of a job.
@@ -152,7 +145,8 @@ func Parse(data []byte) (*Manifest, error) {
 		}
 		job := parseJob(id, raw)
 		if seen[id] {
-			job.Invalid = fmt.Errorf("job_id %q appears more than once in the manifest", id)
+			job.problems = []error{fmt.Errorf("job_id %q appears more than once in the manifest", id)}
+			job.Invalid = job.problemsError()
 		}
 		seen[id] = true
 		m.Jobs = append(m.Jobs, job)

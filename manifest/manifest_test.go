@@ -41,8 +41,30 @@ jobs:
     text_normalization: {lowercase: true}
 `
 
+// testCatalog stands for the handlers' descriptions: two models with a few
+// fields of their own.
+var testCatalog = Catalog{
+	{Name: "StableTTS", Aliases: []string{"StableTTS-1.1"}, JobType: TTS, Engine: "stabletts",
+		Fields: []Field{
+			{Key: "voice_reference", Kind: RepoPath},
+			{Key: "model.frontend", Kind: Choice, Choices: []string{"auto", "ipa"}, Default: "auto"},
+			{Key: "inference.diffusion_steps", Kind: Int, Min: 1, Max: 1000, Default: 10},
+			{Key: "cfg_scale", Kind: Float, Min: 0, Max: 20, Default: 3.0},
+		},
+		Defaults: func(j *Job) Knobs { return Knobs{Epochs: 1000, BatchSize: 8, LearningRate: 1e-4} },
+		Memory:   func(*Job) uint64 { return 1 }},
+	{Name: "W2V2BERT", Aliases: []string{"wav2vec2bert", "w2v-bert"}, JobType: ASR, Engine: "w2v2bert",
+		Fields: []Field{
+			{Key: "transmorgrifier.enabled", Kind: Bool, Default: true},
+			{Key: "text_normalization.lowercase", Kind: Bool, Default: true},
+			{Key: "text_normalization.remove_numbers", Kind: Bool, Default: false},
+		},
+		Defaults: func(j *Job) Knobs { return Knobs{Epochs: 10, BatchSize: 8, LearningRate: 5e-5} },
+		Memory:   func(*Job) uint64 { return 1 }},
+}
+
 func TestParseClientManifest(t *testing.T) {
-	m, err := Parse([]byte(clientManifest))
+	m, err := testCatalog.Parse([]byte(clientManifest))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +75,7 @@ func TestParseClientManifest(t *testing.T) {
 	if j.Invalid != nil {
 		t.Fatalf("job 0 invalid: %v", j.Invalid)
 	}
-	if j.ModelType != StableTTS || j.Kind() != "tts/stabletts/training_and_inference" {
+	if j.ModelType != "StableTTS" || j.Kind() != "tts/stabletts/training_and_inference" {
 		t.Errorf("model %q kind %q", j.ModelType, j.Kind())
 	}
 	if j.AudioFormat != "ogg" {
@@ -65,15 +87,21 @@ func TestParseClientManifest(t *testing.T) {
 	if got := strings.Join(j.Training.Include, "|"); got != "MRK 1|MRK 2:3" {
 		t.Errorf("training include = %q", got)
 	}
-	if !j.Timeout.Equal(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) || !j.Transmorgrifier {
-		t.Errorf("timeout %v transmorgrifier %v", j.Timeout, j.Transmorgrifier)
+	if !j.Timeout.Equal(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) || j.OptString("voice_reference") != "files/audio/speaker_sample.webm" {
+		t.Errorf("timeout %v voice_reference %q", j.Timeout, j.OptString("voice_reference"))
+	}
+	if j.OptString("model.frontend") != "auto" || j.OptInt("inference.diffusion_steps") != 10 || j.Epochs != 1000 || j.BatchSize != 8 {
+		t.Errorf("defaults not applied: %v epochs %d batch %d", j.Options, j.Epochs, j.BatchSize)
 	}
 	a := m.Jobs[1]
 	if a.Invalid != nil {
 		t.Fatalf("job 1 invalid: %v", a.Invalid)
 	}
-	if a.JobType != ASR || a.ModelType != W2V2BERT || a.Transmorgrifier || !a.TextNormalization.Lowercase || a.AudioFormat != "webm" {
+	if a.JobType != ASR || a.ModelType != "W2V2BERT" || a.OptBool("transmorgrifier.enabled") || !a.OptBool("text_normalization.lowercase") || a.AudioFormat != "webm" {
 		t.Errorf("asr job parsed as %+v", a)
+	}
+	if a.Epochs != 0 {
+		t.Errorf("inference job got training epochs %d", a.Epochs)
 	}
 	if a.SubmittedAt.IsZero() {
 		t.Error("unquoted timestamp not read")
@@ -114,18 +142,35 @@ jobs:
 }
 
 func TestModelSpellings(t *testing.T) {
-	for _, s := range []string{"StableTTS", "stabletts", "Stable-TTS", "STABLE_TTS"} {
-		if canonicalModel(s) != StableTTS {
+	for _, s := range []string{"StableTTS", "stabletts", "Stable-TTS", "STABLE_TTS", "stable tts 1.1"} {
+		if m := testCatalog.Lookup(s); m == nil || m.Name != "StableTTS" {
 			t.Errorf("%q not StableTTS", s)
 		}
 	}
 	for _, s := range []string{"W2V2BERT", "w2v2-bert", "W2V2-BERT", "wav2vec2bert", "Wav2Vec2-BERT", "w2v-bert"} {
-		if canonicalModel(s) != W2V2BERT {
+		if m := testCatalog.Lookup(s); m == nil || m.Name != "W2V2BERT" {
 			t.Errorf("%q not W2V2BERT", s)
 		}
 	}
-	if canonicalModel("whisper") != "" {
-		t.Error("whisper accepted")
+	if testCatalog.Lookup("whisper") != nil || testCatalog.Lookup("") != nil {
+		t.Error("whisper or nothing accepted")
+	}
+}
+
+// A job with several bad fields names every one of them.
+func TestEveryBadFieldReported(t *testing.T) {
+	m, err := testCatalog.Parse([]byte("version: 1\njobs:\n  - {job_id: j1, job_type: tts, mode: inference, model: {type: StableTTS, frontend: klingon}, voice_reference: ../v.webm, epochs: ten}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := m.Jobs[0].Invalid
+	if inv == nil {
+		t.Fatal("job accepted")
+	}
+	for _, want := range []string{"voice_reference:", "model.base_checkpoint: required", "model.frontend:", "epochs:"} {
+		if !strings.Contains(inv.Error(), want) {
+			t.Errorf("%q missing from %v", want, inv)
+		}
 	}
 }
 
@@ -155,7 +200,7 @@ func TestBadJobs(t *testing.T) {
 		{"missing mode", `job_type: tts, model: {type: StableTTS}`, "mode: missing"},
 		{"unknown model", `job_type: tts, mode: training, model: {type: Tacotron}`, `model.type: "Tacotron" is not a model`},
 		{"missing model", `job_type: tts, mode: training`, "model.type: missing"},
-		{"model for other job type", `job_type: asr, mode: training, model: {type: StableTTS}`, "StableTTS cannot run a asr job"},
+		{"model for other job type", `job_type: asr, mode: training, model: {type: StableTTS}`, "StableTTS cannot run a asr job (expected W2V2BERT)"},
 		{"epochs word", ok + `, epochs: ten`, `epochs: must be a whole number, got "ten"`},
 		{"epochs zero", ok + `, epochs: 0`, "epochs: must be between 1 and"},
 		{"epochs negative", ok + `, epochs: -5`, "epochs: must be between 1 and"},
@@ -174,9 +219,13 @@ func TestBadJobs(t *testing.T) {
 		{"learning rate too big", ok + `, learning_rate: 3`, "learning_rate: must be greater than 0 and at most 1"},
 		{"bad upload interval", ok + `, checkpoint_upload_interval: soon`, "checkpoint_upload_interval: must be a whole number"},
 		{"bad size", `job_type: tts, mode: training, model: {type: StableTTS, size: huge}`, `model.size: "huge" is not a size`},
+		{"bad choice", `job_type: tts, mode: training, model: {type: StableTTS, frontend: morse}`, `model.frontend: "morse" is not one of auto, ipa`},
+		{"bad model int", ok + `, inference: {diffusion_steps: 0}`, "inference.diffusion_steps: must be between 1 and 1000"},
+		{"bad model bool", `job_type: asr, mode: training, model: {type: W2V2BERT}, transmorgrifier: {enabled: maybe}`, "transmorgrifier.enabled: must be true or false"},
+		{"model field not mapping", `job_type: asr, mode: training, model: {type: W2V2BERT}, text_normalization: yes`, "text_normalization: must be a mapping"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := Parse([]byte("version: 1\njobs:\n  - {job_id: j1, " + tc.job + "}\n"))
+			m, err := testCatalog.Parse([]byte("version: 1\njobs:\n  - {job_id: j1, " + tc.job + "}\n"))
 			if err != nil {
 				t.Fatalf("whole manifest rejected: %v", err)
 			}
@@ -246,7 +295,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("version: 1\njobs:\n  - {job_id: a, epochs: 1e400}\n"))
 	f.Add([]byte("version: 1\njobs: [{job_id: x, model: [1,2]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := Parse(data)
+		m, err := testCatalog.Parse(data)
 		if err != nil {
 			if m != nil {
 				t.Fatal("manifest returned with error")

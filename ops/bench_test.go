@@ -21,7 +21,7 @@ func BenchmarkSubmitLargeManifest(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := Submit(ctx, p, job, now); err != nil {
+		if _, err := Submit(ctx, p, nil, job, now); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -35,11 +35,11 @@ const Pending = "pending"
 
 // ListJobs reads every project's manifest and job states. A project that
 // cannot be read is reported in the error; the others are still listed.
-func ListJobs(ctx context.Context, projects []project.Project) ([]JobRow, error) {
+func ListJobs(ctx context.Context, models manifest.Catalog, projects []project.Project) ([]JobRow, error) {
 	var rows []JobRow
 	var errs []error
 	for _, p := range projects {
-		r, err := projectJobs(ctx, p)
+		r, err := projectJobs(ctx, models, p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p.Name(), err))
 		}
@@ -48,7 +48,7 @@ func ListJobs(ctx context.Context, projects []project.Project) ([]JobRow, error)
 	return rows, errors.Join(errs...)
 }
 
-func projectJobs(ctx context.Context, p project.Project) ([]JobRow, error) {
+func projectJobs(ctx context.Context, models manifest.Catalog, p project.Project) ([]JobRow, error) {
 	f, err := p.ReadFile(ctx, manifest.Path)
 	if errors.Is(err, project.ErrNotFound) {
 		return nil, nil
@@ -56,7 +56,7 @@ func projectJobs(ctx context.Context, p project.Project) ([]JobRow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read manifest: %w", err)
 	}
-	m, err := manifest.Parse(f.Content)
+	m, err := parseWith(models, f.Content)
 	if err != nil {
 		return nil, err
 	}

@@ -46,7 +46,7 @@ jobs:
 	for _, p := range ps {
 		projects = append(projects, p)
 	}
-	rows, err := ListJobs(ctx, projects)
+	rows, err := ListJobs(ctx, nil, projects)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 type JobOptions struct {
 	Name, Description string
 	JobType, Mode     string
-	Model             string // StableTTS | W2V2BERT
+	Model             string // a model.type, e.g. StableTTS
 	BaseCheckpoint    string
 	ModelSize         string
 	Epochs            int
@@ -121,9 +121,11 @@ var ErrDuplicateJob = errors.New("job id already in the manifest")
 // Submit appends job to the project's manifest (creating the manifest if
 // missing) and returns its id. A job_id and submitted_at are added when
 // absent. The job is validated as the worker will read it; an invalid one
-// is refused. Concurrent edits of the manifest are kept: on a conflict the
-// manifest is read again and the job appended to the new version.
-func Submit(ctx context.Context, p project.Project, job *yaml.Node, now time.Time) (string, error) {
+// is refused, naming every bad field (models resolves the model's own
+// fields; nil checks only the common ones). Concurrent edits of the
+// manifest are kept: on a conflict the manifest is read again and the job
+// appended to the new version.
+func Submit(ctx context.Context, p project.Project, models manifest.Catalog, job *yaml.Node, now time.Time) (string, error) {
 	if job == nil || job.Kind != yaml.MappingNode {
 		return "", errors.New("submit: job is not a mapping")
 	}
@@ -138,7 +140,7 @@ func Submit(ctx context.Context, p project.Project, job *yaml.Node, now time.Tim
 	if lookup(entry, "submitted_at") == nil {
 		set(entry, "submitted_at", quoted(now.UTC().Format("2006-01-02T15:04:05.000Z")), "mode")
 	}
-	if err := validate(entry); err != nil {
+	if err := validate(entry, models); err != nil {
 		return "", err
 	}
 	err := editManifest(ctx, p, fmt.Sprintf("Submit job %s [skip ci]", id), func(doc *yaml.Node) error {
@@ -159,7 +161,7 @@ func Submit(ctx context.Context, p project.Project, job *yaml.Node, now time.Tim
 }
 
 // validate parses the entry exactly as the worker will.
-func validate(entry *yaml.Node) error {
+func validate(entry *yaml.Node, models manifest.Catalog) error {
 	doc, _ := parseDoc([]byte("version: 1\njobs: []\n"))
 	jobs, _ := jobsList(doc)
 	jobs.Content = append(jobs.Content, entry)
@@ -167,7 +169,7 @@ func validate(entry *yaml.Node) error {
 	if err != nil {
 		return err
 	}
-	m, err := manifest.Parse(b)
+	m, err := parseWith(models, b)
 	if err != nil {
 		return fmt.Errorf("invalid job: %w", err)
 	}
@@ -178,6 +180,14 @@ func validate(entry *yaml.Node) error {
 		return fmt.Errorf("invalid job: %w", m.Jobs[0].Invalid)
 	}
 	return nil
+}
+
+// parseWith reads a manifest, resolving models when a catalog is given.
+func parseWith(models manifest.Catalog, data []byte) (*manifest.Manifest, error) {
+	if models == nil {
+		return manifest.Parse(data)
+	}
+	return models.Parse(data)
 }
 
 func cloneNode(n *yaml.Node) *yaml.Node {

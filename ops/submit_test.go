@@ -17,7 +17,7 @@ func asrJob() JobOptions {
 
 func TestSubmitCreatesManifest(t *testing.T) {
 	p, dir := localProject(t, "")
-	id, err := Submit(context.Background(), p, JobNode(asrJob()), now)
+	id, err := Submit(context.Background(), p, nil, JobNode(asrJob()), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestSubmitCreatesManifest(t *testing.T) {
 
 func TestSubmitKeepsTheRestOfTheFile(t *testing.T) {
 	p, dir := localProject(t, baseManifest)
-	id, err := Submit(context.Background(), p, JobNode(asrJob()), now)
+	id, err := Submit(context.Background(), p, nil, JobNode(asrJob()), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestSubmitRacingUserEditLosesNothing(t *testing.T) {
 	t.Run("local", func(t *testing.T) {
 		p, dir := localProject(t, baseManifest)
 		r := &racing{Project: p, before: func() { writeUser(t, dir, manifest.Path, userAddsJob) }}
-		id, err := Submit(ctx, r, JobNode(asrJob()), now)
+		id, err := Submit(ctx, r, nil, JobNode(asrJob()), now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestSubmitRacingUserEditLosesNothing(t *testing.T) {
 		r := &racing{Project: p, before: func() {
 			s.UserCommit(t, "team/mark", "edit by hand", map[string][]byte{manifest.Path: []byte(userAddsJob)})
 		}}
-		id, err := Submit(ctx, r, JobNode(asrJob()), now)
+		id, err := Submit(ctx, r, nil, JobNode(asrJob()), now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,21 +98,21 @@ func TestSubmitRefuses(t *testing.T) {
 	p, dir := localProject(t, baseManifest)
 	bad := asrJob()
 	bad.JobType = "video"
-	if _, err := Submit(ctx, p, JobNode(bad), now); err == nil || !strings.Contains(err.Error(), "job_type") {
+	if _, err := Submit(ctx, p, nil, JobNode(bad), now); err == nil || !strings.Contains(err.Error(), "job_type") {
 		t.Errorf("invalid job accepted: %v", err)
 	}
 	dup, err := ParseJobFile([]byte("job_id: old1\njob_type: asr\nmode: training\nmodel: {type: W2V2BERT}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Submit(ctx, p, dup, now); !errors.Is(err, ErrDuplicateJob) {
+	if _, err := Submit(ctx, p, nil, dup, now); !errors.Is(err, ErrDuplicateJob) {
 		t.Errorf("duplicate id: %v", err)
 	}
 	if got := readLocal(t, dir, manifest.Path); got != baseManifest {
 		t.Errorf("refused submits changed the manifest:\n%s", got)
 	}
 	newer, _ := localProject(t, "version: 2\njobs: []\n")
-	if _, err := Submit(ctx, newer, JobNode(asrJob()), now); !errors.Is(err, manifest.ErrVersion) {
+	if _, err := Submit(ctx, newer, nil, JobNode(asrJob()), now); !errors.Is(err, manifest.ErrVersion) {
 		t.Errorf("newer manifest version rewritten: %v", err)
 	}
 }
@@ -123,7 +123,7 @@ func TestSubmitFromFileKeepsItsID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := Submit(context.Background(), p, job, now)
+	id, err := Submit(context.Background(), p, nil, job, now)
 	if err != nil || id != "mine_1" {
 		t.Fatalf("id %q err %v", id, err)
 	}

@@ -33,6 +33,16 @@ type scanner struct {
 	runnable     func(*manifest.Job) bool
 	log          *slog.Logger
 	states       map[string]*projectState
+	// models resolves each job's model; nil takes jobs as parsed.
+	models manifest.Catalog
+}
+
+// parse reads a manifest, resolving its jobs' models.
+func (s *scanner) parse(data []byte) (*manifest.Manifest, error) {
+	if s.models == nil {
+		return manifest.Parse(data)
+	}
+	return s.models.Parse(data)
 }
 
 type projectState struct {
@@ -91,7 +101,7 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 			return nil, fmt.Errorf("read manifest: %w", err)
 		}
 		st.manifestBlob = f.BlobID
-		st.man, err = manifest.Parse(f.Content)
+		st.man, err = s.parse(f.Content)
 		if err != nil {
 			s.log.Warn("skipping project: malformed manifest", "project", p.Name(), "err", err)
 			return nil, nil

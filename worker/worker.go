@@ -44,6 +44,9 @@ type Config struct {
 	MaxJobRetries       int
 	Slots               []Slot
 	Engine              engine.Runner
+	// Models resolves each job's model (its fields and defaults); nil
+	// takes jobs as parsed.
+	Models manifest.Catalog
 	// CanRun says whether this host can run a job (engines, ffmpeg, GPU).
 	CanRun func(*manifest.Job) error
 	// Secrets are redacted from job logs.
@@ -110,6 +113,7 @@ func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
 	}
 	w := &Worker{cfg: cfg, src: src, handlers: handlers, log: log, drain: make(chan struct{})}
 	w.scan = newScanner(cfg.ClaimTimeout, w.runnable, log)
+	w.scan.models = cfg.Models
 	return w
 }
 

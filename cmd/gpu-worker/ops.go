@@ -9,11 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"gpu-worker/config"
+	"gpu-worker/engine"
 	"gpu-worker/gitlab"
 	"gpu-worker/gpu"
+	"gpu-worker/handlers"
 	"gpu-worker/local"
 	"gpu-worker/ops"
 	"gpu-worker/project"
@@ -110,7 +113,7 @@ func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	rows, listErr := ops.ListJobs(ctx, projects)
+	rows, listErr := ops.ListJobs(ctx, handlers.Catalog(), projects)
 	if *state != "" {
 		kept := rows[:0]
 		for _, r := range rows {
@@ -144,7 +147,7 @@ func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	s.StringVar(&o.Description, "description", "", "job description")
 	s.StringVar(&o.JobType, "job-type", "", "tts or asr")
 	s.StringVar(&o.Mode, "mode", "", "training, inference or training_and_inference")
-	s.StringVar(&o.Model, "model", "", "StableTTS (tts) or W2V2BERT (asr)")
+	s.StringVar(&o.Model, "model", "", modelChoices())
 	s.StringVar(&o.BaseCheckpoint, "base-checkpoint", "", "model to start from or to run (gpu_jobs/job_<id>/models/best_model.pt)")
 	s.StringVar(&o.ModelSize, "size", "", "model size: tiny or default")
 	s.IntVar(&o.Epochs, "epochs", 0, "training epochs (default: the model's)")
@@ -177,7 +180,7 @@ func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageErr(stderr, "submit", "%v", err)
 	}
-	id, err := ops.Submit(ctx, p, job, time.Now())
+	id, err := ops.Submit(ctx, p, handlers.Catalog(), job, time.Now())
 	if err != nil {
 		return err
 	}
@@ -204,6 +207,15 @@ func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "canceled job %s in %s (a running job stops at its next cancel check)\n", id, p.Name())
 	return nil
+}
+
+// modelChoices lists the models for help texts: "MMS (asr), StableTTS (tts), …".
+func modelChoices() string {
+	var parts []string
+	for _, m := range handlers.Models() {
+		parts = append(parts, fmt.Sprintf("%s (%s)", m.Spec.Name, m.Spec.JobType))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // errChecksFailed: doctor found problems (exit code 1, report on stdout).
@@ -259,8 +271,13 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return ops.ProbeLFS(ctx, ps[0], os.TempDir())
 		}
 	}
+	var runner *engine.Runner
+	if py, dir, err := pythonAndEngines(*f.python, *f.enginesDir); err == nil {
+		runner = &engine.Runner{Python: py, EnginesDir: dir, Grace: *f.grace}
+	}
+	checks := append(ops.DoctorChecks(d), handlers.DoctorChecks(f.handlersConfig(runner))...)
 	fmt.Fprintf(stdout, "gpu-worker %s doctor\n", version)
-	if !ops.WriteReport(stdout, ops.RunChecks(ctx, ops.DoctorChecks(d), 2*time.Minute)) {
+	if !ops.WriteReport(stdout, ops.RunChecks(ctx, checks, 2*time.Minute)) {
 		return errChecksFailed
 	}
 	return nil

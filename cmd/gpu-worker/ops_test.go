@@ -12,6 +12,7 @@ import (
 
 	"gpu-worker/gitlab/gitlabtest"
 	"gpu-worker/gpu"
+	"gpu-worker/handlers"
 	"gpu-worker/manifest"
 	"gpu-worker/worker"
 )
@@ -105,6 +106,16 @@ func mustRead(t *testing.T, path string) []byte {
 	return b
 }
 
+// resolvedJob reads one manifest entry as the worker does.
+func resolvedJob(t *testing.T, entry string) *manifest.Job {
+	t.Helper()
+	m, err := handlers.Catalog().Parse([]byte("version: 1\njobs:\n  - " + entry + "\n"))
+	if err != nil || len(m.Jobs) != 1 || m.Jobs[0].Invalid != nil {
+		t.Fatalf("job %s: %v %+v", entry, err, m)
+	}
+	return m.Jobs[0]
+}
+
 func TestHostCanRun(t *testing.T) {
 	devs := gpu.Static{
 		{Index: 0, MemTotal: 80 * gpu.GiB, MemFree: 2 * gpu.GiB, Available: true}, // busy with something else
@@ -112,11 +123,11 @@ func TestHostCanRun(t *testing.T) {
 	}
 	single := &host{lister: devs, memCheck: true, slots: gpu.BuildSlots([][]int{{0}, {1}})}
 	single.widest = gpu.Widest(single.slots)
-	asr := &manifest.Job{JobType: manifest.ASR, Mode: manifest.Training, ModelType: manifest.W2V2BERT}
+	asr := resolvedJob(t, "{job_id: a, job_type: asr, mode: training, model: {type: W2V2BERT}}")
 	if err := single.canRun(asr); err != nil {
 		t.Errorf("GPU 1 has room: %v", err)
 	}
-	two := &manifest.Job{JobType: manifest.ASR, Mode: manifest.Training, ModelType: manifest.W2V2BERT, GPUs: 2}
+	two := resolvedJob(t, "{job_id: b, job_type: asr, mode: training, model: {type: W2V2BERT}, gpus: 2}")
 	if err := single.canRun(two); err == nil || !strings.Contains(err.Error(), "widest slot") {
 		t.Errorf("two-GPU job on single slots: %v", err)
 	}

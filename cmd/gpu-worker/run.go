@@ -21,6 +21,7 @@ import (
 	"gpu-worker/config"
 	"gpu-worker/engine"
 	"gpu-worker/gitlab"
+	"gpu-worker/handlers"
 	"gpu-worker/local"
 	"gpu-worker/metrics"
 	"gpu-worker/project"
@@ -86,6 +87,8 @@ type runFlags struct {
 	loop, keep, retries                                            *int
 	hb, cc, claimTimeout, grace                                    *time.Duration
 	allowCPU, memCheck                                             *bool
+	// modelSettings are the models' own operator settings (handlers.Setting).
+	modelSettings map[string]*string
 }
 
 func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
@@ -124,7 +127,23 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	s.Env("max-job-retries", "GPU_WORKER_MAX_JOB_RETRIES")
 	s.Env("engine-grace", "GPU_WORKER_ENGINE_GRACE")
 	s.Env("log-format", "GPU_WORKER_LOG_FORMAT")
+	f.modelSettings = map[string]*string{}
+	for _, m := range handlers.Models() {
+		for _, st := range m.Settings {
+			f.modelSettings[st.Flag] = s.String(st.Flag, "", st.Help)
+			s.Env(st.Flag, st.Env)
+		}
+	}
 	return s, f
+}
+
+// handlersConfig is what the model pipelines get from the operator.
+func (f *runFlags) handlersConfig(r *engine.Runner) handlers.Config {
+	settings := map[string]string{}
+	for k, v := range f.modelSettings {
+		settings[k] = *v
+	}
+	return handlers.Config{Engine: r, Settings: settings}
 }
 
 // pythonAndEngines resolves the engines folder and its Python.
@@ -175,8 +194,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Secrets: []string{*f.token},
 		Slots:   host.slots,
 		Hooks:   m.Hooks(),
+		Models:  handlers.Catalog(),
 	}
-	w := worker.New(cfg, src, registry(), log)
+	w := worker.New(cfg, src, handlers.Registry(f.handlersConfig(&cfg.Engine)), log)
 
 	if *f.listen != "" {
 		ln, err := net.Listen("tcp", *f.listen)

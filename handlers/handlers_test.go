@@ -1,0 +1,151 @@
+package handlers
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gpu-worker/manifest"
+)
+
+// Every model is described completely; a description missing a part is
+// caught (here, and so before it ships).
+func TestDescriptionsComplete(t *testing.T) {
+	if len(Models()) < 2 {
+		t.Fatalf("models: %d", len(Models()))
+	}
+	names := map[string]bool{}
+	for _, m := range Models() {
+		if err := m.Complete(); err != nil {
+			t.Error(err)
+		}
+		if names[m.Spec.Name] {
+			t.Errorf("two models named %s", m.Spec.Name)
+		}
+		names[m.Spec.Name] = true
+		for _, a := range m.Spec.Aliases {
+			if got := Catalog().Lookup(a); got == nil || got.Name != m.Spec.Name {
+				t.Errorf("alias %q of %s resolves to %v", a, m.Spec.Name, got)
+			}
+		}
+	}
+	broken := *stableTTS
+	broken.Spec.Memory = nil
+	broken.Infer = nil
+	err := broken.Complete()
+	if err == nil || !strings.Contains(err.Error(), "Memory") || !strings.Contains(err.Error(), "Infer") {
+		t.Errorf("incomplete description passed: %v", err)
+	}
+}
+
+// Every model/mode pair has a handler, under the key the worker looks up.
+func TestRegistryCoversEveryModelAndMode(t *testing.T) {
+	reg := Registry(Config{})
+	for _, m := range Models() {
+		for _, mode := range []string{manifest.Training, manifest.Inference, manifest.TrainingAndInference} {
+			j := job(t, "job_type: "+m.Spec.JobType+", mode: "+mode+", model: {type: "+strings.ToLower(m.Spec.Name)+", base_checkpoint: gpu_jobs/job_x/models/"+m.Artifact+"}")
+			if reg[j.Kind()] == nil {
+				t.Errorf("no handler for %s", j.Kind())
+			}
+			if Lookup(j) != m {
+				t.Errorf("%s looks up %v", j.Kind(), Lookup(j))
+			}
+		}
+	}
+}
+
+func job(t *testing.T, fields string) *manifest.Job {
+	t.Helper()
+	m, err := Catalog().Parse([]byte("version: 1\njobs:\n  - {job_id: j1, " + fields + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Jobs[0]
+}
+
+// A job with several bad fields names all of them at once.
+func TestValidationNamesEveryBadField(t *testing.T) {
+	j := job(t, "job_type: tts, mode: inference, model: {type: StableTTS}, voice_reference: ../elsewhere.webm, cfg_scale: 99")
+	if j.Invalid == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"voice_reference", "model.base_checkpoint", "cfg_scale"} {
+		if !strings.Contains(j.Invalid.Error(), want) {
+			t.Errorf("%q not named in %v", want, j.Invalid)
+		}
+	}
+	if j := job(t, "job_type: tts, mode: training, model: {type: StableTTS, from_scratch: true, base_checkpoint: gpu_jobs/job_a/models/best_model.pt}"); j.Invalid == nil {
+		t.Error("from_scratch with a base checkpoint accepted")
+	}
+}
+
+// Absent normalisation is the recipe's (on), not "false"; an explicit
+// false is kept.
+func TestASRNormalisationDefaultsOn(t *testing.T) {
+	j := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}")
+	if !j.OptBool("text_normalization.lowercase") || !j.OptBool("text_normalization.remove_punctuation") || j.OptBool("text_normalization.remove_numbers") {
+		t.Errorf("defaults %v", j.Options)
+	}
+	if !j.OptBool("transmorgrifier.enabled") || !j.OptBool("lm.enabled") {
+		t.Errorf("post-correction or LM off by default: %v", j.Options)
+	}
+	off := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}, text_normalization: {lowercase: false}")
+	if off.OptBool("text_normalization.lowercase") || !off.OptBool("text_normalization.remove_punctuation") {
+		t.Errorf("explicit false: %v", off.Options)
+	}
+}
+
+// The W2V2-BERT recipe by default, the wav2vec2 one for a wav2vec2 base,
+// and the job's own values over both.
+func TestASRRecipeDefaults(t *testing.T) {
+	j := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}")
+	if j.LearningRate != 5e-5 || j.BatchSize*j.GradientAccumulationSteps != 32 || j.WarmupSteps != 500 {
+		t.Errorf("w2v-bert recipe: lr %g batch %d×%d warmup %d", j.LearningRate, j.BatchSize, j.GradientAccumulationSteps, j.WarmupSteps)
+	}
+	x := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT, base_model: facebook/wav2vec2-xls-r-300m}")
+	if x.LearningRate != 3e-4 {
+		t.Errorf("xls-r lr %g", x.LearningRate)
+	}
+	own := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}, learning_rate: 0.0002, batch_size: 2")
+	if own.LearningRate != 2e-4 || own.BatchSize != 2 {
+		t.Errorf("job's knobs overridden: %g %d", own.LearningRate, own.BatchSize)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"model_type": "wav2vec2-bert"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if asrArchitecture(dir) != "w2v2bert" || asrArchitecture("facebook/mms-1b-all") != "wav2vec2" || asrArchitecture(defaultW2V2BERTBase) != "w2v2bert" {
+		t.Error("architecture detection")
+	}
+}
+
+// Each model's memory estimate grows with the batch, and tiny < inference
+// < training.
+func TestMemoryEstimatesOrdered(t *testing.T) {
+	for _, m := range Models() {
+		typ := m.Spec.JobType + ", model: {type: " + m.Spec.Name
+		tiny := m.Spec.Memory(job(t, "job_type: "+typ+", size: tiny}, mode: training"))
+		inf := m.Spec.Memory(job(t, "job_type: "+typ+", base_checkpoint: gpu_jobs/job_a/models/x}, mode: inference"))
+		small := m.Spec.Memory(job(t, "job_type: "+typ+"}, mode: training, batch_size: 2"))
+		big := m.Spec.Memory(job(t, "job_type: "+typ+"}, mode: training, batch_size: 16"))
+		if !(tiny < inf && inf < small && small < big) {
+			t.Errorf("%s: tiny %d inference %d batch2 %d batch16 %d", m.Spec.Name, tiny, inf, small, big)
+		}
+	}
+}
+
+func TestCleanTranscript(t *testing.T) {
+	if got := cleanTranscript(" in the [UNK] beginning [PAD]<unk> "); got != "in the beginning" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestCharErrorRate(t *testing.T) {
+	if got := charErrorRate([]string{"In the beginning."}, []string{"in the begining"}); got < 0.06 || got > 0.07 {
+		t.Errorf("one deletion in 16 characters: %g", got)
+	}
+	if got := charErrorRate([]string{"abc"}, []string{"abc"}); got != 0 {
+		t.Errorf("identical: %g", got)
+	}
+}

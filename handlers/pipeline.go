@@ -1,0 +1,176 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gpu-worker/codex"
+	"gpu-worker/dataset"
+	"gpu-worker/manifest"
+	"gpu-worker/project"
+	"gpu-worker/worker"
+)
+
+// run is one job's pass through its model's pipeline.
+type run struct {
+	*worker.JobEnv
+	model *Model
+	cfg   Config
+	nbs   map[string]*codex.Notebook
+	// readAt is when the notebooks were read: our changes carry this time,
+	// so a translator's later edit wins the editor's merge.
+	readAt time.Time
+	out    *worker.Outcome
+	// The prepared training set (nil for inference-only jobs).
+	trainSet *dataset.Result
+	trainDir string
+}
+
+// run is the one pipeline every model shares: notebooks → (training set →
+// train) → (model → inference) → the outcome the worker commits.
+func (m *Model) run(ctx context.Context, env *worker.JobEnv, cfg Config) (*worker.Outcome, error) {
+	r := &run{JobEnv: env, model: m, cfg: cfg, out: &worker.Outcome{Result: map[string]any{}}}
+	if m.Prepare != nil {
+		if err := m.Prepare(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if r.nbs, r.readAt, err = loadNotebooks(ctx, env.Project); err != nil {
+		return nil, err
+	}
+	job := env.Job
+	var trained string
+	if job.Trains() {
+		if err := r.prepareTrainingSet(ctx); err != nil {
+			return nil, err
+		}
+		if trained, err = m.Train(ctx, r); err != nil {
+			return r.out, err
+		}
+		describeTraining(r.out.Result, r.trainSet)
+		r.out.Message = fmt.Sprintf("completed: model trained on %d verses", len(r.trainSet.Items))
+	}
+	if !job.Infers() {
+		return r.out, nil
+	}
+	if trained == "" {
+		trained = filepath.Join(env.WorkDir, m.ModelFile)
+		if err := fetchModel(ctx, env.Project, job.BaseCheckpoint, trained); err != nil {
+			return nil, err
+		}
+	}
+	return r.out, m.Infer(ctx, r, trained)
+}
+
+// setting is an operator setting's value.
+func (r *run) setting(flag string) string { return r.cfg.Settings[flag] }
+
+// notebookDirs are where Codex keeps translation notebooks.
+var notebookDirs = []string{"files/target"}
+
+// loadNotebooks reads every .codex notebook of the project and says when.
+func loadNotebooks(ctx context.Context, p project.Project) (map[string]*codex.Notebook, time.Time, error) {
+	readAt := time.Now()
+	out := map[string]*codex.Notebook{}
+	for _, dir := range notebookDirs {
+		entries, err := p.ListTree(ctx, dir)
+		if errors.Is(err, project.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, readAt, fmt.Errorf("list notebooks: %w", err)
+		}
+		for _, e := range entries {
+			if path.Ext(e.Path) != ".codex" {
+				continue
+			}
+			f, err := p.ReadFile(ctx, e.Path)
+			if err != nil {
+				return nil, readAt, fmt.Errorf("read notebook: %w", err)
+			}
+			nb, err := codex.Parse(e.Path, f.Content)
+			if err != nil {
+				return nil, readAt, fmt.Errorf("notebook %s: %w", e.Path, err)
+			}
+			out[e.Path] = nb
+		}
+	}
+	if len(out) == 0 {
+		return nil, readAt, fmt.Errorf("no .codex notebooks found under %s", strings.Join(notebookDirs, ", "))
+	}
+	return out, readAt, nil
+}
+
+// prepareTrainingSet selects the verses with text and usable audio and
+// prepares them, failing with a message the team can act on when too few
+// are left.
+func (r *run) prepareTrainingSet(ctx context.Context) error {
+	min := r.model.MinTrainingItems
+	items := codex.SelectTraining(r.nbs, filterOf(r.Job.Training))
+	if len(items) < min {
+		return fmt.Errorf("only %d verses have both text and usable audio; %s training needs at least %d (record more verses or widen training.include_verses)",
+			len(items), r.model.Spec.Name, min)
+	}
+	ds, dir, err := buildDataset(ctx, r.JobEnv, items, "dataset", r.model.SampleRate(r.Job))
+	if err != nil {
+		return err
+	}
+	if len(ds.Items) < min {
+		return fmt.Errorf("only %d usable recordings after cleaning (rejected: %v); %s training needs at least %d",
+			len(ds.Items), ds.Rejected, r.model.Spec.Name, min)
+	}
+	r.trainSet, r.trainDir = ds, dir
+	return nil
+}
+
+// selectInference picks the cells that need the model's output, recording
+// the skipped ones in the result.
+func (r *run) selectInference(want codex.Output) []codex.Item {
+	items, skips := codex.SelectInference(r.nbs, want, filterOf(r.Job.Inference))
+	if len(skips) > 0 {
+		r.Log.Warn("cells skipped", "count", len(skips), "cells", skipLines(skips))
+		r.out.Result["cells_skipped"] = summarizeSkips(skips)
+	}
+	return items
+}
+
+// patch adds one cell change to the outcome, computed from r's notebooks.
+func (r *run) patch(nbPath string, p codex.Patch) {
+	if r.out.Patches == nil {
+		r.out.Patches, r.out.Bases = map[string][]codex.Patch{}, r.nbs
+	}
+	r.out.Patches[nbPath] = append(r.out.Patches[nbPath], p)
+}
+
+// author names the job in the edits it makes.
+func (r *run) author() string {
+	return fmt.Sprintf("gpu-worker %s (job %s)", r.model.Spec.Name, r.Job.ID)
+}
+
+func filterOf(f manifest.Filter) codex.Filter {
+	return codex.Filter{Include: f.Include, Exclude: f.Exclude}
+}
+
+// summarizeSkips counts skip reasons for the result.
+func summarizeSkips(skips []codex.Skip) map[string]int {
+	out := map[string]int{}
+	for _, s := range skips {
+		out[s.Reason]++
+	}
+	return out
+}
+
+// or returns v unless it is the zero value.
+func or[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
