@@ -129,19 +129,21 @@ func SelectTrainingSet(nbs map[string]*Notebook, f Filter, opts TrainingOptions)
 				continue
 			}
 			a, hasAudio := c.Audio()
-			var text string
+			text := ""
+			if reason == "" && hasAudio {
+				text = PlainText(c.Value())
+			}
 			switch {
 			case reason != "":
 			case !hasAudio:
 				reason = missingAudio(c)
-			default:
-				if text = PlainText(c.Value()); text == "" {
-					reason = ReasonNoText
-				} else if !opts.AllowGenerated && !c.HumanText() {
-					reason = ReasonGeneratedText
-				} else if !opts.AllowGenerated && !a.Human() {
-					reason = ReasonGeneratedAudio
-				}
+			case text == "":
+				reason = ReasonNoText
+			case opts.AllowGenerated:
+			case !c.HumanText():
+				reason = ReasonGeneratedText
+			case !a.Human():
+				reason = ReasonGeneratedAudio
 			}
 			if reason != "" {
 				skips = append(skips, skipOf(p, c, reason))
