@@ -93,6 +93,12 @@ func checkEditorShape(t *testing.T, nb *Notebook, patched ...string) {
 	}
 }
 
+// strOf reads a string member.
+func strOf(v *Value, key string) string {
+	s, _ := v.Get(key).Str()
+	return s
+}
+
 func audioPatch(cellID, id string, ts int64) Patch {
 	return Patch{CellID: cellID, Audio: &AudioChange{
 		ID: id, Ext: "webm", Timestamp: ts, CreatedBy: "gpu-worker",
@@ -164,11 +170,18 @@ func TestGoldenMigratedNotebook(t *testing.T) {
 	if a, _ := c.Audio(); a.ID != "audio-1764000000011-00000002" || len(c.Attachments()) != 3 {
 		t.Errorf("MRK 1:1 audio %s, %d attachments", a.ID, len(c.Attachments()))
 	}
-	// The new cells are now selected for training as well.
-	items := SelectTraining(map[string]*Notebook{path: re}, Filter{Include: []string{"MRK 1:3", "MRK 1:4"}})
-	// 1:3 got audio, 1:4 (which had audio) got text: both are now usable.
-	if got := refsOf(items); len(got) != 2 || got[0] != "MRK 1:3" || got[1] != "MRK 1:4" {
-		t.Errorf("training after patch %v", got)
+	// 1:3 got audio, 1:4 (which had audio) got text: both now have what
+	// training needs, but it is unvalidated machine output, which only a job
+	// that opts in trains on.
+	nbs := map[string]*Notebook{path: re}
+	f := Filter{Include: []string{"MRK 1:3", "MRK 1:4"}}
+	items, skips := SelectTrainingSet(nbs, f, TrainingOptions{})
+	if len(items) != 0 || len(skips) != 2 || skips[0].Reason != ReasonGeneratedAudio || skips[1].Reason != ReasonGeneratedText {
+		t.Errorf("human-only training after patch: %v, skipped %+v", refsOf(items), skips)
+	}
+	items, skips = SelectTrainingSet(nbs, f, TrainingOptions{AllowGenerated: true})
+	if got := refsOf(items); len(got) != 2 || got[0] != "MRK 1:3" || got[1] != "MRK 1:4" || len(skips) != 0 {
+		t.Errorf("training with generated data after patch %v, skipped %+v", got, skips)
 	}
 }
 
@@ -193,6 +206,13 @@ func TestGoldenSubtitleNotebook(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkEditorShape(t, re, para, cue)
+	// The paratext cell had a value and no edits: its old text is kept as
+	// an initial-import edit before ours.
+	oldValue := loadNotebook(t, "testdata/fixtures/TheChosen_101_en.codex", path).Cell(para).Value()
+	edits := re.Cell(para).Object().Path("metadata", "edits").Elems()
+	if len(edits) != 2 || strOf(edits[0], "type") != "initial-import" || strOf(edits[0], "value") != oldValue || oldValue == "" {
+		t.Errorf("paratext history %s", AppendJSON(nil, NewArray(edits...)))
+	}
 	cells := NewArray(re.Cell(para).Object(), re.Cell(cue).Object())
 	checkGolden(t, "TheChosen_patched_cells.json", append(AppendJSON(nil, cells), '\n'))
 	// Everything else is unchanged: restoring the two cells gives the

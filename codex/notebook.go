@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Notebook is a parsed notebook. Everything not touched by a patch writes
@@ -21,7 +22,12 @@ import (
 type Notebook struct {
 	// Path is the notebook's path in the project (files/target/MRK.codex);
 	// it names the attachment folder of new audio.
-	Path   string
+	Path string
+	// ReadAt is when the notebook was read (Unix ms); Parse sets it to the
+	// current time and a caller may set it to the time of the read. Changes
+	// computed from this version are stamped with it, so that anything a
+	// translator does later wins the editor's merge.
+	ReadAt int64
 	root   *Value
 	cells  []*Cell
 	byID   map[string]*Cell
@@ -52,7 +58,7 @@ func Parse(path string, data []byte) (*Notebook, error) {
 	if cells != nil && cells.Kind() != Array {
 		return nil, fmt.Errorf("parse notebook %s: %w: cells is not an array", path, ErrNotNotebook)
 	}
-	nb := &Notebook{Path: path, root: root, prefix: prefix, suffix: suffix, size: len(data)}
+	nb := &Notebook{Path: path, ReadAt: time.Now().UnixMilli(), root: root, prefix: prefix, suffix: suffix, size: len(data)}
 	nb.index()
 	return nb, nil
 }
@@ -220,89 +226,28 @@ func (c *Cell) IsVerse() bool {
 	return !d.Get("deleted").Truthy() && !d.Get("merged").Truthy()
 }
 
-// Attachment is one entry of metadata.attachments.
-type Attachment struct {
-	ID        string
-	URL       string
-	Type      string
-	CreatedAt int64
-	UpdatedAt int64
-	IsDeleted bool
-	IsMissing bool
-}
+// IsLocked reports metadata.isLocked: the editor refuses text and audio
+// changes to the cell.
+func (c *Cell) IsLocked() bool { return c.meta().Get("isLocked").Truthy() }
 
-// Attachments lists metadata.attachments in order.
-func (c *Cell) Attachments() []Attachment {
-	var out []Attachment
-	for _, m := range c.meta().Get("attachments").Members() {
-		if a, ok := attachmentOf(m); ok {
-			out = append(out, a)
-		}
+// IsHidden reports data.hidden: the editor does not show the cell.
+func (c *Cell) IsHidden() bool { return c.Data().Get("hidden").Truthy() }
+
+// IsParatext reports a paratext cell: typed so, or a legacy one that says
+// so in its id ("… 1:paratext-…") or in data.type. The editor never records
+// audio for them.
+func (c *Cell) IsParatext() bool {
+	if c.Type() == "paratext" || strings.Contains(c.ID(), "paratext-") {
+		return true
 	}
-	return out
-}
-
-func attachmentOf(m Member) (Attachment, bool) {
-	a := m.Value
-	if a.Kind() != Object {
-		return Attachment{}, false
-	}
-	url, _ := a.Get("url").Str()
-	typ, _ := a.Get("type").Str()
-	created, _ := a.Get("createdAt").Int64()
-	updated, _ := a.Get("updatedAt").Int64()
-	return Attachment{
-		ID: m.Key, URL: url, Type: typ, CreatedAt: created, UpdatedAt: updated,
-		IsDeleted: a.Get("isDeleted").Truthy(), IsMissing: a.Get("isMissing").Truthy(),
-	}, true
-}
-
-func (a Attachment) usableAudio() bool {
-	return (a.Type == "audio" || a.Type == "") && a.URL != "" && !a.IsDeleted && !a.IsMissing
-}
-
-// SelectedAudioID is metadata.selectedAudioId.
-func (c *Cell) SelectedAudioID() string { return c.metaString("selectedAudioId") }
-
-// SelectionTimestamp is metadata.selectionTimestamp (ms), 0 when absent.
-func (c *Cell) SelectionTimestamp() int64 {
-	n, _ := c.meta().Get("selectionTimestamp").Int64()
-	return n
-}
-
-// Audio returns the recording the editor would play: the selected one when
-// it exists and is neither deleted nor missing, else the most recently
-// updated usable audio attachment.
-func (c *Cell) Audio() (Attachment, bool) {
-	atts := c.meta().Get("attachments").Members()
-	if sel := c.SelectedAudioID(); sel != "" {
-		for _, m := range atts {
-			if m.Key != sel {
-				continue
-			}
-			if a, ok := attachmentOf(m); ok && a.usableAudio() {
-				return a, true
-			}
-		}
-	}
-	var best Attachment
-	found := false
-	for _, m := range atts {
-		if a, ok := attachmentOf(m); ok && a.usableAudio() && (!found || a.UpdatedAt > best.UpdatedAt) {
-			best, found = a, true
-		}
-	}
-	return best, found
+	t, _ := c.Data().Get("type").Str()
+	return t == "paratext"
 }
 
 // lastValueEdit returns the newest edit of the cell's value.
 func (c *Cell) lastValueEdit() (value string, ts int64, ok bool) {
 	for _, e := range c.meta().Get("edits").Elems() {
-		m := e.Get("editMap").Elems()
-		if len(m) != 1 {
-			continue
-		}
-		if k, _ := m[0].Str(); k != "value" {
+		if !isValueEdit(e) {
 			continue
 		}
 		t, _ := e.Get("timestamp").Int64()

@@ -15,21 +15,31 @@ type Patch struct {
 }
 
 // TextChange sets the cell's value, recorded as an llm-generation edit so the
-// editor's merge keeps it.
+// editor's merge keeps it. A cell that has a value but no edits first gets
+// an initial-import edit holding the old value, as the editor records one
+// before its first edit, so the old text stays in the cell's history.
 type TextChange struct {
-	Value     string
-	Author    string // the model, e.g. "w2v2bert"
-	Timestamp int64  // ms; 0 = now
+	Value  string
+	Author string // the model, e.g. "w2v2bert"
+	// Timestamp (ms) stamps the edit: the ReadAt of the notebook the text
+	// was computed from, the same on every retry, so that a translator's
+	// edit made while the job ran is newer and wins the editor's merge.
+	// 0 = the base's ReadAt, else the notebook's.
+	Timestamp int64
 }
 
 // AudioChange attaches a new recording and selects it. The recording lives
 // at AttachmentURL(notebook path, ID, Ext); its LFS pointer at the matching
 // pointers/ path is the caller's to commit.
 type AudioChange struct {
-	ID        string // NewAudioID
-	Ext       string // webm, wav, ogg, mp3
-	Meta      AudioMeta
-	Timestamp int64  // ms; 0 = now
+	ID   string // NewAudioID
+	Ext  string // webm, wav, ogg, mp3
+	Meta AudioMeta
+	// Timestamp (ms) is the attachment's createdAt and updatedAt and the
+	// cell's selectionTimestamp: the ReadAt of the notebook the audio was
+	// computed from, as for TextChange. 0 = the base's ReadAt, else the
+	// notebook's.
+	Timestamp int64
 	CreatedBy string // optional
 }
 
@@ -60,6 +70,10 @@ const (
 	ReasonEmptyPatch   = "empty patch"
 )
 
+// initialImportLead is how much earlier than the first edit the editor
+// stamps the initial-import edit it records before it.
+const initialImportLead = 1000
+
 // NewAudioID returns an id in the editor's form, audio-<ms>-<8 hex>.
 func NewAudioID(now time.Time) string {
 	var r [4]byte
@@ -73,11 +87,12 @@ func NewAudioID(now time.Time) string {
 // from; when given, a text change is skipped if the cell's text changed
 // since base (a newer edit or another value) and an audio change is skipped
 // if another audio was selected since base. With base nil nothing is
-// checked. A patch already present in nb (same edit, same attachment id)
-// counts as applied without being written twice. applied counts patches of
-// which at least one part was applied.
+// checked. Changes to a locked cell are skipped (ReasonLocked), as the
+// editor refuses them. A patch already present in nb (same edit, same
+// attachment id) counts as applied without being written twice. applied
+// counts patches of which at least one part was applied. Changes are
+// stamped with their Timestamp, never with the time of Apply.
 func Apply(nb, base *Notebook, patches []Patch) (applied int, skipped []Skip) {
-	now := time.Now().UnixMilli()
 	for _, p := range patches {
 		c := nb.Cell(p.CellID)
 		if c == nil {
@@ -89,19 +104,29 @@ func Apply(nb, base *Notebook, patches []Patch) (applied int, skipped []Skip) {
 			bc = base.Cell(p.CellID)
 		}
 		ok := false
-		if p.Text != nil {
-			if textChanged(c, bc) && !hasEdit(c, p.Text) {
+		if t := p.Text; t != nil {
+			switch {
+			case hasEdit(c, t):
+				ok = true // an earlier attempt landed
+			case c.IsLocked():
+				skipped = append(skipped, skipOf(nb.Path, c, ReasonLocked))
+			case textChanged(c, bc):
 				skipped = append(skipped, skipOf(nb.Path, c, ReasonTextChanged))
-			} else {
-				setText(c, *p.Text, now)
+			default:
+				setText(c, *t, stampOf(t.Timestamp, nb, base))
 				ok = true
 			}
 		}
-		if p.Audio != nil {
-			if audioChanged(c, bc) && !hasAttachment(c, p.Audio.ID) {
+		if a := p.Audio; a != nil {
+			switch {
+			case hasAttachment(c, a.ID):
+				ok = true
+			case c.IsLocked():
+				skipped = append(skipped, skipOf(nb.Path, c, ReasonLocked))
+			case audioChanged(c, bc):
 				skipped = append(skipped, skipOf(nb.Path, c, ReasonAudioChanged))
-			} else {
-				attachAudio(c, nb.Path, *p.Audio, now)
+			default:
+				attachAudio(c, nb.Path, *a, stampOf(a.Timestamp, nb, base))
 				ok = true
 			}
 		}
@@ -113,6 +138,20 @@ func Apply(nb, base *Notebook, patches []Patch) (applied int, skipped []Skip) {
 		}
 	}
 	return applied, skipped
+}
+
+// stampOf is a change's timestamp: its own, else when the version it was
+// computed from was read.
+func stampOf(ts int64, nb, base *Notebook) int64 {
+	switch {
+	case ts != 0:
+		return ts
+	case base != nil && base.ReadAt != 0:
+		return base.ReadAt
+	case nb.ReadAt != 0:
+		return nb.ReadAt
+	}
+	return time.Now().UnixMilli()
 }
 
 func textChanged(c, base *Cell) bool {
@@ -145,36 +184,31 @@ func hasAttachment(c *Cell, id string) bool {
 	return c.meta().Get("attachments").Get(id) != nil
 }
 
-func setText(c *Cell, t TextChange, now int64) {
-	if hasEdit(c, &t) {
-		return
-	}
-	ts := t.Timestamp
-	if ts == 0 {
-		ts = now
-	}
+func setText(c *Cell, t TextChange, ts int64) {
+	old := c.Value()
 	c.v.Set("value", NewString(t.Value))
-	meta := c.v.ensureObject("metadata")
-	meta.ensureArray("edits").Append(NewObject(
-		Member{"editMap", NewArray(NewString("value"))},
-		Member{"value", NewString(t.Value)},
-		Member{"timestamp", NewInt(ts)},
-		Member{"type", NewString("llm-generation")},
-		Member{"author", NewString(t.Author)},
-		Member{"validatedBy", NewArray()},
-	))
+	edits := c.v.ensureObject("metadata").ensureArray("edits")
+	if old != "" && len(edits.Elems()) == 0 {
+		edits.Append(valueEditOf(old, ts-initialImportLead, "initial-import", t.Author))
+	}
+	edits.Append(valueEditOf(t.Value, ts, "llm-generation", t.Author))
 }
 
-func attachAudio(c *Cell, nbPath string, a AudioChange, now int64) {
+// valueEditOf builds a value edit in the editor's shape.
+func valueEditOf(value string, ts int64, typ, author string) *Value {
+	return NewObject(
+		Member{"editMap", NewArray(NewString("value"))},
+		Member{"value", NewString(value)},
+		Member{"timestamp", NewInt(ts)},
+		Member{"type", NewString(typ)},
+		Member{"author", NewString(author)},
+		Member{"validatedBy", NewArray()},
+	)
+}
+
+func attachAudio(c *Cell, nbPath string, a AudioChange, ts int64) {
 	meta := c.v.ensureObject("metadata")
 	atts := meta.ensureObject("attachments")
-	if atts.Get(a.ID) != nil {
-		return
-	}
-	ts := a.Timestamp
-	if ts == 0 {
-		ts = now
-	}
 	mems := make([]Member, 0, 8)
 	mems = append(mems,
 		Member{"url", NewString(AttachmentURL(nbPath, a.ID, a.Ext))},

@@ -39,17 +39,25 @@ const (
 const (
 	ReasonNoText       = "no text"
 	ReasonNoAudio      = "no usable audio"
+	ReasonAudioMissing = "audio file missing"
 	ReasonNoMatch      = "filter item matched no cell"
 	ReasonNotVerse     = "not a verse cell"
 	ReasonCellNotFound = "cell not found"
+	ReasonLocked       = "cell locked"
+	ReasonHidden       = "cell hidden"
+	ReasonParatext     = "paratext cell"
+	// Training only: the cell's text or its audio is machine output nobody
+	// validated.
+	ReasonGeneratedText  = "generated text not validated"
+	ReasonGeneratedAudio = "generated audio not validated"
 )
 
-func newItem(nbPath string, c *Cell, text string) Item {
+func newItem(nbPath string, c *Cell, text string, a Attachment, hasAudio bool) Item {
 	it := Item{Notebook: nbPath, Book: BookOf(nbPath), CellID: c.ID(), Text: text}
 	if refs := c.References(); len(refs) > 0 {
 		it.Reference = refs[0]
 	}
-	if a, ok := c.Audio(); ok {
+	if hasAudio {
 		it.AudioID, it.AudioURL = a.ID, a.URL
 		it.FilesPath, it.PointersPath = AudioPaths(a.URL)
 	}
@@ -65,40 +73,105 @@ func sortedPaths(nbs map[string]*Notebook) []string {
 	return paths
 }
 
-// SelectTraining returns the verse cells the filter keeps that have both
-// text and usable audio, in notebook-path then cell order.
-func SelectTraining(nbs map[string]*Notebook, f Filter) []Item {
+// exclusion says why no job chooses the cell, "" for a verse it may choose.
+// ReasonNotVerse covers cells that are not content (style, milestone,
+// deleted, merged); paratext and hidden cells are content the editor
+// never records.
+func exclusion(c *Cell) string {
+	if c.Type() == "paratext" {
+		if d := c.Data(); d.Get("deleted").Truthy() || d.Get("merged").Truthy() {
+			return ReasonNotVerse
+		}
+		return ReasonParatext
+	}
+	switch {
+	case !c.IsVerse():
+		return ReasonNotVerse
+	case c.IsParatext():
+		return ReasonParatext
+	case c.IsHidden():
+		return ReasonHidden
+	}
+	return ""
+}
+
+// missingAudio is the reason a cell has no audio a job can fetch.
+func missingAudio(c *Cell) string {
+	if _, ok := c.CurrentAudio(); ok {
+		return ReasonAudioMissing
+	}
+	return ReasonNoAudio
+}
+
+// TrainingOptions tunes SelectTrainingSet.
+type TrainingOptions struct {
+	// AllowGenerated lets in text and audio that are machine output nobody
+	// validated; off, training sees only people's work.
+	AllowGenerated bool
+}
+
+// SelectTrainingSet returns the verse cells the filter keeps that have text
+// and fetchable audio, both people's work: text whose current value comes
+// from a human edit or a validated generated one, audio that is not
+// generated or was validated (see Cell.HumanText, Attachment.Human).
+// Cells left out are reported with the reason (one per cell), except cells
+// that are not content at all (ReasonNotVerse). Locked cells are kept: a
+// lock stops edits, not reading. Order: notebook path, then cell order.
+func SelectTrainingSet(nbs map[string]*Notebook, f Filter, opts TrainingOptions) ([]Item, []Skip) {
 	inc, exc := compile(f.Include), compile(f.Exclude)
-	var out []Item
+	var items []Item
+	var skips []Skip
 	for _, p := range sortedPaths(nbs) {
 		book := BookOf(p)
 		for _, c := range nbs[p].Cells() {
-			if !c.IsVerse() {
+			reason := exclusion(c)
+			if reason == ReasonNotVerse || !keeps(inc, exc, book, c) {
 				continue
 			}
-			if !keeps(inc, exc, book, c) {
+			a, hasAudio := c.Audio()
+			text := ""
+			if reason == "" && hasAudio {
+				text = PlainText(c.Value())
+			}
+			switch {
+			case reason != "":
+			case !hasAudio:
+				reason = missingAudio(c)
+			case text == "":
+				reason = ReasonNoText
+			case opts.AllowGenerated:
+			case !c.HumanText():
+				reason = ReasonGeneratedText
+			case !a.Human():
+				reason = ReasonGeneratedAudio
+			}
+			if reason != "" {
+				skips = append(skips, skipOf(p, c, reason))
 				continue
 			}
-			if _, ok := c.Audio(); !ok {
-				continue
-			}
-			text := PlainText(c.Value())
-			if text == "" {
-				continue
-			}
-			out = append(out, newItem(p, c, text))
+			items = append(items, newItem(p, c, text, a, true))
 		}
 	}
-	return out
+	return items, skips
+}
+
+// SelectTraining is SelectTrainingSet with the default options (people's
+// work only), without the report of what was left out.
+func SelectTraining(nbs map[string]*Notebook, f Filter) []Item {
+	items, _ := SelectTrainingSet(nbs, f, TrainingOptions{})
+	return items
 }
 
 // SelectInference returns the cells an inference job should fill. Without
 // Include these are the verse cells lacking the output; with Include, the
 // cells in its scope that lack the output plus every cell named by verse
 // reference or id, even if it has the output already (a request to
-// regenerate). Exclude always wins. Text-to-speech needs the cell's text and
-// speech recognition its audio; cells without it are skipped with a reason,
-// as are Include items that matched no cell.
+// regenerate). Exclude always wins. A cell has audio when the editor has a
+// take to play (CurrentAudio, a take marked missing included), and text
+// when its value has any. Text-to-speech needs the cell's text and speech
+// recognition audio it can fetch; candidates without it are skipped with a
+// reason, as are paratext, hidden and locked candidates and Include items
+// that matched no cell.
 func SelectInference(nbs map[string]*Notebook, want Output, f Filter) ([]Item, []Skip) {
 	inc, exc := compile(f.Include), compile(f.Exclude)
 	filtersEmpty := inc.empty() && exc.empty()
@@ -114,7 +187,8 @@ func SelectInference(nbs map[string]*Notebook, want Output, f Filter) ([]Item, [
 				k = keysOf(book, c)
 			}
 			matched, named := inc.match(k, hit)
-			if !c.IsVerse() {
+			reason := exclusion(c)
+			if reason == ReasonNotVerse {
 				if named {
 					skips = append(skips, skipOf(p, c, ReasonNotVerse))
 				}
@@ -126,22 +200,30 @@ func SelectInference(nbs map[string]*Notebook, want Output, f Filter) ([]Item, [
 			if ex, _ := exc.match(k, nil); ex {
 				continue
 			}
-			_, hasAudio := c.Audio()
-			if want == NeedAudio && hasAudio && !named {
-				continue // the common case: skip before extracting text
+			if want == NeedAudio && !named {
+				if _, has := c.CurrentAudio(); has {
+					continue // the common case: skip before extracting text
+				}
 			}
 			text := PlainText(c.Value())
 			if want == NeedText && text != "" && !named {
 				continue
 			}
+			a, fetchable := c.Audio()
 			switch {
+			case reason != "":
+			case c.IsLocked():
+				reason = ReasonLocked
 			case want == NeedAudio && text == "":
-				skips = append(skips, skipOf(p, c, ReasonNoText))
-			case want == NeedText && !hasAudio:
-				skips = append(skips, skipOf(p, c, ReasonNoAudio))
-			default:
-				items = append(items, newItem(p, c, text))
+				reason = ReasonNoText
+			case want == NeedText && !fetchable:
+				reason = missingAudio(c)
 			}
+			if reason != "" {
+				skips = append(skips, skipOf(p, c, reason))
+				continue
+			}
+			items = append(items, newItem(p, c, text, a, fetchable))
 		}
 	}
 	for _, it := range f.Include {

@@ -28,6 +28,16 @@ type Verse struct {
 	Text   string
 	Record bool // has a recording
 	Blank  bool // the cell's text is empty (awaiting transcription)
+	// GeneratedText and GeneratedAudio make the text and the recording
+	// machine output as a job writes it: an llm-generation edit, an
+	// attachment marked isGenerated.
+	GeneratedText  bool
+	GeneratedAudio bool
+	// Validated adds a reviewer's validation to the generated text and
+	// recording.
+	Validated bool
+	Locked    bool // metadata.isLocked
+	Hidden    bool // data.hidden
 }
 
 // Options shape the project.
@@ -80,12 +90,19 @@ func Generate(ctx context.Context, o Options) (*Project, error) {
 		if !v.Blank {
 			value = "<span>" + escape(v.Text) + "</span>"
 		}
+		data := orderedMap{{"globalReferences", []string{v.Ref}}, {"book", book}, {"chapter", chapter}, {"verse", verse}}
+		if v.Hidden {
+			data = append(data, kv{"hidden", true})
+		}
 		meta := orderedMap{
 			{"type", "text"},
 			{"id", id},
-			{"data", orderedMap{{"globalReferences", []string{v.Ref}}, {"book", book}, {"chapter", chapter}, {"verse", verse}}},
-			{"edits", editsFor(value, ts)},
+			{"data", data},
+			{"edits", editsFor(value, ts, v)},
 			{"cellLabel", strconv.Itoa(verse)},
+		}
+		if v.Locked {
+			meta = append(meta, kv{"isLocked", true})
 		}
 		if v.Record {
 			audioID := fmt.Sprintf("audio-%d-%08x", ts, uint32(i*2654435761))
@@ -102,11 +119,15 @@ func Generate(ctx context.Context, o Options) (*Project, error) {
 			p.Objects[ptr.OID] = data
 			p.Files[".project/attachments/pointers/"+rel] = []byte(ptr.String())
 			p.RealFiles[".project/attachments/files/"+rel] = data
+			att := orderedMap{
+				{"url", ".project/attachments/files/" + rel}, {"type", "audio"},
+				{"createdAt", ts}, {"updatedAt", ts}, {"isDeleted", false}, {"createdBy", "demo-speaker"},
+			}
+			if v.GeneratedAudio {
+				att = append(att, kv{"isGenerated", true}, kv{"validatedBy", validations(v, ts)})
+			}
 			meta = append(meta,
-				kv{"attachments", orderedMap{{audioID, orderedMap{
-					{"url", ".project/attachments/files/" + rel}, {"type", "audio"},
-					{"createdAt", ts}, {"updatedAt", ts}, {"isDeleted", false}, {"createdBy", "demo-speaker"},
-				}}}},
+				kv{"attachments", orderedMap{{audioID, att}}},
 				kv{"selectedAudioId", audioID}, kv{"selectionTimestamp", ts})
 		}
 		cells = append(cells, orderedMap{{"kind", 2}, {"languageId", "html"}, {"value", value}, {"metadata", meta}})
@@ -217,12 +238,25 @@ func splitRef(ref string) (book string, chapter, verse int) {
 	return
 }
 
-func editsFor(value string, ts int64) []any {
+func editsFor(value string, ts int64, v Verse) []any {
 	if value == "" {
 		return []any{}
 	}
+	typ, author, validatedBy := "initial-import", "demo", []any{}
+	if v.GeneratedText {
+		typ, author, validatedBy = "llm-generation", "gpu-worker", validations(v, ts)
+	}
 	return []any{orderedMap{{"editMap", []string{"value"}}, {"value", value}, {"timestamp", ts},
-		{"type", "initial-import"}, {"author", "demo"}, {"validatedBy", []any{}}}}
+		{"type", typ}, {"author", author}, {"validatedBy", validatedBy}}}
+}
+
+// validations is the validatedBy list of a generated text or recording.
+func validations(v Verse, ts int64) []any {
+	if !v.Validated {
+		return []any{}
+	}
+	return []any{orderedMap{{"username", "reviewer"}, {"creationTimestamp", ts + 1000},
+		{"updatedTimestamp", ts + 1000}, {"isDeleted", false}}}
 }
 
 func escape(s string) string {

@@ -86,3 +86,54 @@ func TestMarkVerses(t *testing.T) {
 		t.Errorf("multi-line verse joined wrongly: %+v", vs[2])
 	}
 }
+
+// A generated project mixing people's work and machine output: training
+// takes the human and the validated verses only, inference skips locked and
+// hidden cells.
+func TestGeneratedMixedProject(t *testing.T) {
+	p, err := Generate(context.Background(), Options{Book: "MRK", Verses: []Verse{
+		{Ref: "MRK 1:1", Text: "human", Record: true},
+		{Ref: "MRK 1:2", Text: "generated text", Record: true, GeneratedText: true},
+		{Ref: "MRK 1:3", Text: "generated audio", Record: true, GeneratedAudio: true},
+		{Ref: "MRK 1:4", Text: "validated text and audio", Record: true, GeneratedText: true, GeneratedAudio: true, Validated: true},
+		{Ref: "MRK 1:5", Text: "hidden", Record: true, Hidden: true},
+		{Ref: "MRK 1:6", Text: "locked", Locked: true},
+		{Ref: "MRK 1:7", Text: "to voice"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := p.Files["files/target/MRK.codex"]
+	nb, err := codex.Parse("files/target/MRK.codex", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(nb.Marshal()) != string(data) {
+		t.Error("generated notebook does not round-trip byte for byte")
+	}
+	nbs := map[string]*codex.Notebook{"files/target/MRK.codex": nb}
+	items, skips := codex.SelectTrainingSet(nbs, codex.Filter{}, codex.TrainingOptions{})
+	reasons := map[string]string{}
+	for _, s := range skips {
+		reasons[s.Reference] = s.Reason
+	}
+	if len(items) != 2 || items[0].Reference != "MRK 1:1" || items[1].Reference != "MRK 1:4" {
+		t.Errorf("training %+v", items)
+	}
+	want := map[string]string{
+		"MRK 1:2": codex.ReasonGeneratedText, "MRK 1:3": codex.ReasonGeneratedAudio, "MRK 1:5": codex.ReasonHidden,
+		"MRK 1:6": codex.ReasonNoAudio, "MRK 1:7": codex.ReasonNoAudio,
+	}
+	if len(reasons) != len(want) {
+		t.Errorf("skips %v, want %v", reasons, want)
+	}
+	for ref, r := range want {
+		if reasons[ref] != r {
+			t.Errorf("%s: %q, want %q", ref, reasons[ref], r)
+		}
+	}
+	tts, skips := codex.SelectInference(nbs, codex.NeedAudio, codex.Filter{})
+	if len(tts) != 1 || tts[0].Reference != "MRK 1:7" || len(skips) != 1 || skips[0].Reference != "MRK 1:6" || skips[0].Reason != codex.ReasonLocked {
+		t.Errorf("TTS %+v, skips %+v", tts, skips)
+	}
+}
