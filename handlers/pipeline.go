@@ -98,6 +98,7 @@ func loadNotebooks(ctx context.Context, p project.Project) (map[string]*codex.No
 			if err != nil {
 				return nil, readAt, fmt.Errorf("notebook %s: %w", e.Path, err)
 			}
+			nb.ReadAt = readAt.UnixMilli()
 			out[e.Path] = nb
 		}
 	}
@@ -112,9 +113,14 @@ func loadNotebooks(ctx context.Context, p project.Project) (map[string]*codex.No
 // are left.
 func (r *run) prepareTrainingSet(ctx context.Context) error {
 	min := r.model.MinTrainingItems
-	items := codex.SelectTraining(r.nbs, filterOf(r.Job.Training))
+	// Only human work (or generated work a person validated) teaches a
+	// model; what was left out, and why, goes in the result.
+	items, skips := codex.SelectTrainingSet(r.nbs, filterOf(r.Job.Training), codex.TrainingOptions{AllowGenerated: r.Job.IncludeGenerated})
+	if len(skips) > 0 {
+		r.out.Result["training_skipped"] = summarizeSkips(skips)
+	}
 	if len(items) < min {
-		return fmt.Errorf("only %d verses have both text and usable audio; %s training needs at least %d (record more verses or widen training.include_verses)",
+		return fmt.Errorf("only %d verses have both human text and a usable human recording; %s training needs at least %d (record more verses, validate generated ones, or widen training.include_verses)",
 			len(items), r.model.Spec.Name, min)
 	}
 	ds, dir, err := buildDataset(ctx, r.JobEnv, items, "dataset", r.model.SampleRate(r.Job))
