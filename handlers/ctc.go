@@ -169,8 +169,8 @@ func (r *run) writeLMCorpus() (string, error) {
 }
 
 // transcribeCTC writes the model's transcription into the cells that need
-// text.
-func transcribeCTC(ctx context.Context, r *run, engineName, model string) error {
+// text. extra holds the model's own engine settings.
+func transcribeCTC(ctx context.Context, r *run, engineName, model string, extra map[string]any) error {
 	job := r.Job
 	items := r.selectInference(codex.NeedText)
 	r.out.Result["cells_transcribed"] = 0
@@ -187,11 +187,15 @@ func transcribeCTC(ctx context.Context, r *run, engineName, model string) error 
 	}
 	r.Report(worker.Progress{Message: fmt.Sprintf("transcribing %d verses", len(ds.Items))})
 	texts := map[string]string{}
-	res, err := runEngine(ctx, r.JobEnv, engineName, "transcribe", map[string]any{
+	cfg := map[string]any{
 		"model": model, "dataset": dir, "device": "auto", "decoder": job.OptString("inference.decoder"),
 		"batch_seconds": 240, "chunk_seconds": 30, "stride_seconds": 5, "max_audio_seconds": 600,
 		"output_dir": filepath.Join(r.WorkDir, "transcription"),
-	}, func(ev engine.Event) {
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	res, err := runEngine(ctx, r.JobEnv, engineName, "transcribe", cfg, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" {
 			if t, ok := ev.Fields["text"].(string); ok {
 				texts[ev.ID] = t

@@ -22,8 +22,8 @@ var w2v2BERT = register(&Model{
 		Summary: "speech recognition fine-tuned from facebook/w2v-bert-2.0 (CTC), with an n-gram language model and a post-corrector",
 		Licence: "MIT (facebook/w2v-bert-2.0); a wav2vec2 base named in model.base_model keeps its own licence",
 		Fields: append(ctcFields(),
-			manifest.Field{Key: "model.base_model", Kind: manifest.Text, Default: defaultW2V2BERTBase,
-				Help: "the pretrained model to fine-tune: a hub id or a local folder"}),
+			manifest.Field{Key: "model.base_model", Kind: manifest.Text,
+				Help: "the pretrained model to fine-tune: a hub id or a local folder (default: the operator's --w2v2bert-base-model, else facebook/w2v-bert-2.0)"}),
 		Defaults: func(j *manifest.Job) manifest.Knobs {
 			switch {
 			case j.ModelSize == "tiny":
@@ -41,12 +41,14 @@ var w2v2BERT = register(&Model{
 		},
 		Memory: ctcMemory(1),
 	},
+	Settings: []Setting{{Flag: w2v2BERTBaseFlag, Env: "GPU_WORKER_W2V2BERT_BASE_MODEL",
+		Help: "where W2V2BERT jobs find facebook/w2v-bert-2.0: a hub id or a local copy of its snapshot (default: the hub id)"}},
 	SampleRate:       func(*manifest.Job) int { return asrRate },
 	MinTrainingItems: 4,
 	ModelFile:        "base_model.tar",
 	Artifact:         "asr_model.tar",
 	Train: func(ctx context.Context, r *run) (string, error) {
-		base := w2v2BaseOf(r.Job)
+		base := or(r.Job.OptString("model.base_model"), or(r.setting(w2v2BERTBaseFlag), defaultW2V2BERTBase))
 		arch := asrArchitecture(base)
 		extra := map[string]any{"base_model": base, "architecture": arch, "add_adapter": arch == "w2v2bert"}
 		extra["mask_time_prob"] = 0.0
@@ -59,11 +61,14 @@ var w2v2BERT = register(&Model{
 		return trainCTC(ctx, r, "w2v2bert", extra)
 	},
 	Infer: func(ctx context.Context, r *run, model string) error {
-		return transcribeCTC(ctx, r, "w2v2bert", model)
+		return transcribeCTC(ctx, r, "w2v2bert", model, nil)
 	},
 })
 
-const defaultW2V2BERTBase = "facebook/w2v-bert-2.0"
+const (
+	defaultW2V2BERTBase = "facebook/w2v-bert-2.0"
+	w2v2BERTBaseFlag    = "w2v2bert-base-model"
+)
 
 // w2v2BaseOf is the pretrained model a W2V2BERT job fine-tunes.
 func w2v2BaseOf(j *manifest.Job) string {

@@ -95,7 +95,6 @@ func parseJob(id string, raw map[string]any) *Job {
 	if j.Mode == Inference && j.BaseCheckpoint == "" {
 		p.fail("model.base_checkpoint", "required for inference (the trained model to use, e.g. gpu_jobs/job_<id>/models/best_model.pt)")
 	}
-	j.Language = p.str(model, "model.language")
 	j.ModelSize = strings.ToLower(p.str(model, "model.size"))
 	switch j.ModelSize {
 	case "", "default", "tiny":

@@ -59,7 +59,6 @@ type Job struct {
 
 	ModelType      string // as written; canonical once a Catalog resolved it
 	BaseCheckpoint string
-	Language       string
 	ModelSize      string // tiny | default
 
 	Epochs           int
