@@ -22,6 +22,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"submit": submitCmd,
 	"cancel": cancelCmd,
 	"doctor": doctorCmd,
+	"models": modelsCmd,
 	"version": func(context.Context, []string, io.Writer, io.Writer) error {
 		fmt.Println("gpu-worker", version)
 		return nil
@@ -35,7 +36,8 @@ Usage:
   gpu-worker jobs    [flags]   list jobs across projects
   gpu-worker submit  [flags]   add a job to a project's manifest
   gpu-worker cancel  [flags]   cancel a job
-  gpu-worker doctor  [flags]   check this host: token, GitLab, LFS, ffmpeg, engines, GPUs, disk
+  gpu-worker doctor  [flags]   check this host: token, GitLab, LFS, ffmpeg, engines, GPUs, disk, model files
+  gpu-worker models            the models, their manifest fields and operator settings
   gpu-worker version
 
 Run "gpu-worker <command> --help" for a command's flags.
