@@ -17,7 +17,7 @@ const asrRate = 16000
 
 const minASRItems = 4
 
-func runASR(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
+func runASR(ctx context.Context, runner *engine.Runner, env *worker.JobEnv) (*worker.Outcome, error) {
 	job := env.Job
 	nbs, err := loadNotebooks(ctx, env.Project)
 	if err != nil {
@@ -30,7 +30,7 @@ func runASR(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 		if err != nil {
 			return nil, err
 		}
-		model, err = trainASR(ctx, env, dir, out)
+		model, err = trainASR(ctx, runner, env, dir, out)
 		if err != nil {
 			return out, err
 		}
@@ -46,10 +46,10 @@ func runASR(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 			return nil, err
 		}
 	}
-	return out, transcribeASR(ctx, env, nbs, model, out)
+	return out, transcribeASR(ctx, runner, env, nbs, model, out)
 }
 
-func trainASR(ctx context.Context, env *worker.JobEnv, dir string, out *worker.Outcome) (string, error) {
+func trainASR(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, dir string, out *worker.Outcome) (string, error) {
 	job := env.Job
 	outDir := filepath.Join(env.WorkDir, "train")
 	cfg := map[string]any{
@@ -82,7 +82,7 @@ func trainASR(ctx context.Context, env *worker.JobEnv, dir string, out *worker.O
 		cfg["warmup_steps"] = or(job.WarmupSteps, 10)
 		cfg["transmorgrifier"] = map[string]any{"enabled": job.Transmorgrifier, "iterations": 30}
 	}
-	tr := &training{env: env, engine: "w2v2bert"}
+	tr := &training{env: env, runner: runner, engine: "w2v2bert"}
 	res, err := tr.run(ctx, cfg)
 	tr.report(out.Result)
 	if err != nil {
@@ -109,7 +109,7 @@ func trainASR(ctx context.Context, env *worker.JobEnv, dir string, out *worker.O
 	return artifact, nil
 }
 
-func transcribeASR(ctx context.Context, env *worker.JobEnv, nbs map[string]*codex.Notebook, model string, out *worker.Outcome) error {
+func transcribeASR(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, nbs map[string]*codex.Notebook, model string, out *worker.Outcome) error {
 	job := env.Job
 	items, skips := codex.SelectInference(nbs, codex.NeedText, filterOf(job.Inference))
 	if len(skips) > 0 {
@@ -130,7 +130,7 @@ func transcribeASR(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 	}
 	env.Report(worker.Progress{Message: fmt.Sprintf("transcribing %d verses", len(ds.Items))})
 	texts := map[string]string{}
-	res, err := runEngine(ctx, env, "w2v2bert", "transcribe", map[string]any{
+	res, err := runEngine(ctx, runner, env, "w2v2bert", "transcribe", map[string]any{
 		"model": model, "dataset": dir, "device": "auto", "batch_size": or(job.BatchSize, 8),
 		"output_dir": filepath.Join(env.WorkDir, "transcription"),
 	}, func(ev engine.Event) {
@@ -148,7 +148,7 @@ func transcribeASR(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 	for _, it := range items {
 		byCell[it.CellID] = it
 	}
-	out.Patches, out.Bases = map[string][]codex.Patch{}, nbs
+	patches := map[string][]codex.Patch{}
 	empty := 0
 	for _, e := range ds.Items {
 		text := strings.TrimSpace(texts[e.ID])
@@ -157,11 +157,12 @@ func transcribeASR(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 			continue
 		}
 		it := byCell[e.CellID]
-		out.Patches[it.Notebook] = append(out.Patches[it.Notebook], codex.Patch{CellID: it.CellID,
+		patches[it.Notebook] = append(patches[it.Notebook], codex.Patch{CellID: it.CellID,
 			Text: &codex.TextChange{Value: codex.EscapeText(text), Author: "gpu-worker W2V2BERT (job " + job.ID + ")", Timestamp: now}})
 	}
 	n := len(ds.Items) - empty
 	out.Result["cells_transcribed"] = n
+	out.Changes = transcriptions(patches, nbs)
 	if empty > 0 {
 		out.Result["empty_transcriptions"] = empty
 	}

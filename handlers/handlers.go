@@ -13,17 +13,25 @@ import (
 	"strings"
 
 	"gpu-worker/codex"
+	"gpu-worker/engine"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 	"gpu-worker/worker"
 )
 
-// Registry returns the handler of every supported job kind.
-func Registry() worker.Registry {
+// Registry returns the handler of every supported job kind; engines run
+// with runner.
+func Registry(runner engine.Runner) worker.Registry {
 	r := worker.Registry{}
+	tts := func(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
+		return runTTS(ctx, &runner, env)
+	}
+	asr := func(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
+		return runASR(ctx, &runner, env)
+	}
 	for _, mode := range []string{manifest.Training, manifest.Inference, manifest.TrainingAndInference} {
-		r["tts/stabletts/"+mode] = worker.HandlerFunc(runTTS)
-		r["asr/w2v2bert/"+mode] = worker.HandlerFunc(runASR)
+		r["tts/stabletts/"+mode] = worker.HandlerFunc(tts)
+		r["asr/w2v2bert/"+mode] = worker.HandlerFunc(asr)
 	}
 	return r
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +34,7 @@ func modelPath(jobID, name string) string { return manifest.JobDir(jobID) + "/mo
 // retried with half the batch and twice the accumulation.
 type training struct {
 	env    *worker.JobEnv
+	runner *engine.Runner
 	engine string
 	label  string // "epoch" phrasing for status lines
 
@@ -65,7 +68,7 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 	err := gpu.RunWithOOMRetry(ctx, func(batch, accum int) error {
 		cfg["batch_size"], cfg["gradient_accumulation_steps"] = batch, accum
 		var err error
-		res, err = runEngine(ctx, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
+		res, err = runEngine(ctx, t.runner, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
 		return err
 	}, batch, accum, 3, func(batch, accum int) {
 		if ck := t.latest(); ck != "" {
@@ -85,14 +88,13 @@ func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.D
 		t.mu.Lock()
 		t.epochsRun[ev.Epoch] = true
 		t.mu.Unlock()
-		msg := fmt.Sprintf("training: epoch %d/%d", ev.Epoch, ev.Epochs)
-		if ev.Loss != nil {
-			msg += fmt.Sprintf(", loss %.4f", *ev.Loss)
-		}
+		var val []string
 		for k, v := range ev.Val {
-			msg += fmt.Sprintf(", val %s %.4f", k, v)
+			val = append(val, fmt.Sprintf("val %s %.4f", k, v))
 		}
-		p := worker.Progress{Epoch: ev.Epoch, Epochs: ev.Epochs, Message: msg}
+		sort.Strings(val)
+		p := worker.Progress{Phase: "training", Epoch: ev.Epoch, Epochs: ev.Epochs, Step: ev.Step, Steps: ev.Steps,
+			Loss: ev.Loss, Message: strings.Join(val, ", ")}
 		if ev.ETA != nil {
 			p.ETA = time.Duration(*ev.ETA * float64(time.Second))
 		}
@@ -197,13 +199,15 @@ func (t *training) fetchResume(ctx context.Context) (string, error) {
 
 // runEngine runs one engine command on the job's share of the GPUs, after
 // checking their free memory, and records the peak memory it used.
-func runEngine(ctx context.Context, env *worker.JobEnv, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
+func runEngine(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
 	lister, _ := gpu.Default()
 	done, err := gpu.Watch(ctx, lister, env.Slot, env.Job)
 	if err != nil {
 		return nil, err
 	}
-	res, err := gpu.RunnerFor(env.Engine, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
+	base := *runner
+	base.Env = append(append([]string(nil), runner.Env...), env.Slot.Env...)
+	res, err := gpu.RunnerFor(&base, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
 	if peak := done(); len(peak) > 0 && res != nil {
 		res["gpu_memory_peak"] = peak
 	}

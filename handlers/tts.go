@@ -27,7 +27,7 @@ func ttsRate(j *manifest.Job) int {
 
 const minTTSItems = 2
 
-func runTTS(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
+func runTTS(ctx context.Context, runner *engine.Runner, env *worker.JobEnv) (*worker.Outcome, error) {
 	job := env.Job
 	nbs, err := loadNotebooks(ctx, env.Project)
 	if err != nil {
@@ -42,7 +42,7 @@ func runTTS(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 		if err != nil {
 			return nil, err
 		}
-		model, err = trainTTS(ctx, env, trainDir, trainSet, out)
+		model, err = trainTTS(ctx, runner, env, trainDir, trainSet, out)
 		if err != nil {
 			return out, err
 		}
@@ -61,10 +61,10 @@ func runTTS(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 	if err != nil {
 		return out, err
 	}
-	return out, synthesizeTTS(ctx, env, nbs, model, voice, out)
+	return out, synthesizeTTS(ctx, runner, env, nbs, model, voice, out)
 }
 
-func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.Result, out *worker.Outcome) (string, error) {
+func trainTTS(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, dir string, ds *dataset.Result, out *worker.Outcome) (string, error) {
 	job := env.Job
 	outDir := filepath.Join(env.WorkDir, "train")
 	cfg := map[string]any{
@@ -96,7 +96,7 @@ func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.R
 		}
 		cfg["base_checkpoint"] = base
 	}
-	tr := &training{env: env, engine: "stabletts"}
+	tr := &training{env: env, runner: runner, engine: "stabletts"}
 	res, err := tr.run(ctx, cfg)
 	tr.report(out.Result)
 	if err != nil {
@@ -115,7 +115,7 @@ func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.R
 	best := str(res["best_model"], filepath.Join(outDir, "best_model.pt"))
 	final := str(res["final_model"], filepath.Join(outDir, "final_model.pt"))
 	env.Report(worker.Progress{Message: "evaluating the trained voice (mel-cepstral distortion)"})
-	eval, err := runEngine(ctx, env, "stabletts", "evaluate", map[string]any{
+	eval, err := runEngine(ctx, runner, env, "stabletts", "evaluate", map[string]any{
 		"checkpoint": best, "dataset": dir, "output_dir": filepath.Join(env.WorkDir, "evaluate"),
 		"device": "auto", "max_items": 8, "split": "val",
 	}, nil)
@@ -150,7 +150,7 @@ func trainTTS(ctx context.Context, env *worker.JobEnv, dir string, ds *dataset.R
 	return best, nil
 }
 
-func synthesizeTTS(ctx context.Context, env *worker.JobEnv, nbs map[string]*codex.Notebook, model, voice string, out *worker.Outcome) error {
+func synthesizeTTS(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, nbs map[string]*codex.Notebook, model, voice string, out *worker.Outcome) error {
 	job := env.Job
 	items, skips := codex.SelectInference(nbs, codex.NeedAudio, filterOf(job.Inference))
 	if len(skips) > 0 {
@@ -170,7 +170,7 @@ func synthesizeTTS(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 	done := 0
 	env.Report(worker.Progress{Message: fmt.Sprintf("synthesizing %d verses", len(items))})
 	wavs := map[string]string{}
-	res, err := runEngine(ctx, env, "stabletts", "synthesize", map[string]any{
+	res, err := runEngine(ctx, runner, env, "stabletts", "synthesize", map[string]any{
 		"checkpoint": model, "dataset": dir, "voice_reference": voice, "output_dir": wavDir, "device": "auto",
 		"steps": or(job.DiffusionSteps, 10), "temperature": or(job.Temperature, 1.0),
 		"cfg_scale": or(job.CFGScale, 3.0), "length_scale": or(job.LengthScale, 1.0),
@@ -188,7 +188,7 @@ func synthesizeTTS(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 		return fmt.Errorf("synthesis: %w", err)
 	}
 	now := time.Now()
-	out.Patches, out.Bases = map[string][]codex.Patch{}, nbs
+	patches := map[string][]codex.Patch{}
 	failed := map[string]int{}
 	for _, it := range items {
 		wav, ok := wavs[it.CellID]
@@ -213,7 +213,7 @@ func synthesizeTTS(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 			return fmt.Errorf("upload audio: %w", err)
 		}
 		out.Actions = append(out.Actions, project.Action{Kind: project.Create, Path: pointers, Content: []byte(ptr.String())})
-		out.Patches[it.Notebook] = append(out.Patches[it.Notebook], codex.Patch{CellID: it.CellID, Audio: &codex.AudioChange{
+		patches[it.Notebook] = append(patches[it.Notebook], codex.Patch{CellID: it.CellID, Audio: &codex.AudioChange{
 			ID: id, Ext: job.AudioFormat, Timestamp: now.UnixMilli(), CreatedBy: "gpu-worker",
 			Meta: codex.AudioMeta{MimeType: meta.MimeType, SizeBytes: meta.SizeBytes, SampleRate: meta.SampleRate,
 				Channels: meta.Channels, DurationSec: meta.DurationSec, BitrateKbps: meta.BitrateKbps},
@@ -221,6 +221,7 @@ func synthesizeTTS(ctx context.Context, env *worker.JobEnv, nbs map[string]*code
 	}
 	generated := len(items) - sum(failed)
 	out.Result["audio_generated"] = generated
+	out.Changes = recordings(patches, nbs)
 	out.Result["audio_format"] = job.AudioFormat
 	if len(failed) > 0 {
 		out.Result["audio_failed"] = failed

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"gpu-worker/engine"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
@@ -43,7 +42,6 @@ type Config struct {
 	ClaimTimeout        time.Duration
 	MaxJobRetries       int
 	Slots               []Slot
-	Engine              engine.Runner
 	// CanRun says whether this host can run a job (engines, ffmpeg, GPU).
 	CanRun func(*manifest.Job) error
 	// Secrets are redacted from job logs.
@@ -68,6 +66,7 @@ type Worker struct {
 	handlers Registry
 	log      *slog.Logger
 	scan     *scanner
+	finishes finishQueue
 
 	drainOnce sync.Once
 	drain     chan struct{}

@@ -170,13 +170,12 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := worker.Config{
 		WorkerID: *f.workerID, WorkDir: *f.workDir, LoopInterval: interval, KeepJobs: *f.keep,
 		HeartbeatInterval: *f.hb, CancelCheckInterval: *f.cc, ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries,
-		Engine:  engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace},
 		CanRun:  host.canRun,
 		Secrets: []string{*f.token},
 		Slots:   host.slots,
 		Hooks:   m.Hooks(),
 	}
-	w := worker.New(cfg, src, registry(), log)
+	w := worker.New(cfg, src, registry(engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace}), log)
 
 	if *f.listen != "" {
 		ln, err := net.Listen("tcp", *f.listen)
