@@ -23,10 +23,10 @@ const (
 )
 
 // finishContext is the context of a final write: independent of the
-// worker's, but cut short once the worker stops.
-func finishContext(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), finishTimeout)
-	stop := context.AfterFunc(parent, func() { time.AfterFunc(shutdownFinishTimeout, cancel) })
+// worker's, it ends after limit, or afterStop once the worker stops.
+func finishContext(parent context.Context, limit, afterStop time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), limit)
+	stop := context.AfterFunc(parent, func() { time.AfterFunc(afterStop, cancel) })
 	return ctx, func() { stop(); cancel() }
 }
 

@@ -85,7 +85,7 @@ func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slo
 	log.Info("job ended", "state", state, "reason", reason, "error", errMsg)
 	f := &finalWrite{lease: l, proj: p, job: job, state: state, reason: reason, errMsg: errMsg,
 		out: out, prog: prog, redact: jl.redact, logs: jl.tail, now: w.cfg.Now}
-	fctx, fcancel := finishContext(parent)
+	fctx, fcancel := finishContext(parent, finishTimeout, shutdownFinishTimeout)
 	defer fcancel()
 	if err := f.write(fctx, log); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
