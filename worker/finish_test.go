@@ -58,6 +58,11 @@ func TestShutdownHandsBackWithKnownState(t *testing.T) {
 	if r := tp.response("j1"); !ran || r.State != manifest.StateCompleted || r.WorkerID != "w2" || r.TerminationReason != nil {
 		t.Fatalf("takeover: ran %v, %+v", ran, r)
 	}
+	// The log continues the first worker's.
+	logs, _ := os.ReadFile(filepath.Join(tp.dir, manifest.JobDir("j1"), "logs.txt"))
+	if first, taken := bytes.Index(logs, []byte("worker=w1")), bytes.Index(logs, []byte("--- taken over ---")); first < 0 || taken < first || !bytes.Contains(logs[taken:], []byte("worker=w2")) {
+		t.Errorf("logs.txt after takeover:\n%s", logs)
+	}
 }
 
 func TestHandedBackIsStaleAtOnce(t *testing.T) {
@@ -240,4 +245,18 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A shutdown hands back a job that was stopped, not one whose handler
+// finished its work anyway.
+func TestShutdownVerdict(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(ErrShutdown)
+	w := &Worker{}
+	if state, reason, _ := w.verdict(ctx, context.Cause(ctx)); state != manifest.StateRunning || reason != manifest.ReasonHandedBack {
+		t.Errorf("stopped handler: %s %s", state, reason)
+	}
+	if state, _, _ := w.verdict(ctx, nil); state != manifest.StateCompleted {
+		t.Errorf("finished handler: %s", state)
+	}
 }

@@ -135,7 +135,8 @@ func (w *Worker) verdict(ctx context.Context, runErr error) (state, reason, errM
 		return manifest.StateCanceled, manifest.ReasonRemoved, ""
 	case errors.As(cause, &te):
 		return manifest.StateFailed, "", te.Error()
-	case errors.Is(cause, ErrShutdown):
+	case errors.Is(cause, ErrShutdown) && runErr != nil:
+		// A handler that finished despite the shutdown has its results.
 		return manifest.StateRunning, manifest.ReasonHandedBack, ""
 	case runErr != nil:
 		return manifest.StateFailed, "", runErr.Error()
