@@ -162,7 +162,7 @@ func transcribeASR(ctx context.Context, runner *engine.Runner, env *worker.JobEn
 	}
 	n := len(ds.Items) - empty
 	out.Result["cells_transcribed"] = n
-	out.Changes = transcriptions(patches, nbs)
+	out.Changes = transcriptions(patches, nbs, env.Log)
 	if empty > 0 {
 		out.Result["empty_transcriptions"] = empty
 	}

@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"gpu-worker/codex"
 	"gpu-worker/project"
@@ -23,11 +24,12 @@ type cellChanges struct {
 	done func(n int) string
 	// maxCommitBytes bounds one commit; 0 = codex's default.
 	maxCommitBytes int64
+	log            *slog.Logger
 }
 
 func (c *cellChanges) Commit(ctx context.Context, p project.Project, message string, g worker.Guard) error {
 	_, err := codex.Commit(ctx, p, message, c.patches, nil, codex.CommitOptions{
-		Bases: c.bases, Guard: codexGuard{g, c}, MaxCommitBytes: c.maxCommitBytes,
+		Bases: c.bases, Guard: codexGuard{g, c}, MaxCommitBytes: c.maxCommitBytes, Logger: c.log,
 	})
 	return err
 }
@@ -77,13 +79,13 @@ func (a codexGuard) Final(plan *codex.CommitReport) []project.Action {
 func (a codexGuard) Landed(commitID string) { a.g.Landed(commitID) }
 
 // transcriptions are an ASR job's text patches.
-func transcriptions(patches map[string][]codex.Patch, bases map[string]*codex.Notebook) *cellChanges {
-	return &cellChanges{patches: patches, bases: bases, counted: "cells_transcribed",
+func transcriptions(patches map[string][]codex.Patch, bases map[string]*codex.Notebook, log *slog.Logger) *cellChanges {
+	return &cellChanges{patches: patches, bases: bases, log: log, counted: "cells_transcribed",
 		done: func(n int) string { return fmt.Sprintf("completed: text transcribed for %d verses", n) }}
 }
 
 // recordings are a TTS job's audio patches.
-func recordings(patches map[string][]codex.Patch, bases map[string]*codex.Notebook) *cellChanges {
-	return &cellChanges{patches: patches, bases: bases, counted: "audio_generated",
+func recordings(patches map[string][]codex.Patch, bases map[string]*codex.Notebook, log *slog.Logger) *cellChanges {
+	return &cellChanges{patches: patches, bases: bases, log: log, counted: "audio_generated",
 		done: func(n int) string { return fmt.Sprintf("completed: audio generated for %d verses", n) }}
 }

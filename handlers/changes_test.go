@@ -66,7 +66,7 @@ func transcribeAll(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, ma
 			n++
 		}
 	}
-	return &worker.Outcome{Result: map[string]any{"cells_transcribed": n}, Changes: transcriptions(patches, nbs)}, nbs, nil
+	return &worker.Outcome{Result: map[string]any{"cells_transcribed": n}, Changes: transcriptions(patches, nbs, env.Log)}, nbs, nil
 }
 
 func runWorker(t *testing.T, src worker.Source, h worker.HandlerFunc) {

@@ -221,7 +221,7 @@ func synthesizeTTS(ctx context.Context, runner *engine.Runner, env *worker.JobEn
 	}
 	generated := len(items) - sum(failed)
 	out.Result["audio_generated"] = generated
-	out.Changes = recordings(patches, nbs)
+	out.Changes = recordings(patches, nbs, env.Log)
 	out.Result["audio_format"] = job.AudioFormat
 	if len(failed) > 0 {
 		out.Result["audio_failed"] = failed
