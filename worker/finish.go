@@ -72,7 +72,8 @@ func (f *finalWrite) label() string {
 	return f.state
 }
 
-func (f *finalWrite) message() string { return fmt.Sprintf("Job %s %s [skip ci]", f.job.ID, f.label()) }
+// message is the final commit's (lease writes add "[skip ci]" themselves).
+func (f *finalWrite) message() string { return fmt.Sprintf("Job %s %s", f.job.ID, f.label()) }
 
 // commit lands the outputs with the final response.yaml: Changes through
 // the guard (re-planned on every attempt), other outputs in one write.
@@ -82,7 +83,7 @@ func (f *finalWrite) commit(ctx context.Context, msg string, actions []project.A
 	}
 	for attempt := 0; ; attempt++ {
 		g := &leaseGuard{l: f.lease, final: f.update, extra: actions, now: f.now}
-		err := f.out.Changes.Commit(ctx, f.proj, msg, g)
+		err := f.out.Changes.Commit(ctx, f.proj, msg+" [skip ci]", g)
 		if err == nil {
 			return nil
 		}
