@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"time"
 
 	"gpu-worker/project"
 )
@@ -20,8 +21,29 @@ type CommitOptions struct {
 	MaxRetries int
 	// Bases are the versions the patches were computed from, by notebook
 	// path. A notebook without one uses the version Commit first reads.
-	Bases  map[string]*Notebook
-	Logger *slog.Logger
+	Bases map[string]*Notebook
+	// Guard, when set, puts the caller's lease into every commit: results
+	// land only while the caller still holds it, also when they are split.
+	Guard Guard
+	// Backoff is the wait before retrying after the branch moved; default
+	// doubling from 50 ms.
+	Backoff func(attempt int) time.Duration
+	Logger  *slog.Logger
+}
+
+// Guard is the caller's lease as Commit sees it: each commit carries the
+// guard's actions (e.g. an update of the caller's status file guarded by the
+// id of the caller's previous commit), and a conflict on one of their paths
+// ends Commit.
+type Guard interface {
+	// Step returns the actions of a commit that is not the last.
+	Step() []project.Action
+	// Final returns the actions of the last commit. plan is what all the
+	// commits write if this one lands; Final is called again for every
+	// attempt, after the patches were re-applied to the current notebooks.
+	Final(plan *CommitReport) []project.Action
+	// Landed records the id of a commit that carried the guard's actions.
+	Landed(commitID string)
 }
 
 // CommitReport says what landed.
@@ -36,6 +58,9 @@ const (
 	defaultMaxCommitBytes = 100 << 20
 	defaultMaxRetries     = 5
 	actionOverhead        = 512 // JSON framing of one action
+	// stepReserve is room left in each commit of a split for the guard's
+	// actions (a status file of a few kilobytes).
+	stepReserve = 64 << 10
 )
 
 // ReasonNotebookNotFound: the notebook was deleted before the commit.
@@ -60,17 +85,21 @@ type nbState struct {
 // commit, each notebook update guarded by the last commit id Commit read.
 // When a notebook changed meanwhile, Commit re-reads it, re-applies the
 // patches to the new version (keeping newer user edits, see Apply) and
-// tries again, at most MaxRetries times. A conflict on an extra path means
-// the caller's guard failed (a lost lease) and is returned as is. Results
-// larger than MaxCommitBytes are split into several commits; the extra
-// actions go in the last one. LFS objects the extra pointers name must be
-// uploaded before calling. On error the report says what landed so far.
+// tries again, at most MaxRetries times. A conflict on an extra or guard
+// path means the caller's guard failed (a lost lease) and is returned as
+// is. Results larger than MaxCommitBytes are split into several commits;
+// the extra actions go in the last one, the guard's in every one. LFS
+// objects the extra pointers name must be uploaded before calling. On
+// error the report says what landed so far.
 func Commit(ctx context.Context, p project.Project, message string, patches map[string][]Patch, extra []project.Action, opts CommitOptions) (*CommitReport, error) {
 	if opts.MaxCommitBytes <= 0 {
 		opts.MaxCommitBytes = defaultMaxCommitBytes
 	}
 	if opts.MaxRetries <= 0 {
 		opts.MaxRetries = defaultMaxRetries
+	}
+	if opts.Backoff == nil {
+		opts.Backoff = defaultBackoff
 	}
 	log := opts.Logger
 	if log == nil {
@@ -91,21 +120,37 @@ func Commit(ctx context.Context, p project.Project, message string, patches map[
 		}
 		states[path] = st
 	}
-	extraPaths := map[string]bool{}
-	for _, a := range extra {
-		extraPaths[a.Path] = true
-		extraPaths[a.PreviousPath] = true
-	}
 
-	bs := batches(paths, states, extra, opts.MaxCommitBytes)
+	last := extra
+	if opts.Guard != nil {
+		// Sized with the plan as first read; the final actions are rebuilt
+		// for every attempt.
+		last = append(opts.Guard.Final(plan(paths, states)), extra...)
+	}
+	var reserve int64
+	if opts.Guard != nil {
+		reserve = stepReserve
+	}
+	bs := batches(paths, states, last, opts.MaxCommitBytes, reserve)
 	committed := map[string]bool{}
 	for bi, batch := range bs {
-		last := bi == len(bs)-1
+		final := bi == len(bs)-1
 		for attempt := 0; ; attempt++ {
-			actions := batchActions(batch, states)
-			if last {
-				actions = append(actions, extra...)
+			notebooks := batchActions(batch, states)
+			if len(notebooks) == 0 && !final {
+				break
 			}
+			// The guard goes first: a lost lease is the conflict reported.
+			var own []project.Action
+			switch {
+			case final && opts.Guard != nil:
+				own = append(opts.Guard.Final(plan(paths, states)), extra...)
+			case final:
+				own = extra
+			case opts.Guard != nil:
+				own = opts.Guard.Step()
+			}
+			actions := append(append([]project.Action{}, own...), notebooks...)
 			if len(actions) == 0 {
 				break
 			}
@@ -115,6 +160,9 @@ func Commit(ctx context.Context, p project.Project, message string, patches map[
 				for _, path := range batch {
 					committed[path] = true
 				}
+				if opts.Guard != nil {
+					opts.Guard.Landed(res.ID)
+				}
 				log.Info("codex commit", "commit", res.ID, "actions", len(actions))
 				break
 			}
@@ -122,13 +170,18 @@ func Commit(ctx context.Context, p project.Project, message string, patches map[
 			switch {
 			case c == nil:
 				return finish(rep, paths, states, committed), fmt.Errorf("commit notebooks: %w", err)
-			case c.Path != "" && extraPaths[c.Path], c.Kind == project.AlreadyExists:
+			case c.Path != "" && touches(own, c.Path), c.Kind == project.AlreadyExists:
 				return finish(rep, paths, states, committed), err
 			case attempt >= opts.MaxRetries:
 				return finish(rep, paths, states, committed), fmt.Errorf("commit notebooks: %w: %w", ErrTooManyConflicts, err)
 			}
 			rep.Conflicts++
 			log.Info("codex commit conflict; re-applying", "conflict", err.Error())
+			if c.Kind == project.BranchMoved {
+				if err := sleep(ctx, opts.Backoff(attempt)); err != nil {
+					return finish(rep, paths, states, committed), err
+				}
+			}
 			if st := states[c.Path]; st != nil && c.Kind == project.ChangedSince {
 				err = st.load(ctx, p)
 			} else {
@@ -140,6 +193,41 @@ func Commit(ctx context.Context, p project.Project, message string, patches map[
 		}
 	}
 	return finish(rep, paths, states, committed), nil
+}
+
+// touches reports whether one of actions writes path.
+func touches(actions []project.Action, path string) bool {
+	for _, a := range actions {
+		if a.Path == path || a.PreviousPath == path {
+			return true
+		}
+	}
+	return false
+}
+
+func defaultBackoff(attempt int) time.Duration {
+	return min(time.Duration(50<<attempt)*time.Millisecond, 5*time.Second)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
+
+// plan is the report of what the commits write if all of them land.
+func plan(paths []string, states map[string]*nbState) *CommitReport {
+	rep := &CommitReport{Applied: map[string]int{}}
+	for _, path := range paths {
+		rep.Applied[path] = states[path].applied
+		rep.Skipped = append(rep.Skipped, states[path].skipped...)
+	}
+	return rep
 }
 
 // reloadChanged re-reads the notebooks of a batch whose version moved on.
@@ -205,8 +293,9 @@ func (st *nbState) size() int64 {
 }
 
 // batches groups notebook paths into commits under max bytes, leaving room
-// for the extra actions in the last one.
-func batches(paths []string, states map[string]*nbState, extra []project.Action, max int64) [][]string {
+// for the extra actions in the last one and reserve bytes in each.
+func batches(paths []string, states map[string]*nbState, extra []project.Action, max, reserve int64) [][]string {
+	max -= reserve
 	var extraSize int64
 	for _, a := range extra {
 		extraSize += int64(len(a.Content))*4/3 + int64(len(a.Path)+len(a.PreviousPath)) + actionOverhead

@@ -134,7 +134,7 @@ func TestSlotsRunJobsConcurrently(t *testing.T) {
 	both := make(chan struct{})
 	arrived := 0
 	h := worker.HandlerFunc(func(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
-		r := RunnerFor(env.Engine, env.Slot, env.Job)
+		r := RunnerFor(&engine.Runner{}, env.Slot, env.Job)
 		var cvd string
 		for _, e := range r.Env {
 			if v, ok := strings.CutPrefix(e, "CUDA_VISIBLE_DEVICES="); ok {

@@ -109,7 +109,7 @@ func trainCTC(ctx context.Context, r *run, engineName string, extra map[string]a
 		}
 		cfg["base_checkpoint"] = base
 	}
-	tr := &training{env: r.JobEnv, engine: engineName, panelCSV: filepath.Join(outDir, "training_metrics.csv")}
+	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, engine: engineName, panelCSV: filepath.Join(outDir, "training_metrics.csv")}
 	res, err := tr.run(ctx, cfg)
 	tr.report(r.out.Result)
 	if err != nil {
@@ -195,7 +195,7 @@ func transcribeCTC(ctx context.Context, r *run, engineName, model string, extra 
 	for k, v := range extra {
 		cfg[k] = v
 	}
-	res, err := runEngine(ctx, r.JobEnv, engineName, "transcribe", cfg, func(ev engine.Event) {
+	res, err := r.engine(ctx, engineName, "transcribe", cfg, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" {
 			if t, ok := ev.Fields["text"].(string); ok {
 				texts[ev.ID] = t

@@ -1,12 +1,15 @@
 package handlers
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gpu-worker/manifest"
+	"gpu-worker/worker"
 )
 
 // Every model is described completely; a description missing a part is
@@ -147,5 +150,23 @@ func TestCharErrorRate(t *testing.T) {
 	}
 	if got := charErrorRate([]string{"abc"}, []string{"abc"}); got != 0 {
 		t.Errorf("identical: %g", got)
+	}
+}
+
+// Saving a stopped job's outputs fits the stop budget on a shutdown.
+func TestAfterJobBoundedOnShutdown(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(worker.ErrShutdown)
+	sctx, done := afterJob(ctx)
+	defer done()
+	if dl, ok := sctx.Deadline(); !ok || time.Until(dl) > time.Minute {
+		t.Errorf("shutdown save deadline %v", dl)
+	}
+	ctx2, cancel2 := context.WithCancelCause(context.Background())
+	cancel2(worker.ErrCanceledByUser)
+	sctx2, done2 := afterJob(ctx2)
+	defer done2()
+	if dl, _ := sctx2.Deadline(); time.Until(dl) < 10*time.Minute {
+		t.Errorf("canceled job save deadline %v", dl)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"gpu-worker/codex"
 	"gpu-worker/dataset"
+	"gpu-worker/engine"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 	"gpu-worker/worker"
@@ -26,6 +27,8 @@ type run struct {
 	// so a translator's later edit wins the editor's merge.
 	readAt time.Time
 	out    *worker.Outcome
+	// patches are the cell changes inference made, by notebook.
+	patches map[string][]codex.Patch
 	// The prepared training set (nil for inference-only jobs).
 	trainSet *dataset.Result
 	trainDir string
@@ -65,7 +68,11 @@ func (m *Model) run(ctx context.Context, env *worker.JobEnv, cfg Config) (*worke
 			return nil, err
 		}
 	}
-	return r.out, m.Infer(ctx, r, trained)
+	err = m.Infer(ctx, r, trained)
+	if c := r.changes(); c != nil {
+		r.out.Changes = c
+	}
+	return r.out, err
 }
 
 // setting is an operator setting's value.
@@ -148,10 +155,27 @@ func (r *run) selectInference(want codex.Output) []codex.Item {
 
 // patch adds one cell change to the outcome, computed from r's notebooks.
 func (r *run) patch(nbPath string, p codex.Patch) {
-	if r.out.Patches == nil {
-		r.out.Patches, r.out.Bases = map[string][]codex.Patch{}, r.nbs
+	if r.patches == nil {
+		r.patches = map[string][]codex.Patch{}
 	}
-	r.out.Patches[nbPath] = append(r.out.Patches[nbPath], p)
+	r.patches[nbPath] = append(r.patches[nbPath], p)
+}
+
+// changes are the cell patches as the worker commits them: re-applied to
+// the notebooks as they are then, counted by what landed.
+func (r *run) changes() worker.Changes {
+	if len(r.patches) == 0 {
+		return nil
+	}
+	if r.model.Spec.JobType == manifest.ASR {
+		return transcriptions(r.patches, r.nbs, r.Log)
+	}
+	return recordings(r.patches, r.nbs, r.Log)
+}
+
+// engine runs one engine command for the job.
+func (r *run) engine(ctx context.Context, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
+	return runEngine(ctx, r.cfg.Engine, r.JobEnv, name, command, cfg, onEvent)
 }
 
 // author names the job in the edits it makes.

@@ -101,7 +101,7 @@ func (r *run) roundTripCER(ctx context.Context, wavs, texts map[string]string) (
 		return 0, "skipped: " + err.Error()
 	}
 	heard := map[string]string{}
-	_, err = runEngine(ctx, r.JobEnv, art.engine, "transcribe", map[string]any{
+	_, err = r.engine(ctx, art.engine, "transcribe", map[string]any{
 		"model": model, "dataset": dir, "device": "auto", "output_dir": filepath.Join(r.WorkDir, "roundtrip", "out"),
 	}, func(ev engine.Event) {
 		if t, ok := ev.Fields["text"].(string); ok && ev.Kind == "item" {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +41,7 @@ func panelMetricsPath(jobID string) string {
 // retried with half the batch and twice the accumulation.
 type training struct {
 	env    *worker.JobEnv
+	runner *engine.Runner
 	engine string
 	// panelCSV is the engine's training_metrics.csv, uploaded with each
 	// checkpoint so the job panel can draw the losses while it trains.
@@ -75,7 +78,7 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 	err := gpu.RunWithOOMRetry(ctx, func(batch, accum int) error {
 		cfg["batch_size"], cfg["gradient_accumulation_steps"] = batch, accum
 		var err error
-		res, err = runEngine(ctx, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
+		res, err = runEngine(ctx, t.runner, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
 		return err
 	}, batch, accum, 3, func(batch, accum int) {
 		if ck := t.latest(); ck != "" {
@@ -95,14 +98,13 @@ func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.D
 		t.mu.Lock()
 		t.epochsRun[ev.Epoch] = true
 		t.mu.Unlock()
-		msg := fmt.Sprintf("training: epoch %d/%d", ev.Epoch, ev.Epochs)
-		if ev.Loss != nil {
-			msg += fmt.Sprintf(", loss %.4f", *ev.Loss)
-		}
+		var val []string
 		for k, v := range ev.Val {
-			msg += fmt.Sprintf(", val %s %.4f", k, v)
+			val = append(val, fmt.Sprintf("val %s %.4f", k, v))
 		}
-		p := worker.Progress{Epoch: ev.Epoch, Epochs: ev.Epochs, Message: msg}
+		sort.Strings(val)
+		p := worker.Progress{Phase: "training", Epoch: ev.Epoch, Epochs: ev.Epochs, Step: ev.Step, Steps: ev.Steps,
+			Loss: ev.Loss, Message: strings.Join(val, ", ")}
 		if ev.ETA != nil {
 			p.ETA = time.Duration(*ev.ETA * float64(time.Second))
 		}
@@ -248,13 +250,15 @@ func (t *training) fetchResume(ctx context.Context) (string, error) {
 
 // runEngine runs one engine command on the job's share of the GPUs, after
 // checking their free memory, and records the peak memory it used.
-func runEngine(ctx context.Context, env *worker.JobEnv, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
+func runEngine(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
 	lister, _ := gpu.Default()
 	done, err := gpu.Watch(ctx, lister, env.Slot, env.Job)
 	if err != nil {
 		return nil, err
 	}
-	res, err := gpu.RunnerFor(env.Engine, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
+	base := *runner
+	base.Env = append(append([]string(nil), runner.Env...), env.Slot.Env...)
+	res, err := gpu.RunnerFor(&base, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
 	if peak := done(); len(peak) > 0 && res != nil {
 		res["gpu_memory_peak"] = peak
 	}
@@ -262,9 +266,21 @@ func runEngine(ctx context.Context, env *worker.JobEnv, name, command string, cf
 }
 
 // afterJob gives work that saves a stopped job's outputs a context of its own.
+// On a worker shutdown the stop budget (150 s in the shipped units) leaves
+// it only a short while: the periodic uploads are what a takeover resumes
+// from then.
 func afterJob(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 15*time.Minute)
+	d := saveTimeout
+	if errors.Is(context.Cause(ctx), worker.ErrShutdown) {
+		d = shutdownSaveTimeout
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
 }
+
+const (
+	saveTimeout         = 15 * time.Minute
+	shutdownSaveTimeout = 30 * time.Second
+)
 
 // lfsAction stores a local file as an LFS object and returns the commit
 // action that writes its pointer at repoPath.

@@ -172,7 +172,7 @@ func trainTTS(ctx context.Context, r *run) (string, error) {
 	if base != "" {
 		cfg["base_checkpoint"] = base
 	}
-	tr := &training{env: r.JobEnv, engine: "stabletts", panelCSV: filepath.Join(outDir, "training_metrics.csv")}
+	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, engine: "stabletts", panelCSV: filepath.Join(outDir, "training_metrics.csv")}
 	res, err := tr.run(ctx, cfg)
 	tr.report(r.out.Result)
 	if err != nil {
@@ -229,7 +229,7 @@ func sidecar(model string) string {
 func (r *run) evaluateTTS(ctx context.Context, best string, train map[string]any) {
 	r.Report(worker.Progress{Message: "evaluating the trained voice on held-out verses"})
 	wavs, texts := map[string]string{}, map[string]string{}
-	eval, err := runEngine(ctx, r.JobEnv, "stabletts", "evaluate", map[string]any{
+	eval, err := r.engine(ctx, "stabletts", "evaluate", map[string]any{
 		"checkpoint": best, "dataset": r.trainDir, "output_dir": filepath.Join(r.WorkDir, "evaluate"),
 		"device": "auto", "vocoder": r.setting(ttsVocoderFlag), "split_file": train["split_file"],
 		"split": "val", "max_items": evalItems,
@@ -286,7 +286,7 @@ func synthesizeTTS(ctx context.Context, r *run, model string) error {
 	done := 0
 	r.Report(worker.Progress{Message: fmt.Sprintf("synthesizing %d verses", len(items))})
 	wavs := map[string]string{}
-	res, err := runEngine(ctx, r.JobEnv, "stabletts", "synthesize", map[string]any{
+	res, err := r.engine(ctx, "stabletts", "synthesize", map[string]any{
 		"checkpoint": model, "dataset": dir, "voice_reference": voice, "device": "auto",
 		"output_dir": filepath.Join(r.WorkDir, "synthesis"),
 		"steps":      job.OptInt("inference.diffusion_steps"), "temperature": job.OptFloat("temperature"),

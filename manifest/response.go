@@ -7,22 +7,27 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Job states as response.yaml carries them.
+// Job states as response.yaml carries them: the only ones the Codex job
+// panel knows.
 const (
 	StateRunning   = "running"
 	StateCompleted = "completed"
 	StateFailed    = "failed"
 	StateCanceled  = "canceled"
-	// StateInterrupted: the worker shut down mid-job and saved what it could;
-	// any worker may take the job over at once (no claim timeout to wait).
-	StateInterrupted = "interrupted"
 )
+
+// legacyInterrupted is what older workers wrote when they shut down mid-job;
+// such a claim is still free to take over at once.
+const legacyInterrupted = "interrupted"
 
 // Termination reasons the Codex extension shows.
 const (
 	ReasonCanceled = "Job canceled by user"
 	ReasonRemoved  = "Job removed from manifest"
 	ReasonReclaim  = "Job claimed by another worker"
+	// ReasonHandedBack marks a running job whose worker shut down after
+	// saving what it could: any worker may take it over at once.
+	ReasonHandedBack = "Worker shut down; job handed back"
 )
 
 // Response is gpu_jobs/job_<id>/response.yaml, fields in the documented order.
@@ -48,16 +53,22 @@ func (r *Response) Terminal() bool {
 	return false
 }
 
-// Stale reports whether another worker may take the job over: interrupted,
-// or running without a heartbeat for longer than claimTimeout.
+// Stale reports whether another worker may take the job over: handed back
+// by a worker that shut down, or running without a heartbeat for longer
+// than claimTimeout.
 func (r *Response) Stale(now time.Time, claimTimeout time.Duration) bool {
 	switch r.State {
-	case StateInterrupted:
+	case legacyInterrupted:
 		return true
 	case StateRunning:
-		return now.Sub(r.Timestamp) > claimTimeout
+		return r.HandedBack() || now.Sub(r.Timestamp) > claimTimeout
 	}
 	return false
+}
+
+// HandedBack reports a running job whose worker gave it up on shutting down.
+func (r *Response) HandedBack() bool {
+	return r.State == StateRunning && r.TerminationReason != nil && *r.TerminationReason == ReasonHandedBack
 }
 
 // ParseResponse reads response.yaml.

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"gpu-worker/codex"
-	"gpu-worker/engine"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
@@ -26,15 +24,14 @@ func (f HandlerFunc) Run(ctx context.Context, env *JobEnv) (*Outcome, error) { r
 type Registry map[string]Handler
 
 // JobEnv is what a handler gets: the job, its project, a work dir, a logger
-// writing into the job log, the engine runner and the lease's services.
+// writing into the job log, its slot and the lease's services.
 type JobEnv struct {
 	Job        *manifest.Job
 	Project    project.Project
 	WorkDir    string
 	Log        *slog.Logger
 	LogWriter  io.Writer // raw job log, for engine output
-	Engine     *engine.Runner
-	RetryCount int // > 0 when this run took the job over from another worker
+	RetryCount int       // > 0 when this run took the job over from another worker
 	Slot       Slot
 
 	report func(Progress)
@@ -43,13 +40,20 @@ type JobEnv struct {
 
 // Progress is what a handler knows about how far it is.
 type Progress struct {
-	Epoch   int
-	Epochs  int
-	ETA     time.Duration // 0 = unknown
+	Phase  string // what the job does now: "training", "synthesizing"...
+	Epoch  int
+	Epochs int
+	Step   int // steps done of Steps in the whole run; 0 = unknown
+	Steps  int
+	Loss   *float64
+	ETA    time.Duration // 0 = unknown
+	// Message is a status line on its own (without Phase) or detail of
+	// the phase (validation metrics).
 	Message string
 }
 
-// Report records progress; the next heartbeat writes it to response.yaml.
+// Report records progress; the next heartbeat writes it to response.yaml
+// and the worker's console shows it every few seconds.
 func (e *JobEnv) Report(p Progress) {
 	if e.report != nil {
 		e.report(p)
@@ -66,15 +70,46 @@ func (e *JobEnv) Commit(ctx context.Context, message string, actions []project.A
 }
 
 // Outcome is what a handler produced. Actions (e.g. LFS pointers of models)
-// and Patches (.codex changes) land in the same commit as the final
-// response.yaml — also when the job was canceled and the outcome is partial.
+// and Changes land in the same commit as the final response.yaml — also
+// when the job was canceled and the outcome is partial.
 type Outcome struct {
 	Result  map[string]any
 	Actions []project.Action
-	Patches map[string][]codex.Patch
-	// Bases are the notebooks the patches were computed from; a cell a user
-	// changed since then keeps the user's version.
-	Bases map[string]*codex.Notebook
-	// Message overrides the final status_message.
+	// Changes are edits to merge into the project's files as they are when
+	// the job ends (e.g. cells of notebooks a translator may have edited).
+	Changes Changes
+	// Message overrides the final status_message of a completed job.
+	Message string
+}
+
+// Changes are a handler's edits of files others may change meanwhile. They
+// are merged into the current versions and committed with the final
+// response.yaml, in one commit or, when too large, several.
+type Changes interface {
+	// Commit writes the changes. Every commit it makes must carry the
+	// guard's actions (Step for one that is not the last, Final for the
+	// last) and be reported to the guard once it landed; a conflict on a
+	// path of the guard's actions is returned as is.
+	Commit(ctx context.Context, p project.Project, message string, g Guard) error
+}
+
+// Guard is the lease as Changes see it: its actions make a commit land only
+// while this worker still holds the job.
+type Guard interface {
+	// Step returns the actions of a commit that is not the last.
+	Step() []project.Action
+	// Final returns the actions of the last commit: the final response.yaml
+	// reporting w, the job's other outputs and its log. Call it again for
+	// each attempt, once the changes were planned against the current files.
+	Final(w Written) []project.Action
+	// Landed records a commit that carried Step's or Final's actions.
+	Landed(commitID string)
+}
+
+// Written is what the commits of Changes write, for the final response.
+type Written struct {
+	// Result fields replacing the handler's (counts of what lands).
+	Result map[string]any
+	// Message replaces the completed status_message when set.
 	Message string
 }

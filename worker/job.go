@@ -10,15 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"gpu-worker/codex"
-	"gpu-worker/engine"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
-
-// finishTimeout bounds the final commit, which runs after the job's
-// context is done.
-const finishTimeout = 5 * time.Minute
 
 // runJob runs a claimed job to its end and writes the outcome.
 func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slot) {
@@ -34,6 +28,9 @@ func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slo
 		jl = discardJobLog(job.ID, w.cfg.Secrets, w.log.Handler())
 	}
 	defer jl.Close()
+	if l.resp.RetryCount > 0 {
+		jl.continueFrom(parent, p)
+	}
 	log := jl.logger.With("job", job.ID)
 	log.Info("job started", "project", p.Name(), "kind", job.Kind(), "worker", w.cfg.WorkerID, "slot", slot.Name, "retry", l.resp.RetryCount)
 
@@ -49,11 +46,13 @@ func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slo
 	}
 
 	prog := &progressBox{}
+	console := &progressLog{log: w.log.With("job", job.ID), now: w.cfg.Now}
 	env := &JobEnv{
 		Job: job, Project: p, WorkDir: dir, Log: log, LogWriter: jl.raw,
-		Engine: w.engineFor(slot), RetryCount: l.resp.RetryCount, Slot: slot,
+		RetryCount: l.resp.RetryCount, Slot: slot,
 		report: func(pr Progress) {
 			prog.set(pr)
+			console.show(pr)
 			if w.cfg.Hooks.Progress != nil {
 				w.cfg.Hooks.Progress(job, pr)
 			}
@@ -84,10 +83,20 @@ func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slo
 		return
 	}
 	log.Info("job ended", "state", state, "reason", reason, "error", errMsg)
-	fctx, fcancel := context.WithTimeout(context.WithoutCancel(parent), finishTimeout)
+	f := &finalWrite{lease: l, proj: p, job: job, state: state, reason: reason, errMsg: errMsg,
+		out: out, prog: prog, redact: jl.redact, logs: jl.tail, now: w.cfg.Now}
+	fctx, fcancel := finishContext(parent, finishTimeout, shutdownFinishTimeout)
 	defer fcancel()
-	if err := w.finish(fctx, l, p, job, out, state, reason, errMsg, prog, jl); err != nil {
-		log.Error("could not write the job's outcome", "err", err)
+	if err := f.write(fctx, log); err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			log.Warn("lease lost while writing the outcome; another worker owns the job now")
+		} else {
+			log.Error("could not write the job's outcome; later scans try again", "err", err)
+			w.keepForRetry(f)
+		}
+	}
+	if reason == manifest.ReasonHandedBack {
+		state = "interrupted"
 	}
 	w.finished(job, state, started)
 }
@@ -113,7 +122,9 @@ func (w *Worker) callHandler(ctx context.Context, env *JobEnv) (out *Outcome, er
 	return h.Run(ctx, env)
 }
 
-// verdict maps how the job ended to response.yaml's state and reason.
+// verdict maps how the job ended to response.yaml's state and reason. A job
+// stopped by a shutdown stays running, marked as handed back, so that any
+// worker takes it over at once.
 func (w *Worker) verdict(ctx context.Context, runErr error) (state, reason, errMsg string) {
 	cause := context.Cause(ctx)
 	var te *TimeoutError
@@ -124,106 +135,13 @@ func (w *Worker) verdict(ctx context.Context, runErr error) (state, reason, errM
 		return manifest.StateCanceled, manifest.ReasonRemoved, ""
 	case errors.As(cause, &te):
 		return manifest.StateFailed, "", te.Error()
-	case errors.Is(cause, ErrShutdown):
-		return manifest.StateInterrupted, "worker shut down", ""
+	case errors.Is(cause, ErrShutdown) && runErr != nil:
+		// A handler that finished despite the shutdown has its results.
+		return manifest.StateRunning, manifest.ReasonHandedBack, ""
 	case runErr != nil:
 		return manifest.StateFailed, "", runErr.Error()
 	}
 	return manifest.StateCompleted, "", ""
-}
-
-// finish writes the terminal response.yaml, the job log and the handler's
-// outputs in one commit guarded by the lease.
-func (w *Worker) finish(ctx context.Context, l *lease, p project.Project, job *manifest.Job, out *Outcome,
-	state, reason, errMsg string, prog *progressBox, jl *jobLog) error {
-	now := w.cfg.Now()
-	update := func(r *manifest.Response) {
-		prog.apply(r, now)
-		r.State = state
-		r.Timestamp = now
-		r.ExpectedCompletion = nil
-		if errMsg != "" {
-			r.ErrorMessage = manifest.Ptr(jl.redact(errMsg))
-		}
-		if reason != "" {
-			r.TerminationReason = manifest.Ptr(reason)
-		}
-		r.StatusMessage = statusFor(state, reason, errMsg)
-		if out != nil {
-			if out.Result != nil {
-				r.Result = out.Result
-			}
-			if out.Message != "" && state == manifest.StateCompleted {
-				r.StatusMessage = out.Message
-			}
-		}
-	}
-	msg := fmt.Sprintf("Job %s %s [skip ci]", job.ID, state)
-	logs := jl.action(ctx, p)
-	var actions []project.Action
-	var patches map[string][]codex.Patch
-	var bases map[string]*codex.Notebook
-	if out != nil {
-		actions, patches, bases = out.Actions, out.Patches, out.Bases
-	}
-	err := w.commitFinal(ctx, l, p, msg, update, append(actions, logs), patches, bases)
-	if err == nil || errors.Is(err, ErrLeaseLost) {
-		return err
-	}
-	// The outputs could not land (too large, rejected...): say so rather
-	// than leave the job running until it goes stale.
-	jl.logger.Error("results could not be committed", "err", err)
-	failMsg := "could not commit results: " + err.Error()
-	return l.write(ctx, fmt.Sprintf("Job %s failed [skip ci]", job.ID), func(r *manifest.Response) {
-		update(r)
-		r.State = manifest.StateFailed
-		r.ErrorMessage = manifest.Ptr(jl.redact(failMsg))
-		r.StatusMessage = statusFor(manifest.StateFailed, "", failMsg)
-	}, []project.Action{jl.action(ctx, p)})
-}
-
-func (w *Worker) commitFinal(ctx context.Context, l *lease, p project.Project, msg string,
-	update func(*manifest.Response), actions []project.Action, patches map[string][]codex.Patch, bases map[string]*codex.Notebook) error {
-	if len(patches) == 0 {
-		return l.write(ctx, msg, update, actions)
-	}
-	for attempt := 0; ; attempt++ {
-		final, next := l.finalAction(update)
-		res, err := codex.Commit(ctx, p, msg, patches, append([]project.Action{final}, actions...), codex.CommitOptions{Bases: bases, Logger: w.log})
-		if err == nil {
-			l.mu.Lock()
-			l.resp = next
-			if res != nil && len(res.Commits) > 0 {
-				l.lastCommitID = res.Commits[len(res.Commits)-1]
-			}
-			l.mu.Unlock()
-			return nil
-		}
-		c := project.ConflictOf(err)
-		if c == nil || attempt >= commitRetries {
-			return err
-		}
-		if c.Path == manifest.ResponsePath(l.jobID) {
-			l.mu.Lock()
-			rerr := l.recheck(ctx)
-			l.mu.Unlock()
-			if rerr != nil {
-				return rerr
-			}
-		}
-	}
-}
-
-func statusFor(state, reason, errMsg string) string {
-	switch state {
-	case manifest.StateCompleted:
-		return "completed"
-	case manifest.StateCanceled:
-		return "canceled: " + reason
-	case manifest.StateInterrupted:
-		return "interrupted by a worker shutdown; another worker will resume it"
-	}
-	return "failed: " + errMsg
 }
 
 // heartbeat renews the lease and uploads the job log every interval.
@@ -289,45 +207,4 @@ func (w *Worker) watchCancel(ctx context.Context, p project.Project, jobID strin
 			return
 		}
 	}
-}
-
-// progressBox holds the latest progress between heartbeats.
-type progressBox struct {
-	mu sync.Mutex
-	p  Progress
-	ok bool
-}
-
-// set records p; a report without epochs (a phase's status line) keeps
-// the epochs already known.
-func (b *progressBox) set(p Progress) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if p.Epochs == 0 && b.ok {
-		p.Epoch, p.Epochs = b.p.Epoch, b.p.Epochs
-	}
-	b.p, b.ok = p, true
-}
-
-func (b *progressBox) apply(r *manifest.Response, now time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.ok {
-		return
-	}
-	if b.p.Epochs > 0 {
-		r.EpochsCompleted = manifest.Ptr(b.p.Epoch)
-	}
-	if b.p.ETA > 0 {
-		r.ExpectedCompletion = manifest.Ptr(now.Add(b.p.ETA))
-	}
-	if b.p.Message != "" {
-		r.StatusMessage = b.p.Message
-	}
-}
-
-func (w *Worker) engineFor(slot Slot) *engine.Runner {
-	r := w.cfg.Engine
-	r.Env = append(append([]string{}, r.Env...), slot.Env...)
-	return &r
 }

@@ -65,6 +65,11 @@ func (j *jobLog) redact(s string) string {
 
 // action is the commit action uploading the log's current tail.
 func (j *jobLog) action(ctx context.Context, p project.Project) project.Action {
+	return logAction(ctx, p, j.jobID, j.tail())
+}
+
+// tail is the log as it is uploaded: its last maxLogUpload bytes.
+func (j *jobLog) tail() []byte {
 	var data []byte
 	if j.path != "" {
 		data, _ = os.ReadFile(j.path)
@@ -76,9 +81,14 @@ func (j *jobLog) action(ctx context.Context, p project.Project) project.Action {
 		}
 		data = append([]byte("[earlier lines omitted]\n"), data...)
 	}
+	return data
+}
+
+// logAction writes data as the job's logs.txt.
+func logAction(ctx context.Context, p project.Project, jobID string, data []byte) project.Action {
 	// A create of an existing path and an update of a missing one both
 	// fail, so look first (a previous worker may have uploaded a log).
-	path := manifest.JobDir(j.jobID) + "/logs.txt"
+	path := manifest.JobDir(jobID) + "/logs.txt"
 	kind := project.Update
 	if _, err := p.StatFile(ctx, path); errors.Is(err, project.ErrNotFound) {
 		kind = project.Create
@@ -191,4 +201,21 @@ func (r redactHandler) WithGroup(name string) slog.Handler {
 // RedactHandler wraps h so that secrets never reach its output.
 func RedactHandler(h slog.Handler, secrets []string) slog.Handler {
 	return redactHandler{h, nonEmpty(secrets)}
+}
+
+// continueFrom starts the log of a job taken over with the log earlier
+// workers uploaded, so that uploading ours keeps theirs.
+func (j *jobLog) continueFrom(ctx context.Context, p project.Project) {
+	if j.file == nil {
+		return
+	}
+	f, err := p.ReadFile(ctx, manifest.JobDir(j.jobID)+"/logs.txt")
+	if err != nil || len(f.Content) == 0 {
+		return
+	}
+	content := f.Content
+	if !bytes.HasSuffix(content, []byte("\n")) {
+		content = append(content, '\n')
+	}
+	_, _ = j.file.Write(append(content, "--- taken over ---\n"...))
 }

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"gpu-worker/engine"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
@@ -43,7 +42,6 @@ type Config struct {
 	ClaimTimeout        time.Duration
 	MaxJobRetries       int
 	Slots               []Slot
-	Engine              engine.Runner
 	// Models resolves each job's model (its fields and defaults); nil
 	// takes jobs as parsed.
 	Models manifest.Catalog
@@ -71,6 +69,7 @@ type Worker struct {
 	handlers Registry
 	log      *slog.Logger
 	scan     *scanner
+	finishes finishQueue
 
 	drainOnce sync.Once
 	drain     chan struct{}

@@ -293,7 +293,7 @@ func TestShutdownInterruptsAndAnotherWorkerResumes(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if r := tp.response("j1"); r.State != manifest.StateInterrupted {
+	if r := tp.response("j1"); !r.HandedBack() {
 		t.Fatalf("after shutdown: %+v", r)
 	}
 	var retry int

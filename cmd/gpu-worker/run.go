@@ -189,14 +189,14 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := worker.Config{
 		WorkerID: *f.workerID, WorkDir: *f.workDir, LoopInterval: interval, KeepJobs: *f.keep,
 		HeartbeatInterval: *f.hb, CancelCheckInterval: *f.cc, ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries,
-		Engine:  engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace},
 		CanRun:  host.canRun,
 		Secrets: []string{*f.token},
 		Slots:   host.slots,
 		Hooks:   m.Hooks(),
 		Models:  handlers.Catalog(),
 	}
-	w := worker.New(cfg, src, handlers.Registry(f.handlersConfig(&cfg.Engine)), log)
+	runner := &engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace}
+	w := worker.New(cfg, src, handlers.Registry(f.handlersConfig(runner)), log)
 
 	if *f.listen != "" {
 		ln, err := net.Listen("tcp", *f.listen)
