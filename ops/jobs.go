@@ -21,7 +21,7 @@ type JobRow struct {
 	Name        string    `json:"name,omitempty"`
 	JobType     string    `json:"job_type"`
 	Mode        string    `json:"mode"`
-	State       string    `json:"state"` // pending, running, completed, failed, canceled, interrupted, invalid
+	State       string    `json:"state"` // pending, running, handed-back, completed, failed, canceled, invalid
 	Worker      string    `json:"worker_id,omitempty"`
 	Epoch       int       `json:"epochs_completed"` // -1 unknown
 	Epochs      int       `json:"epochs,omitempty"`
@@ -29,6 +29,10 @@ type JobRow struct {
 	Updated     time.Time `json:"timestamp,omitzero"`
 	Message     string    `json:"message,omitempty"`
 }
+
+// handedBack shows a running job whose worker shut down and handed it back
+// for the next worker to resume (response.yaml says running).
+const handedBack = "handed-back"
 
 // Pending is the state of a job no worker has claimed yet.
 const Pending = "pending"
@@ -87,6 +91,9 @@ func projectJobs(ctx context.Context, models manifest.Catalog, p project.Project
 				break
 			}
 			row.State, row.Worker, row.Updated, row.Message = r.State, r.WorkerID, r.Timestamp, r.StatusMessage
+			if r.HandedBack() {
+				row.State = handedBack
+			}
 			if r.EpochsCompleted != nil {
 				row.Epoch = *r.EpochsCompleted
 			}

@@ -100,7 +100,7 @@ func quietLogger(stderr io.Writer) *slog.Logger {
 
 func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, c := opsFlags("gpu-worker jobs", stderr)
-	state := s.String("state", "", "show only jobs in this state (pending, running, completed, failed, canceled, interrupted, invalid)")
+	state := s.String("state", "", "show only jobs in this state (pending, running, handed-back, completed, failed, canceled, invalid)")
 	asJSON := s.Bool("json", false, "print JSON instead of a table")
 	if err := parseOps(s, stderr, args); err != nil {
 		return err
