@@ -133,11 +133,16 @@ def bare_state_dict(model: StableTTS) -> OrderedDict:
                        for k, v in model.state_dict().items())
 
 
-def save_model(model: StableTTS, meta: Meta, path: str) -> str:
-    """Writes the sidecar, then the state_dict, each atomically; returns the sidecar path."""
+def write_sidecar(meta: Meta, path: str) -> str:
     side = sidecar_path(path)
     with checkpoint.atomic_open(side) as f:
         f.write(json.dumps(meta.to_dict(), ensure_ascii=False, indent=1).encode("utf-8"))
+    return side
+
+
+def save_model(model: StableTTS, meta: Meta, path: str) -> str:
+    """Writes the sidecar, then the state_dict, each atomically; returns the sidecar path."""
+    side = write_sidecar(meta, path)
     checkpoint.save_atomic(bare_state_dict(model), path)
     return side
 
