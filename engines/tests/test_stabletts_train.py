@@ -301,6 +301,6 @@ def test_evaluate_gives_lower_mcd_after_training(speech, trained, tmp_path):
     assert scores["trained"] < scores["untrained"], scores
 
 
-def test_synthesize_refuses_a_bad_solver(trained, tmp_path):
+def test_synthesize_refuses_a_bad_solver():
     with pytest.raises(EngineError, match="solver must be one of euler, midpoint, dopri5"):
         synthesize.options({"checkpoint": "x", "dataset": "d", "output_dir": "o", "solver": "rk4"})

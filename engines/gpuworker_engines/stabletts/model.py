@@ -43,10 +43,10 @@ class StableTTS(nn.Module):
         with torch.no_grad():
             path = maximum_path(log_likelihood(mu_x.float(), y.float()), x_mask, y_mask)
         logw_target = torch.log(1e-8 + path.sum(2)).unsqueeze(1) * x_mask
-        dur_loss = ((logw - logw_target) ** 2).sum() / x_lengths.sum()
+        dur_loss = ((logw.float() - logw_target) ** 2).sum() / x_lengths.sum()
 
         mu_y = torch.bmm(mu_x, path.to(mu_x.dtype))
-        prior_loss = (0.5 * ((y - mu_y) ** 2 + math.log(2 * math.pi)) * y_mask).sum() \
+        prior_loss = (0.5 * ((y - mu_y.float()) ** 2 + math.log(2 * math.pi)) * y_mask).sum() \
             / (y_mask.sum() * self.cfg.n_mels)
 
         if self.training and self.cfg.cfg_dropout > 0:  # learn the unconditional velocity too
@@ -190,7 +190,7 @@ class FlowDecoder(nn.Module):
         z = torch.randn(y.shape, device=y.device, dtype=y.dtype, generator=generator)
         x_t = (1 - (1 - self.sigma_min) * t) * z + t * y
         target = y - (1 - self.sigma_min) * z
-        v = self.estimator(t.view(b), x_t, y_mask, mu, c)
+        v = self.estimator(t.view(b), x_t, y_mask, mu, c).float()  # the loss in fp32 under autocast
         return (((v - target) ** 2) * y_mask).sum() / (y_mask.sum() * y.shape[1])
 
     def sample(self, x0, mu, mask, c, fake_speaker, fake_content, steps, cfg_scale, solver):

@@ -2,7 +2,6 @@
 import os
 import time
 
-import numpy as np
 import torch
 
 from .. import dataset, events

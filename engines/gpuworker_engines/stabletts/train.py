@@ -39,7 +39,9 @@ def starting_model(tc: TrainConfig, texts: list[str]) -> tuple[StableTTS, Meta, 
     if tc.resume:
         state, model, meta = ckpt.read_resumable(tc.resume)
         return model, meta, state
-    if tc.base_checkpoint:
+    if tc.base_checkpoint and tc.from_scratch:
+        events.warning(f"from_scratch: the base {tc.base_checkpoint} is not used")
+    elif tc.base_checkpoint:
         base, base_meta = ckpt.load_model(tc.base_checkpoint)
         ignored = sorted(set(tc.model) - set(TUNABLE))
         if ignored:
