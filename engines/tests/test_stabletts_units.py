@@ -250,7 +250,7 @@ def test_sidecar_round_trip_and_strict_loading(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
     (tmp_path / "best_model.json").unlink()  # without its sidecar it reads as published: refused
-    with pytest.raises(EngineError, match="does not fit.*no sidecar"):
+    with pytest.raises(EngineError, match="has no sidecar.*published StableTTS v1.1.*missing"):
         ckpt.load_model(path)
     with pytest.raises(EngineError, match="not found"):
         ckpt.load_model(str(tmp_path / "missing.pt"))

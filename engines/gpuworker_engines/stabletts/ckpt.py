@@ -118,14 +118,31 @@ def load_model(ref: str, device="cpu") -> tuple[StableTTS, Meta]:
             sd.get("format") == RESUMABLE_FORMAT else "not a StableTTS state_dict"
         raise EngineError(f"{ref} is {what}")
     model = StableTTS(meta.config, len(meta.frontend))
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        read_as = ("no sidecar, so the published StableTTS v1.1 layout (401 symbols)"
-                   if meta.published else f"its sidecar {sidecar_path(path)}")
-        raise EngineError(f"{ref} does not fit the model of {read_as}: "
-                          + " ".join(str(e).split())[:600]) from None
+    mismatch = layout_mismatch(model.state_dict(), sd)
+    if mismatch:
+        read_as = (f"has no sidecar (a {os.path.basename(sidecar_path(path))} of this engine), so "
+                   "it is read as the published StableTTS v1.1 (401 symbols)" if meta.published
+                   else f"does not fit the model its sidecar {sidecar_path(path)} describes")
+        raise EngineError(f"{ref} {read_as}: {mismatch}")
+    model.load_state_dict(sd, strict=True)
     return model.to(device).eval(), meta
+
+
+def layout_mismatch(want: dict, got: dict) -> str:
+    """'' when got has exactly want's tensor names and shapes, else what differs."""
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [k for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing (first {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape (first {k}: {list(got[k].shape)}, "
+                     f"expected {list(want[k].shape)})")
+    return "; ".join(parts)
 
 
 def bare_state_dict(model: StableTTS) -> OrderedDict:
