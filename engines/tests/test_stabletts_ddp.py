@@ -15,8 +15,8 @@ from gpuworker_engines.stabletts import ckpt
 
 ENGINES = Path(__file__).resolve().parents[1]
 PHRASES = ["let there be light", "and there was light", "god saw the light", "the first day"]
-SMALL = {"hidden": 16, "filter": 32, "style_dim": 8, "dp_filter": 16, "decoder_hidden": 16,
-         "decoder_filter": 32, "n_mels": 24}
+SMALL = {"hidden_channels": 16, "filter_channels": 32, "gin_channels": 16, "n_mels": 24,
+         "n_enc_layers": 1}
 
 
 def free_port() -> int:
@@ -52,6 +52,6 @@ def test_two_process_ddp_training_shards_batches(tmp_path):
     assert results[0]["steps"] == 2 and results[0]["epochs_completed"] == 2
     steps = [e["step"] for e in events if e["event"] == "progress" and "val" not in e]
     assert steps == [1, 2]
-    model, table, state = ckpt.load_model(results[0]["final_model"])
-    assert state["step"] == 2 and len(table) == len(results[0]["symbols"]) + 2
+    model, meta = ckpt.load_model(results[0]["final_model"])
+    assert meta.info["step"] == 2 and len(meta.frontend) == results[0]["n_symbols"] == 401
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -1,6 +1,7 @@
-"""StableTTS engine end to end on espeak-ng speech: learning, exact resume,
-SIGTERM, fine-tuning, corrupt data, synthesis and evaluation."""
+"""StableTTS engine end to end on espeak-ng speech with the tiny model: learning,
+outputs, exact resume, SIGTERM, clear errors, synthesis and held-out evaluation."""
 import contextlib
+import csv
 import io
 import json
 import math
@@ -17,15 +18,15 @@ import torch
 from scipy.signal import resample_poly
 
 from gpuworker_engines.events import EngineError, StopFlag
-from gpuworker_engines.stabletts import ckpt, evaluate, train
+from gpuworker_engines.stabletts import ckpt, evaluate, synthesize, train
 from gpuworker_engines.stabletts.model import StableTTS
 
 torch.set_num_threads(1)
 ENGINES = Path(__file__).resolve().parents[1]
 PHRASES = ["let there be light", "and there was light", "god saw the light", "the first day"]
 # a model smaller than "tiny" for the tests that check plumbing rather than learning
-SMALL = {"hidden": 16, "filter": 32, "style_dim": 8, "dp_filter": 16, "decoder_hidden": 16,
-         "decoder_filter": 32, "n_mels": 24}
+SMALL = {"hidden_channels": 16, "filter_channels": 32, "gin_channels": 16, "n_mels": 24,
+         "n_enc_layers": 1}
 
 
 def write_dataset(folder: Path, rows: list[dict]) -> Path:
@@ -36,21 +37,25 @@ def write_dataset(folder: Path, rows: list[dict]) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> Path:
-    """Four short espeak-ng utterances as 16 kHz mono 16-bit WAVs."""
-    folder = tmp_path_factory.mktemp("speech")
+def espeak_dataset(folder: Path, rate: int = 16000, texts=PHRASES) -> Path:
+    """Short espeak-ng utterances as mono 16-bit WAVs at `rate`."""
     rows = []
-    for i, text in enumerate(PHRASES):
+    for i, text in enumerate(texts):
         raw = folder / f"raw{i}.wav"
+        folder.mkdir(parents=True, exist_ok=True)
         subprocess.run(["espeak-ng", "-w", str(raw), text], check=True)
         wav, sr = sf.read(raw, dtype="float32")
-        wav = resample_poly(wav, 16000, sr) if sr != 16000 else wav
-        sf.write(folder / f"u{i}.wav", wav, 16000, subtype="PCM_16")
+        g = math.gcd(rate, sr)
+        sf.write(folder / f"u{i}.wav", resample_poly(wav, rate // g, sr // g), rate, subtype="PCM_16")
         raw.unlink()
-        rows.append({"id": f"u{i}", "cell_id": f"c{i}", "reference": f"GEN 1:{i + 1}", "text": text,
-                     "audio": f"u{i}.wav", "duration": len(wav) / 16000})
+        rows.append({"id": f"u{i}", "cell_id": f"c{i}", "reference": f"GEN 1:{i + 1}",
+                     "text": text, "audio": f"u{i}.wav"})
     return write_dataset(folder, rows)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> Path:
+    return espeak_dataset(tmp_path_factory.mktemp("speech"))
 
 
 def run_in_process(command, config: dict) -> tuple[dict, list[dict]]:
@@ -89,13 +94,13 @@ def step_losses(events: list[dict]) -> dict[int, dict]:
 
 @pytest.fixture(scope="module")
 def trained(speech, tmp_path_factory):
-    """The tiny model overfitted on the four utterances for 150 steps."""
+    """The tiny model trained from scratch on three utterances (one held out), 150 steps."""
     out = tmp_path_factory.mktemp("trained")
-    result, events = run_in_process(train.run, train_config(speech, out, epochs=150))
-    return result, events
+    return run_in_process(train.run, train_config(speech, out, epochs=150, val_split=0.25,
+                                                  batch_size=3))
 
 
-def test_overfitting_lowers_flow_and_duration_losses(trained):
+def test_training_from_scratch_lowers_every_loss(trained):
     result, events = trained
     steps = step_losses(events)
     assert sorted(steps) == list(range(1, 151))
@@ -104,17 +109,46 @@ def test_overfitting_lowers_flow_and_duration_losses(trained):
         return np.mean([steps[s]["losses"][key] for s in rng])
 
     # the prior loss is a Gaussian NLL: it cannot fall below 0.5 * log(2 pi)
-    floor = {"flow": 0.0, "dur": 0.0, "prior": 0.5 * math.log(2 * math.pi)}
-    for key, margin in (("flow", 0.4), ("dur", 0.6), ("prior", 0.5)):
+    floor = {"flow": 0.0, "duration": 0.0, "prior": 0.5 * math.log(2 * math.pi)}
+    for key, margin in (("flow", 0.2), ("duration", 0.6), ("prior", 0.2)):
         first, last = mean(key, range(1, 4)), mean(key, range(141, 151))
         assert last - floor[key] < margin * (first - floor[key]), (key, first, last)
-    for key in ("best_model", "final_model", "metrics_csv", "loss_png"):
-        assert os.path.exists(result[key]), key
-    assert result["epochs_completed"] == 150 and result["symbols"][0] == " "
+    assert (result["base"], result["frontend"], result["n_symbols"]) == ("scratch", "ipa", 401)
     kinds = {e["kind"] for e in events if e["event"] == "checkpoint"}
     assert kinds == {"best", "final", "resumable"}
-    with open(result["metrics_csv"]) as f:
-        assert len(f.read().splitlines()) == 151  # header + one row per epoch
+
+
+def test_training_writes_models_sidecars_split_and_metrics(trained):
+    result, _ = trained
+    for key in ("best_model", "final_model", "best_model_meta", "final_model_meta", "metrics_csv",
+                "loss_png", "training_metrics_csv", "split_file"):
+        assert os.path.exists(result[key]), key
+    assert result["best_model_meta"] == result["best_model"].removesuffix(".pt") + ".json"
+    with open(result["split_file"]) as f:
+        split = json.load(f)
+    assert len(split["train"]) == 3 and len(split["val"]) == 1
+    assert set(split["train"] + split["val"]) == {"u0", "u1", "u2", "u3"}
+    with open(result["training_metrics_csv"], newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:3] == ["epoch", "train_total_loss", "val_total_loss"]
+    assert {"train_duration_loss", "train_prior_loss", "train_flow_loss",
+            "val_flow_loss"} <= set(rows[0])
+    assert len(rows) == 151 and rows[-1][0] == "150"
+    last = dict(zip(rows[0], rows[-1]))
+    subs = sum(float(last[f"train_{k}_loss"]) for k in ("duration", "prior", "flow"))
+    assert float(last["train_total_loss"]) == pytest.approx(subs)
+    assert float(last["val_total_loss"]) > 0
+
+
+def test_saved_model_is_a_bare_state_dict_that_loads_strictly(trained):
+    result, _ = trained
+    sd = torch.load(result["final_model"], weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in sd.values())
+    meta = ckpt.read_meta(result["final_model"])
+    assert meta.size == "tiny" and not meta.published and meta.info["kind"] == "final"
+    fresh = StableTTS(meta.config, len(meta.frontend))
+    fresh.load_state_dict(sd, strict=True)
+    assert list(fresh.state_dict()) == list(sd)
 
 
 def test_twenty_plus_twenty_resumed_steps_equal_forty_straight(speech, tmp_path):
@@ -133,8 +167,8 @@ def test_twenty_plus_twenty_resumed_steps_equal_forty_straight(speech, tmp_path)
     for s in range(21, 41):
         assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-5, abs=1e-6), s
         assert b[s]["lr"] == a[s]["lr"]
-    wa = ckpt.read(straight["final_model"])["model"]
-    wb = ckpt.read(second["final_model"])["model"]
+    wa = torch.load(straight["final_model"], weights_only=True)
+    wb = torch.load(second["final_model"], weights_only=True)
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
 
@@ -158,10 +192,10 @@ def test_sigterm_mid_epoch_leaves_a_checkpoint_that_resumes(speech, tmp_path):
     assert proc.returncode == 75
     saved = [e for e in seen if e["event"] == "checkpoint" and e["kind"] == "resumable"]
     assert len(saved) == 1 and os.path.exists(saved[0]["path"])
-    state = ckpt.read(saved[0]["path"])
+    state, _, meta = ckpt.read_resumable(saved[0]["path"])
     assert state["step"] == saved[0]["step"] >= 1
     assert 0 < state["batch_in_epoch"] < 9  # stopped mid-epoch
-    assert {"model", "optimizer", "rng", "model_config", "symbols"} <= set(state)
+    assert {"model", "optimizer", "rng", "meta", "train_config"} <= set(state)
 
     cfg["epochs"] = state["epoch"] + 1
     code, events = run_cli("train", cfg, tmp_path, resume=saved[0]["path"])
@@ -173,22 +207,13 @@ def test_sigterm_mid_epoch_leaves_a_checkpoint_that_resumes(speech, tmp_path):
     assert result["steps"] == 9 * (state["epoch"] + 1)
 
 
-def test_fine_tuning_extends_symbols_and_keeps_old_rows(speech, trained, tmp_path):
-    base_path = trained[0]["best_model"]
-    base = ckpt.read(base_path)
-    data = write_dataset(tmp_path / "new", [
-        {"id": "n0", "text": "ŋa ŋa light", "audio": str(speech / "u0.wav")},
-        {"id": "n1", "text": "Light", "audio": str(speech / "u1.wav")}])
-    result, _ = run_in_process(train.run, train_config(
-        data, tmp_path / "out", base_checkpoint=base_path, epochs=1, learning_rate=1e-12,
-        weight_decay=0))
-    tuned = ckpt.read(result["final_model"])
-    old, new = base["symbols"]["symbols"], tuned["symbols"]["symbols"]
-    assert new[:len(old)] == old and set(new[len(old):]) == {"ŋ", "L"}
-    w_old, w_new = base["model"]["encoder.embed.weight"], tuned["model"]["encoder.embed.weight"]
-    assert w_new.shape[0] == len(new)
-    torch.testing.assert_close(w_new[:len(old)], w_old, rtol=0, atol=1e-6)
-    assert tuned["model"]["mel_mean"].item() == base["model"]["mel_mean"].item()
+def test_default_size_without_a_base_names_the_settings(speech, tmp_path):
+    cfg = train_config(speech, tmp_path / "out", size="default")
+    with pytest.raises(EngineError) as e:
+        run_in_process(train.run, cfg)
+    for name in ("--tts-base-model", "GPU_WORKER_TTS_BASE_MODEL", "model.base_checkpoint",
+                 "model.from_scratch"):
+        assert name in str(e.value)
 
 
 def test_corrupt_dataset_line_gives_a_clear_error(speech, tmp_path):
@@ -211,10 +236,10 @@ def test_unreadable_audio_names_the_item(speech, tmp_path):
         run_in_process(train.run, train_config(data, tmp_path / "out"))
 
 
-def test_synthesize_writes_one_wav_per_item(speech, trained, tmp_path):
+def test_synthesize_writes_one_wav_per_item_and_counts_unmapped(speech, trained, tmp_path):
     data = write_dataset(tmp_path / "texts", [
-        {"id": "GEN 1:1", "text": "let there be light ž"},
-        {"id": "GEN 1:2", "text": "žthe first day"}])
+        {"id": "GEN 1:1", "text": "let there be light; now"},
+        {"id": "GEN 1:2", "text": "the first day: \"one\""}])
     cfg = {"checkpoint": trained[0]["best_model"], "dataset": str(data),
            "voice_reference": str(speech / "u2.wav"), "output_dir": str(tmp_path / "wav"),
            "steps": 4, "solver": "midpoint", "batch_size": 2, "device": "cpu"}
@@ -227,27 +252,55 @@ def test_synthesize_writes_one_wav_per_item(speech, trained, tmp_path):
         info = sf.info(e["path"])
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
         assert info.duration == pytest.approx(e["duration"], abs=1e-3) and e["duration"] > 0.1
-    warnings = [e["message"] for e in events if e["event"] == "warning"]
-    assert len(warnings) == 1 and warnings[0].count("ž") == 1
     result = events[-1]
+    assert result["unmapped_characters"] == {'"': 2, ":": 1, ";": 1}
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "4 character" in warnings[0]
     assert result["count"] == 2 and result["rtf"] > 0 and "Griffin-Lim" in result["vocoder"]
     assert result["audio_seconds"] == pytest.approx(sum(e["duration"] for e in items), abs=0.01)
 
 
-def test_evaluate_gives_finite_mcd_lower_after_training(speech, trained, tmp_path):
+def test_evaluate_scores_only_the_held_out_item(speech, trained, tmp_path):
+    result, _ = trained
+    cfg = {"checkpoint": result["best_model"], "dataset": str(speech),
+           "output_dir": str(tmp_path / "eval"), "steps": 4, "device": "cpu", "max_items": 8}
+    res, events = run_in_process(evaluate.run, cfg)  # finds split.json beside the model
+    with open(result["split_file"]) as f:
+        val = json.load(f)["val"]
+    scored = [e for e in events if e["event"] == "item"]
+    assert res["items_scored"] == 1 and res["split"] == "val" and math.isfinite(res["mcd"])
+    assert [e["id"] for e in scored] == val
+    assert scored[0]["text"] == PHRASES[int(val[0][1])] and os.path.exists(scored[0]["path"])
+
+    res, _ = run_in_process(evaluate.run, dict(cfg, split_file=result["split_file"],
+                                               split="train", max_items=2, write_audio=False))
+    assert res["items_scored"] == 2 and res["split"] == "train"
+
+    empty = tmp_path / "split.json"
+    empty.write_text(json.dumps({"train": ["u0", "u1", "u2", "u3"], "val": []}))
+    res, events = run_in_process(evaluate.run, dict(cfg, split_file=str(empty)))
+    assert res["items_scored"] == 0 and "mcd" not in res
+    assert not [e for e in events if e["event"] == "item"]
+
+
+def test_evaluate_gives_lower_mcd_after_training(speech, trained, tmp_path):
+    # without guidance: three clips teach the unconditional velocity too little for cfg 3
     best = trained[0]["best_model"]
-    model, table, state = ckpt.load_model(best)
-    fresh = StableTTS(model.cfg, len(table))
-    fresh.set_mel_stats(model.mel_mean.item(), model.mel_std.item())
-    untrained = tmp_path / "untrained.pt"
-    torch.save(ckpt.inference_state(fresh, table, "final"), untrained)
+    model, meta = ckpt.load_model(best)
+    untrained = str(tmp_path / "untrained.pt")
+    torch.manual_seed(0)
+    ckpt.save_model(StableTTS(model.cfg, len(meta.frontend)), meta, untrained)
     scores = {}
-    for name, path in (("trained", best), ("untrained", str(untrained))):
+    for name, path in (("trained", best), ("untrained", untrained)):
         cfg = {"checkpoint": path, "dataset": str(speech), "output_dir": str(tmp_path / name),
-               "steps": 6, "device": "cpu", "write_audio": name == "trained"}
+               "steps": 6, "device": "cpu", "split_file": trained[0]["split_file"],
+               "split": "train", "write_audio": False, "cfg_scale": 1.0}
         result, events = run_in_process(evaluate.run, cfg)
-        assert result["count"] == 4 and math.isfinite(result["mcd"])
-        assert len([e for e in events if e["event"] == "item"]) == 4
+        assert result["items_scored"] == 3 and math.isfinite(result["mcd"])
         scores[name] = result["mcd"]
-    assert len(list((tmp_path / "trained").glob("*.wav"))) == 4
     assert scores["trained"] < scores["untrained"], scores
+
+
+def test_synthesize_refuses_a_bad_solver():
+    with pytest.raises(EngineError, match="solver must be one of euler, midpoint, dopri5"):
+        synthesize.options({"checkpoint": "x", "dataset": "d", "output_dir": "o", "solver": "rk4"})

@@ -1,5 +1,7 @@
-"""StableTTS engine pieces: MAS, symbols, mel, vocoders, MCD, LR schedule, durations."""
+"""StableTTS engine pieces: MAS, front-ends, mel, Griffin-Lim, MCD, LR schedule,
+durations, checkpoint references and sidecars."""
 import math
+import sys
 import unicodedata
 
 import numpy as np
@@ -7,19 +9,22 @@ import pytest
 import torch
 
 from gpuworker_engines.events import EngineError
-from gpuworker_engines.stabletts import evaluate, mas, train
+from gpuworker_engines.stabletts import ckpt, evaluate, mas, train
+from gpuworker_engines.stabletts.ckpt import Meta
 from gpuworker_engines.stabletts.config import ModelConfig, TrainConfig
-from gpuworker_engines.stabletts.mel import MelSpectrogram, mel_filterbank, wav_to_mel
-from gpuworker_engines.stabletts.model import StableTTS, expand_path
-from gpuworker_engines.stabletts.text import UNK, SymbolTable, graphemes
-from gpuworker_engines.stabletts.vocoder import GriffinLim, Vocos, load_vocoder
+from gpuworker_engines.stabletts.frontend import (PUBLISHED_SYMBOLS, FrontEnd, choose, encode_all,
+                                                  graphemes, mostly_non_latin)
+from gpuworker_engines.stabletts.mel import LogMel, wav_to_mel
+from gpuworker_engines.stabletts.model import StableTTS, alignment
+from gpuworker_engines.stabletts.synthesize import frontend_for
+from gpuworker_engines.stabletts.vocoder import GriffinLim, load_vocoder
 
 torch.set_num_threads(1)
 
 
 def small_config(**kw) -> ModelConfig:
-    base = dict(n_mels=16, hidden=16, filter=32, style_dim=8, dp_filter=16,
-                decoder_hidden=16, decoder_filter=32, dropout=0.0, dp_dropout=0.0)
+    base = dict(n_mels=16, hidden_channels=16, filter_channels=32, gin_channels=16,
+                n_enc_layers=1, n_dec_layers=2)
     base.update(kw)
     return ModelConfig.from_dict(base, ModelConfig.tiny())
 
@@ -45,113 +50,82 @@ def test_mas_equals_brute_force_on_random_inputs():
     assert checked == 180
 
 
-def test_mas_torch_wrapper_gives_one_token_per_frame():
-    log_p = torch.randn(2, 4, 10)
-    x_mask = torch.tensor([[[1, 1, 1, 1]], [[1, 1, 0, 0]]], dtype=torch.float32)
-    y_mask = torch.tensor([[[1] * 10], [[1] * 6 + [0] * 4]], dtype=torch.float32)
-    path = mas.maximum_path(log_p, x_mask, y_mask)
-    assert path.shape == (2, 4, 10)
-    assert torch.equal(path.sum(1), y_mask[:, 0])  # each real frame on exactly one token
-    assert (path[0].sum(1) >= 1).all() and (path[1, :2].sum(1) >= 1).all()
-
-
 def test_mas_rejects_text_longer_than_audio():
     with pytest.raises(ValueError):
         mas.maximum_path_numpy(np.zeros((1, 5, 3)), [5], [3])
 
 
-# ---------------------------------------------------------------- symbols
+# ---------------------------------------------------------------- front-ends
 
-def test_graphemes_are_nfc_with_marks_attached():
-    decomposed = "e\u0301te\u0323\u0302"  # é, then e with dot below and circumflex
-    table = SymbolTable.build([decomposed], add_blank=False)
-    assert graphemes(unicodedata.normalize("NFC", decomposed)) == ["é", "t", "ệ"]
-    composed_ids, unknown = table.encode("\u00e9t\u1ec7")
-    assert unknown == {}
-    assert composed_ids == table.encode(decomposed)[0]
-    assert len(table) == 2 + 3
+def test_graphemes_are_nfc_lower_case_with_marks_attached():
+    decomposed = "E\u0301te\u0323\u0302  x"  # É, t, ệ, two spaces, x
+    assert graphemes(decomposed) == ["é", "t", "ệ", " ", "x"]
+    assert graphemes(decomposed, lowercase=False)[0] == "É"
 
 
-def test_unknown_characters_map_deterministically():
-    table = SymbolTable.build(["abc e"], add_blank=False)
-    ids, unknown = table.encode("é Z q")
-    assert unknown == {"é": "e", "Z": UNK, "q": UNK}
-    assert ids == [table.index["e"], table.index[" "], 1, table.index[" "], 1]
-    assert table.encode("é Z q") == (ids, unknown)
-    # upper case falls back to the known lower case
-    assert table.encode("A")[1] == {"A": "a"}
+def test_graphemes_table_appends_after_the_published_rows():
+    fe = choose("graphemes", ["ŋgàlà, cq!"], None)
+    assert fe.symbols[:401] == PUBLISHED_SYMBOLS
+    assert fe.symbols[401:] == sorted({"à", "c", "q"})  # ŋ g l , ! are published symbols
+    ids, unmapped = fe.encode("ŋgàlà, cq!")
+    assert ids[0::2] == [0] * 11 and ids[1] == PUBLISHED_SYMBOLS.index("ŋ") and not unmapped
+    round_trip = FrontEnd.from_dict(fe.to_dict())
+    assert round_trip.encode("cq à") == fe.encode("cq à")
+    again = choose("auto", ["zàz ñ"], round_trip)  # a graphemes base stays graphemes
+    assert again.kind == "graphemes" and again.symbols[:len(fe)] == fe.symbols
+    assert again.symbols[len(fe):] == ["ñ"]
 
 
-def test_blanks_are_interspersed():
-    table = SymbolTable.build(["ab"])
-    ids, _ = table.encode("ab")
-    assert ids == [0, table.index["a"], 0, table.index["b"], 0]
+def test_unmapped_characters_are_counted_not_dropped_silently():
+    fe = FrontEnd("graphemes")
+    ids, unmapped = encode_all(fe, ["ab ž", "žc"])
+    assert unmapped == {"ž": 2, "c": 1}
+    assert ids[0][1::2] == [11, 12, 68]
 
 
-def test_symbol_extension_keeps_old_embeddings():
-    table = SymbolTable.build(["hello world"])
-    old_index = dict(table.index)
-    model = StableTTS(small_config(), len(table))
-    before = model.encoder.embed.weight.detach().clone()
-    new = table.extend(["ŋgàlà hello"])
-    assert new == sorted({"ŋ", "g", "à"})
-    assert all(table.index[s] == i for s, i in old_index.items())
-    model.extend_symbols(len(table))
-    after = model.encoder.embed.weight.detach()
-    assert after.shape[0] == len(table) == before.shape[0] + 3
-    assert torch.equal(after[:before.shape[0]], before)
-    assert after[before.shape[0]:].abs().sum() > 0
-    round_trip = SymbolTable.from_dict(table.to_dict())
-    assert round_trip.encode("ŋgàlà") == table.encode("ŋgàlà")
+def test_auto_picks_uroman_for_mostly_non_latin_data():
+    assert mostly_non_latin(["В начале сотворил Бог", "and some English"])
+    assert not mostly_non_latin(["В начале", "and a lot more English words here"])
+    assert not mostly_non_latin(["1234 ..."])
+    assert choose("auto", ["በመጀመሪያ እግዚአብሔር"], None).kind == "uroman"
+    assert choose("auto", ["In the beginning"], None).kind == "ipa"
+    with pytest.raises(EngineError, match="published symbols"):
+        choose("ipa", ["x"], choose("graphemes", ["ñ"], None))
 
 
-# ---------------------------------------------------------------- mel + vocoders
+def test_synthesis_may_switch_between_front_ends_of_the_published_symbols():
+    ipa = FrontEnd("ipa")
+    assert frontend_for(ipa, None, ["x"]) is ipa
+    assert frontend_for(ipa, "auto", ["В начале"]).kind == "uroman"
+    with pytest.raises(EngineError, match="does not fit"):
+        frontend_for(ipa, "graphemes", ["x"])
+
+
+# ---------------------------------------------------------------- mel + Griffin-Lim
 
 def test_mel_frames_and_band_of_a_tone():
     cfg = ModelConfig.tiny()
     sr = cfg.sample_rate
     t = np.arange(sr) / sr
-    mel = MelSpectrogram(cfg)
+    mel = LogMel(cfg)
     m = wav_to_mel((0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), mel)
-    assert m.shape == (cfg.n_mels, sr // cfg.hop_length)
-    fb = mel_filterbank(sr, cfg.n_fft, cfg.n_mels, 0, None)
+    assert m.shape == (cfg.n_mels, (sr + 2 * mel.pad - cfg.n_fft) // cfg.hop_length + 1)
     bin_1k = round(1000 * cfg.n_fft / sr)
-    assert int(m[:, 10:-10].mean(1).argmax()) == int(fb[:, bin_1k].argmax())
+    assert int(m[:, 10:-10].mean(1).argmax()) == int(mel.fb[bin_1k].argmax())
 
 
-def test_default_front_end_matches_published_settings():
-    cfg = ModelConfig.default()
-    assert (cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels) == (44100, 2048, 512, 128)
-
-
-def test_vocos_weights_load_from_a_local_file(tmp_path):
+def test_griffin_lim_only_for_tiny_and_it_reconstructs_the_mel():
     cfg = ModelConfig.tiny()
-    torch.manual_seed(0)
-    net = Vocos(cfg.n_mels, 32, 48, 2, cfg.n_fft, cfg.hop_length)
-    path = tmp_path / "vocos.pt"
-    torch.save({"state_dict": {"vocos." + k: v for k, v in net.state_dict().items()}}, path)
-    loaded, desc = load_vocoder(str(path), cfg)
-    assert "Vocos" in desc and "2 layers" in desc
-    mel = torch.randn(1, cfg.n_mels, 20) - 4
-    with torch.no_grad():
-        want, got = net(mel), loaded(mel)
-    assert got.shape == (1, 20 * cfg.hop_length)
-    assert torch.allclose(want, got)
-    other = ModelConfig.from_dict({"n_mels": cfg.n_mels + 1}, cfg)
-    with pytest.raises(EngineError, match="mel bands"):
-        load_vocoder(str(path), other)
+    with pytest.raises(EngineError, match="--tts-vocoder.*GPU_WORKER_TTS_VOCODER"):
+        load_vocoder(None, cfg, "default")
     with pytest.raises(EngineError, match="not found"):
-        load_vocoder(str(tmp_path / "missing.pt"), cfg)
-
-
-def test_griffin_lim_fallback_reconstructs_the_mel():
-    cfg = ModelConfig.tiny()
+        load_vocoder("/nonexistent/vocos.pt", cfg, "tiny")
     sr = cfg.sample_rate
     t = np.arange(sr // 2) / sr
     wav = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 700 * t)).astype(np.float32)
-    mel = MelSpectrogram(cfg)
+    mel = LogMel(cfg)
     m = wav_to_mel(wav, mel)
-    voc, desc = load_vocoder(None, cfg)
+    voc, desc = load_vocoder(None, cfg, "tiny")
     assert isinstance(voc, GriffinLim) and "Griffin-Lim" in desc
     out = voc(m[None])[0].numpy()
     assert out.shape == (m.shape[1] * cfg.hop_length,)
@@ -180,10 +154,9 @@ def test_dtw_matches_plain_dynamic_programming():
 def test_mcd_is_zero_for_itself_and_small_for_a_time_stretch():
     rng = np.random.default_rng(2)
     a = rng.normal(-5, 2, size=(40, 30))
-    stretched = np.repeat(a, 2, axis=1)
     other = rng.normal(-5, 2, size=(40, 30))
     assert evaluate.mcd(a, a) == 0.0
-    assert evaluate.mcd(a, stretched) == pytest.approx(0.0, abs=1e-9)
+    assert evaluate.mcd(a, np.repeat(a, 2, axis=1)) == pytest.approx(0.0, abs=1e-9)
     assert evaluate.mcd(a, other) > 1.0
 
 
@@ -201,13 +174,17 @@ def test_lr_is_a_pure_function_of_step():
 def test_train_config_defaults_and_errors():
     cfg = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "unknown_key": 1,
                                  "resume": None, "learning_rate": 1})
-    assert (cfg.batch_size, cfg.learning_rate, cfg.val_split, cfg.save_interval) == (8, 1.0, 0.1, 100)
+    assert (cfg.batch_size, cfg.learning_rate, cfg.frontend, cfg.from_scratch) == (8, 1.0, "auto", False)
+    assert cfg.model_config() == ModelConfig.published()
     with pytest.raises(EngineError, match="epochs"):
         TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "epochs": "ten"})
     with pytest.raises(EngineError, match="size"):
         TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "size": "huge"})
-    assert TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "size": "tiny",
-                                  "model": {"hidden": 8}}).model_config().hidden == 8
+    with pytest.raises(EngineError, match="frontend"):
+        TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "frontend": "espeak"})
+    tiny = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "size": "tiny",
+                                  "model": {"hidden_channels": 8}}).model_config()
+    assert (tiny.hidden_channels, tiny.sample_rate) == (8, 16000)
 
 
 # ---------------------------------------------------------------- durations
@@ -216,26 +193,75 @@ def test_synthesis_length_follows_predicted_durations():
     torch.manual_seed(0)
     model = StableTTS(small_config(), 12).eval()
     with torch.no_grad():
-        model.duration_predictor.proj.bias.fill_(math.log(6.0))  # about six frames per token
-    x = torch.randint(2, 12, (2, 15))
+        model.dp.proj.bias.fill_(math.log(5.5))  # about six frames per token
+    x = torch.randint(1, 12, (2, 15))
     x_lens = torch.tensor([15, 9])
     ref = torch.randn(1, 16, 30) - 5
     runs = {}
     for scale in (1.0, 2.0):
-        torch.manual_seed(1)
-        out = model.synthesize(x, x_lens, ref, torch.tensor([30]), steps=2, cfg_scale=1.0,
-                               length_scale=scale)
-        assert torch.equal(out["mel_lens"], out["durations"].sum(1).long())
-        assert out["mel"].shape[2] == int(out["mel_lens"].max())
+        out = model.synthesise(x, x_lens, ref, steps=2, cfg_scale=1.0, length_scale=scale)
+        durations = out["attn"].sum(2)
+        assert torch.equal(out["mel_lengths"], durations.sum(1).long())
+        assert out["mel"].shape[2] == int(out["mel_lengths"].max())
         runs[scale] = out
-    # the same predicted log-durations, scaled and rounded up
-    w1, w2 = runs[1.0]["durations"], runs[2.0]["durations"]
-    assert torch.all(w2 >= 2 * w1 - 1) and torch.all(w2 <= 2 * w1)
-    ratio = runs[2.0]["mel_lens"].float() / runs[1.0]["mel_lens"].float()
-    assert torch.all((ratio > 1.75) & (ratio <= 2.0)), ratio
-    assert torch.all(w1[1, 9:] == 0)  # padding tokens take no frames
+    assert torch.equal(runs[2.0]["attn"].sum(2).sum(1), 2 * runs[1.0]["attn"].sum(2).sum(1))
+    assert torch.all(runs[1.0]["attn"][1, 9:] == 0)  # padding tokens take no frames
 
 
-def test_expand_path_is_contiguous():
-    p = expand_path(torch.tensor([[2.0, 0.0, 3.0]]), 6)
-    assert p[0].tolist() == [[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 0]]
+def test_alignment_is_contiguous_with_fractional_durations():
+    p = alignment(torch.tensor([[2.5, 0.0, 2.5]]), torch.ones(1, 1, 3), torch.ones(1, 1, 6))
+    assert p[0].tolist() == [[1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0]]
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def test_hub_references_are_parsed_and_a_missing_hub_is_a_clear_error(monkeypatch):
+    assert ckpt.parse_hub("hf://KdaiP/StableTTS1.1/StableTTS/checkpoint_0.pt") == \
+        ("KdaiP/StableTTS1.1", "StableTTS/checkpoint_0.pt", None)
+    assert ckpt.parse_hub("hf://a/b@v1/vocos.pt") == ("a/b", "vocos.pt", "v1")
+    for bad in ("hf://only/repo", "hf:///x/y", "hf://a//b"):
+        with pytest.raises(EngineError, match="not hf://"):
+            ckpt.parse_hub(bad)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(EngineError, match="need the huggingface_hub package"):
+        ckpt.resolve("hf://a/b/c.pt")
+
+
+def test_an_unreachable_hub_names_the_reference(monkeypatch):
+    import huggingface_hub
+
+    def offline(*a, **kw):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(EngineError, match=r"cannot fetch hf://a/b/c\.pt .*no network.*local path"):
+        ckpt.resolve("hf://a/b/c.pt")
+
+
+def test_sidecar_round_trip_and_strict_loading(tmp_path):
+    cfg = small_config()
+    fe = choose("graphemes", ["ñandú"], None)
+    torch.manual_seed(1)
+    model = StableTTS(cfg, len(fe))
+    path = str(tmp_path / "best_model.pt")
+    side = ckpt.save_model(model, Meta(cfg, fe, "tiny", "scratch", {"epoch": 3}, published=False), path)
+    assert side == str(tmp_path / "best_model.json")
+    loaded, meta = ckpt.load_model(path)
+    assert (meta.config, meta.frontend.symbols, meta.size, meta.info["epoch"]) == (cfg, fe.symbols, "tiny", 3)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    (tmp_path / "best_model.json").unlink()  # without its sidecar it reads as published: refused
+    with pytest.raises(EngineError, match="has no sidecar.*published StableTTS v1.1.*missing"):
+        ckpt.load_model(path)
+    with pytest.raises(EngineError, match="not found"):
+        ckpt.load_model(str(tmp_path / "missing.pt"))
+
+
+def test_new_embedding_rows_leave_the_old_ones_alone():
+    torch.manual_seed(0)
+    model = StableTTS(small_config(), 401)
+    before = model.encoder.emb.weight.detach().clone()
+    model.extend_vocab(405)
+    after = model.encoder.emb.weight.detach()
+    assert after.shape == (405, before.shape[1]) and torch.equal(after[:401], before)
+    assert after[401:].abs().sum() > 0
+    assert unicodedata.normalize("NFC", "é") in graphemes("e\u0301")

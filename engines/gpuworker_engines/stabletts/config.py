@@ -1,4 +1,34 @@
-"""One dataclass for the model and one for a training run."""
+"""The model's one config dataclass, and the settings of each command.
+
+Config keys the engine reads (JSON file given with --config; null means default):
+
+train
+    dataset, output_dir (required); device auto|cpu|cuda; size default|tiny;
+    epochs, batch_size, gradient_accumulation_steps, learning_rate, warmup_steps,
+    min_lr_ratio, weight_decay, grad_clip, val_split, seed, save_interval (epochs
+    between resumable checkpoints), keep_checkpoints, progress_every_steps,
+    max_duration (s), stop_at_step;
+    resume (a resumable checkpoint; also --resume);
+    base_checkpoint: a published state_dict (checkpoint_0.pt), our best_model.pt /
+        final_model.pt (sidecar JSON beside it), or hf://<owner>/<repo>/<path>;
+    from_scratch (bool): train without a base (always allowed for size tiny);
+    frontend auto|ipa|uroman|graphemes (auto: uroman when most letters of the
+        data are non-Latin, else ipa; a graphemes base stays graphemes);
+    model: {field: value} overrides of ModelConfig for a model trained from
+        scratch (a fine-tune takes the architecture of its base and only its
+        dropout fields).
+synthesize
+    checkpoint, dataset (text-only index), output_dir (required), voice_reference
+    (wav), device, steps (10), temperature (1), cfg_scale (3), length_scale (1),
+    solver euler|midpoint|dopri5 (euler), vocoder (a vocos.pt; required unless the
+    model is size tiny, which falls back to Griffin-Lim), batch_size, seed,
+    frontend (ipa|uroman|auto overrides the checkpoint's when they share symbols).
+evaluate
+    as synthesize, plus split_file (split.json written by train; default: the
+    one beside the checkpoint), split (val), max_items (0 = all), write_audio.
+check
+    vocoder, base_checkpoint, device: each given file is loaded strictly.
+"""
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..events import EngineError
@@ -6,60 +36,54 @@ from ..events import EngineError
 
 @dataclass
 class ModelConfig:
-    # mel front-end (published defaults: 44.1 kHz, n_fft 2048, hop 512, 128 slaney mels)
+    """Defaults are the published StableTTS v1.1 (31.6 M parameters with 401 symbols)."""
+    # log-mel front-end
     sample_rate: int = 44100
     n_fft: int = 2048
-    hop_length: int = 512
     win_length: int = 2048
+    hop_length: int = 512
     n_mels: int = 128
     f_min: float = 0.0
-    f_max: float | None = None
-    # text front-end
-    add_blank: bool = True  # a blank between graphemes gives MAS room for transitions
-    lowercase: bool = False
-    # text encoder
-    hidden: int = 256
-    filter: int = 1024
-    heads: int = 4
-    encoder_layers: int = 3
+    f_max: float | None = None  # None: sample_rate / 2
+    # network
+    hidden_channels: int = 256
+    filter_channels: int = 1024
+    n_heads: int = 4
+    n_enc_layers: int = 3
+    n_dec_layers: int = 6
     kernel_size: int = 3
-    dropout: float = 0.1
-    # mel style encoder -> speaker vector
-    style_dim: int = 256
-    style_slice_min: float = 1 / 12
-    style_slice_max: float = 1 / 3
-    # duration predictor
-    dp_filter: int = 256
-    dp_kernel: int = 3
+    gin_channels: int = 256  # speaker vector; equal to hidden_channels as published
+    # regularisation and flow matching (not structure: a fine-tune may change these)
+    p_dropout: float = 0.1
+    style_dropout: float = 0.25
     dp_dropout: float = 0.5
-    # flow-matching decoder (DiT estimator with long skips)
-    decoder_hidden: int = 256
-    decoder_filter: int = 1024
-    decoder_heads: int = 4
-    decoder_layers: int = 6
+    cfg_dropout: float = 0.2  # share of training items that learn the unconditional velocity
     sigma_min: float = 1e-4
-    cfg_dropout: float = 0.2  # probability of the learned "empty" speaker/content in training
 
     @classmethod
-    def default(cls) -> "ModelConfig":
+    def published(cls) -> "ModelConfig":
         return cls()
 
     @classmethod
     def tiny(cls) -> "ModelConfig":
-        """A model small enough to train in seconds on a CPU (16 kHz audio)."""
-        return cls(sample_rate=16000, n_fft=512, hop_length=256, win_length=512, n_mels=40,
-                   hidden=48, filter=96, heads=2, encoder_layers=1, style_dim=32,
-                   dp_filter=48, decoder_hidden=64, decoder_filter=128, decoder_heads=2,
-                   decoder_layers=2, dropout=0.0, dp_dropout=0.1)
+        """Trains in seconds on a CPU: 16 kHz audio, 40 mels, narrow and shallow."""
+        return cls(sample_rate=16000, n_fft=512, win_length=512, hop_length=256, n_mels=40,
+                   hidden_channels=64, filter_channels=128, n_heads=2, n_enc_layers=2,
+                   n_dec_layers=2, gin_channels=64, p_dropout=0.0, style_dropout=0.0,
+                   dp_dropout=0.1)
 
     @classmethod
     def from_dict(cls, d: dict | None, base: "ModelConfig | None" = None) -> "ModelConfig":
         cfg = asdict(base or cls())
-        cfg.update(_known(cls, d or {}, "model"))
+        cfg.update(known_keys(cls, d or {}, "model"))
         return cls(**cfg)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+TUNABLE = ("p_dropout", "style_dropout", "dp_dropout", "cfg_dropout")
+FRONTENDS = ("auto", "ipa", "uroman", "graphemes")
 
 
 @dataclass
@@ -77,39 +101,49 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     val_split: float = 0.1
-    save_interval: int = 100  # epochs between resumable checkpoints
+    save_interval: int = 100
     keep_checkpoints: int = 3
     progress_every_steps: int = 50
     size: str = "default"  # tiny | default
     model: dict = field(default_factory=dict)
     resume: str | None = None
     base_checkpoint: str | None = None
+    from_scratch: bool = False
+    frontend: str = "auto"
     max_duration: float = 20.0  # seconds; longer items are skipped (memory)
     stop_at_step: int | None = None  # stop (with a resumable checkpoint) at this optimizer step
     bucket_size: int = 32  # batches per length bucket when shuffling
+    # the style encoder sees a random window of this share of each training utterance
+    ref_min_share: float = 1 / 3
+    ref_max_share: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        cfg = cls(**_known(cls, d, "train"))
+        cfg = cls(**known_keys(cls, d, "train"))
         if cfg.size not in ("tiny", "default"):
             raise EngineError(f"config: size must be \"tiny\" or \"default\", not {cfg.size!r}")
         if cfg.device not in ("auto", "cpu", "cuda"):
             raise EngineError(f"config: device must be auto, cpu or cuda, not {cfg.device!r}")
+        if cfg.frontend not in FRONTENDS:
+            raise EngineError(f"config: frontend must be one of {', '.join(FRONTENDS)}, "
+                              f"not {cfg.frontend!r}")
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "save_interval"):
             if getattr(cfg, name) < 1:
                 raise EngineError(f"config: {name} must be at least 1")
         if not 0 <= cfg.val_split < 1:
             raise EngineError("config: val_split must be in [0, 1)")
+        if not 0 < cfg.ref_min_share <= cfg.ref_max_share <= 1:
+            raise EngineError("config: need 0 < ref_min_share <= ref_max_share <= 1")
         if not cfg.dataset or not cfg.output_dir:
             raise EngineError("config: dataset and output_dir are required")
         return cfg
 
     def model_config(self) -> ModelConfig:
-        base = ModelConfig.tiny() if self.size == "tiny" else ModelConfig.default()
+        base = ModelConfig.tiny() if self.size == "tiny" else ModelConfig.published()
         return ModelConfig.from_dict(self.model, base)
 
 
-def _known(cls, d: dict, what: str) -> dict:
+def known_keys(cls, d: dict, what: str) -> dict:
     """Keeps the keys the dataclass knows (unknown ones are ignored), with checked types."""
     out = {}
     for f in fields(cls):

@@ -1,19 +1,21 @@
-"""Training data: cached mels, a reproducible validation split and
-length-bucketed batches whose order is a pure function of (seed, epoch)."""
+"""Training data: cached log-mels, a reproducible validation split, length-bucketed
+batches whose order is a pure function of (seed, epoch), and reference windows."""
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .. import events
+from ..checkpoint import atomic_open
 from ..dataset import Item
 from ..events import EngineError, Interrupted
 from .config import ModelConfig
-from .mel import MelSpectrogram, load_wav, wav_to_mel
-from .text import SymbolTable
+from .frontend import FrontEnd
+from .mel import LogMel, load_wav, wav_to_mel
 
 
 @dataclass
@@ -24,19 +26,22 @@ class Example:
     frames: int
 
 
-def prepare(items: list[Item], cfg: ModelConfig, table: SymbolTable, cache_dir: str,
-            max_duration: float, stop=None) -> list[Example]:
-    """Computes (or reuses) each item's mel; drops items the model cannot align.
+def prepare(items: list[Item], cfg: ModelConfig, fe: FrontEnd, cache_dir: str,
+            max_duration: float, stop=None) -> tuple[list[Example], dict[str, int]]:
+    """Each item's ids and cached mel -> (usable examples, unmapped characters {char: n}).
     Mels are cached by audio file, so a stopped run loses none of this work."""
     key = hashlib.sha1(json.dumps([cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.win_length,
                                    cfg.n_mels, cfg.f_min, cfg.f_max]).encode()).hexdigest()[:12]
     folder = os.path.join(cache_dir, f"mel-{key}")
     os.makedirs(folder, exist_ok=True)
-    mel = MelSpectrogram(cfg)
-    examples, skipped = [], []
+    mel = LogMel(cfg)
+    max_frames = max_duration * cfg.sample_rate / cfg.hop_length + 1
+    examples, skipped, unmapped = [], [], Counter()
     for n, it in enumerate(items, 1):
         if stop:
             raise Interrupted(f"stopped while computing mels ({n - 1}/{len(items)} done)")
+        ids, lost = fe.encode(it.text)
+        unmapped.update(lost)
         st = os.stat(it.audio)
         name = hashlib.sha1(f"{it.audio}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
         path = os.path.join(folder, name + ".npy")
@@ -52,17 +57,16 @@ def prepare(items: list[Item], cfg: ModelConfig, table: SymbolTable, cache_dir: 
                 continue
             m = wav_to_mel(wav, mel).numpy().astype(np.float32)
             frames = m.shape[1]
-            tmp = path + f".{os.getpid()}.tmp.npy"
-            np.save(tmp, m)
-            os.replace(tmp, path)
-        if frames > max_duration * cfg.sample_rate / cfg.hop_length + 1:
+            with atomic_open(path) as f:
+                np.save(f, m)
+        if frames > max_frames:
             skipped.append(f"{it.id} (longer than {max_duration:g} s)")
-            continue
-        ids, _ = table.encode(it.text)
-        if len(ids) > frames:
-            skipped.append(f"{it.id} (text too long for its audio: {len(ids)} symbols, {frames} frames)")
-            continue
-        examples.append(Example(it.id, ids, path, frames))
+        elif len(ids) == 1:
+            skipped.append(f"{it.id} (no text the {fe.kind} frontend can read)")
+        elif len(ids) > frames:
+            skipped.append(f"{it.id} (text too long for its audio: {len(ids)} tokens, {frames} frames)")
+        else:
+            examples.append(Example(it.id, ids, path, frames))
         if n % 500 == 0:
             events.log(f"mels: {n}/{len(items)}")
     if skipped:
@@ -70,7 +74,7 @@ def prepare(items: list[Item], cfg: ModelConfig, table: SymbolTable, cache_dir: 
                        + (" ..." if len(skipped) > 10 else ""))
     if not examples:
         raise EngineError("no usable training items (all were skipped)")
-    return examples
+    return examples, dict(sorted(unmapped.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def split(examples: list[Example], val_split: float, seed: int,
@@ -92,6 +96,13 @@ def split(examples: list[Example], val_split: float, seed: int,
     return train, val
 
 
+def write_split(path: str, train: list[Example], val: list[Example]) -> str:
+    with atomic_open(path) as f:
+        f.write(json.dumps({"train": [e.id for e in train], "val": [e.id for e in val]},
+                           ensure_ascii=False).encode("utf-8"))
+    return path
+
+
 def epoch_batches(frames: list[int], batch_size: int, seed: int, epoch: int, bucket: int,
                   rank: int = 0, world: int = 1) -> list[list[int]]:
     """Shuffled, then sorted by length inside buckets of `bucket` batches (little padding),
@@ -110,17 +121,8 @@ def epoch_batches(frames: list[int], batch_size: int, seed: int, epoch: int, buc
     return batches
 
 
-def mel_stats(examples: list[Example], limit: int = 2000) -> tuple[float, float]:
-    """Mean and standard deviation of the log-mel values (of up to `limit` items)."""
-    total, sq, n = 0.0, 0.0, 0
-    for e in examples[:limit]:
-        m = np.load(e.mel_path).astype(np.float64)
-        total, sq, n = total + m.sum(), sq + (m ** 2).sum(), n + m.size
-    mean = total / n
-    return float(mean), float(np.sqrt(max(sq / n - mean ** 2, 1e-6)))
-
-
 def collate(examples: list[Example], device) -> tuple[torch.Tensor, ...]:
+    """-> ids [b, Tx] (0-padded), lengths, log-mels [b, mels, Ty] (0-padded), lengths."""
     x_lens = torch.tensor([len(e.ids) for e in examples])
     y_lens = torch.tensor([e.frames for e in examples])
     x = torch.zeros(len(examples), int(x_lens.max()), dtype=torch.long)
@@ -130,3 +132,17 @@ def collate(examples: list[Example], device) -> tuple[torch.Tensor, ...]:
         x[i, :len(e.ids)] = torch.tensor(e.ids)
         y[i, :, :m.shape[1]] = torch.from_numpy(m)
     return x.to(device), x_lens.to(device), y.to(device), y_lens.to(device)
+
+
+def reference_windows(y, y_lens, lo: float, hi: float, generator=None):
+    """A random window of lo..hi of each mel's length: the voice the style encoder sees.
+    -> windows [b, mels, L] (0-padded) and their lengths."""
+    b = y.shape[0]
+    share = lo + (hi - lo) * torch.rand(b, device=y.device, generator=generator)
+    lens = torch.minimum(torch.clamp((y_lens.float() * share).long(), min=1), y_lens)
+    start = (torch.rand(b, device=y.device, generator=generator) * (y_lens - lens + 1).float()).long()
+    L = int(lens.max())
+    idx = (start[:, None] + torch.arange(L, device=y.device)[None]).clamp(max=y.shape[2] - 1)
+    window = torch.gather(y, 2, idx.unsqueeze(1).expand(-1, y.shape[1], -1))
+    valid = torch.arange(L, device=y.device)[None] < lens[:, None]
+    return window * valid.unsqueeze(1).to(y.dtype), lens

@@ -1,11 +1,14 @@
 """The `evaluate` command: mel-cepstral distortion (with DTW) between synthesis and
-the recordings of held-out items, the quality figure a training job reports.
+the recordings of held-out items (the split train wrote), the quality figure a
+training job reports. Each scored item's WAV is reported as an `item` event with
+its text, so the worker can also transcribe it for a round-trip CER.
 
 Cepstra are the DCT of the log-mel frames (c0, the loudness, left out), taken
 from the model's mel output, so the figure measures the acoustic model and
 not the vocoder. It compares runs of this engine, not published MCD values
 computed from SPTK mel-cepstra.
 """
+import json
 import math
 import os
 
@@ -16,9 +19,9 @@ from scipy.fft import dct
 from .. import dataset, events
 from ..events import EngineError, Interrupted
 from . import ckpt
-from .mel import MelSpectrogram, load_wav, wav_to_mel, write_wav
-from .synthesize import (device_for, encode_all, options, output_name, reference_mel,
-                         synth_batch)
+from .mel import LogMel, load_wav, wav_to_mel, write_wav
+from .synthesize import (device_for, encode_texts, frontend_for, options, output_name,
+                         reference_mel, synth_batch)
 from .vocoder import load_vocoder
 
 N_CEPSTRA = 24
@@ -63,36 +66,69 @@ def mcd(log_mel_a: np.ndarray, log_mel_b: np.ndarray) -> float:
     return float(_K * np.mean([dist[i, j] for i, j in path]))
 
 
+def held_out(items, config: dict) -> tuple[list, str, str | None]:
+    """The items of the requested split (at most max_items), the split's name and the
+    split file used. Without a split file (none given, none beside the checkpoint)
+    every item is scored and the split is called "all"."""
+    split = config.get("split") or "val"
+    path = config.get("split_file") or os.path.join(
+        os.path.dirname(os.path.abspath(config["checkpoint"])), "split.json")
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                wanted = json.load(f)[split]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise EngineError(f"split file {path} has no list {split!r}: {e}") from None
+        wanted = set(map(str, wanted))
+        items = [it for it in items if it.id in wanted]
+    elif config.get("split_file"):
+        raise EngineError(f"split file not found: {path}")
+    else:
+        events.warning("no split file: scoring every item, the training items too")
+        split, path = "all", None
+    limit = int(config.get("max_items") or 0)
+    return (items[:limit] if limit > 0 else items), split, path
+
+
 def run(config: dict, stop) -> dict:
     opts = options(config)
     device = device_for(opts["device"])
-    torch.manual_seed(opts["seed"])
-    model, table, _ = ckpt.load_model(config["checkpoint"], device)
-    items = dataset.load(config["dataset"], need_audio=True, need_text=True)
-    shared_ref = (reference_mel(config["voice_reference"], model, device)
+    model, meta = ckpt.load_model(config["checkpoint"], device)
+    items, split, split_file = held_out(
+        dataset.load(config["dataset"], need_audio=True, need_text=True), config)
+    result = {"items_scored": 0, "split": split, "split_file": split_file}
+    if not items:
+        events.log(f"evaluate: no {split} item to score")
+        return result
+    write_audio = config.get("write_audio", True)
+    vocoder = load_vocoder(opts["vocoder"], model.cfg, meta.size, device)[0] if write_audio else None
+    fe = frontend_for(meta.frontend, opts["frontend"], [it.text for it in items])
+    melspec = LogMel(model.cfg).to(device)
+    sr = model.cfg.sample_rate
+    shared_ref = (reference_mel(config["voice_reference"], melspec, sr, device)
                   if config.get("voice_reference") else None)
-    vocoder, _ = load_vocoder(opts["vocoder"], model.cfg, device)
     out_dir = config["output_dir"]
     os.makedirs(out_dir, exist_ok=True)
-    write_audio = config.get("write_audio", True)
-    melspec = MelSpectrogram(model.cfg)
-    id_lists = encode_all(table, [it.text for it in items])
+    id_lists, unmapped = encode_texts(fe, [it.text for it in items])
+    gen = torch.Generator(device=device).manual_seed(opts["seed"])
     scores = []
     for it, ids in zip(items, id_lists):
         if stop:
             raise Interrupted(f"stopped after {len(scores)} of {len(items)} items")
         try:
-            rec = wav_to_mel(load_wav(it.audio, model.cfg.sample_rate), melspec).numpy()
+            rec = wav_to_mel(load_wav(it.audio, sr), melspec).cpu().numpy()
         except EngineError as e:
             raise EngineError(f"item {it.id}: {e}") from None
         ref = shared_ref if shared_ref is not None else torch.from_numpy(rec)[None].to(device)
-        mel, wav = synth_batch(model, vocoder, [ids], ref, opts, device)[0]
+        mel, wav = synth_batch(model, vocoder, [ids], ref, opts, device, gen)[0]
         score = mcd(mel, rec)
         scores.append(score)
-        fields = {"id": it.id, "mcd": round(score, 4)}
+        fields = {"id": it.id, "text": it.text, "mcd": round(score, 4)}
         if write_audio:
             fields["path"] = os.path.join(out_dir, output_name(it.id) + ".wav")
-            write_wav(fields["path"], wav, model.cfg.sample_rate)
+            write_wav(fields["path"], wav, sr)
         events.emit("item", **fields)
         events.log(f"evaluate {len(scores)}/{len(items)}: {it.id} MCD {score:.3f} dB")
-    return {"mcd": round(float(np.mean(scores)), 4), "count": len(scores)}
+    result.update(mcd=round(float(np.mean(scores)), 4), items_scored=len(scores),
+                  unmapped_characters=unmapped)
+    return result

@@ -1,75 +1,85 @@
-"""Log-magnitude slaney mel spectrogram and audio file helpers."""
+"""The published log-mel: reflect-pad (n_fft - hop) / 2, STFT without centring,
+magnitude sqrt(re² + im² + 1e-6), slaney mel filterbank, ln(max(mel, 1e-5)).
+Also audio file helpers."""
 import math
 
 import numpy as np
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from scipy.signal import resample_poly
 
 from ..events import EngineError
 from .config import ModelConfig
 
-
-def _hz_to_mel(f):
-    # slaney scale: linear below 1 kHz, logarithmic above
-    f = np.asarray(f, dtype=np.float64)
-    lin = f / (200.0 / 3)
-    log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (math.log(6.4) / 27.0)
-    return np.where(f >= 1000.0, log, lin)
+LOG_FLOOR = 1e-5
 
 
-def _mel_to_hz(m):
-    m = np.asarray(m, dtype=np.float64)
-    lin = m * (200.0 / 3)
-    log = 1000.0 * np.exp((math.log(6.4) / 27.0) * (m - 15.0))
-    return np.where(m >= 15.0, log, lin)
+def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+    # slaney scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above
+    log_step = math.log(6.4) / 27.0
+    return torch.where(f >= 1000.0, 15.0 + torch.log(f.clamp(min=1e-10) / 1000.0) / log_step,
+                       f / (200.0 / 3))
 
 
-def mel_filterbank(sr: int, n_fft: int, n_mels: int, f_min: float, f_max: float | None) -> np.ndarray:
-    """[n_mels, n_fft//2+1] triangular filters, slaney-normalised (constant energy per band)."""
-    f_max = f_max or sr / 2
-    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    pts = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
-    lo, mid, hi = pts[:-2, None], pts[1:-1, None], pts[2:, None]
-    up = (freqs[None] - lo) / (mid - lo)
-    down = (hi - freqs[None]) / (hi - mid)
-    fb = np.maximum(0.0, np.minimum(up, down))
-    fb *= (2.0 / (pts[2:] - pts[:-2]))[:, None]
-    return fb.astype(np.float32)
+def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    log_step = math.log(6.4) / 27.0
+    return torch.where(m >= 15.0, 1000.0 * torch.exp(log_step * (m - 15.0)), m * (200.0 / 3))
 
 
-class MelSpectrogram(torch.nn.Module):
-    """wav [B, T] -> log mel [B, n_mels, T // hop]; reflect padding instead of centring."""
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float,
+                   f_max: float | None) -> torch.Tensor:
+    """[n_fft // 2 + 1, n_mels] triangular filters on the slaney scale, each scaled to
+    2 / its bandwidth in Hz (float32 throughout)."""
+    f_max = f_max if f_max is not None else sample_rate / 2
+    freqs = torch.linspace(0, sample_rate // 2, n_fft // 2 + 1)
+    edges = _mel_to_hz(torch.linspace(float(_hz_to_mel(torch.tensor(float(f_min)))),
+                                      float(_hz_to_mel(torch.tensor(float(f_max)))), n_mels + 2))
+    width = edges[1:] - edges[:-1]
+    offset = edges[None, :] - freqs[:, None]  # [bins, n_mels + 2]
+    falling = -offset[:, :-2] / width[:-1]
+    rising = offset[:, 2:] / width[1:]
+    fb = torch.clamp(torch.minimum(falling, rising), min=0.0)
+    return fb * (2.0 / (edges[2:] - edges[:-2]))[None, :]
+
+
+class LogMel(torch.nn.Module):
+    """wav [b, samples] -> log-mel [b, n_mels, frames],
+    frames = (samples + 2 * pad - n_fft) // hop + 1 with pad = (n_fft - hop) // 2."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_fft, self.hop, self.win = cfg.n_fft, cfg.hop_length, cfg.win_length
+        self.pad = (cfg.n_fft - cfg.hop_length) // 2
         self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
-        fb = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.f_max)
-        self.register_buffer("fb", torch.from_numpy(fb), persistent=False)
+        self.register_buffer("fb", mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels,
+                                                  cfg.f_min, cfg.f_max), persistent=False)
 
     def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
-        pad = (self.n_fft - self.hop) // 2
-        wav = torch.nn.functional.pad(wav.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+        if wav.ndim == 3:
+            wav = wav.squeeze(1)
+        wav = F.pad(wav.unsqueeze(1), (self.pad, self.pad), mode="reflect").squeeze(1)
         spec = torch.stft(wav, self.n_fft, self.hop, self.win, self.window, center=False,
                           return_complex=True)
-        return spec.abs()
+        spec = torch.view_as_real(spec)
+        return torch.sqrt(spec.pow(2).sum(-1) + 1e-6)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return torch.log(torch.clamp(self.fb @ self.magnitude(wav), min=1e-5))
+        mel = torch.matmul(self.magnitude(wav).transpose(1, 2), self.fb).transpose(1, 2)
+        return torch.log(torch.clamp(mel, min=LOG_FLOOR))
 
 
 def load_wav(path: str, sample_rate: int) -> np.ndarray:
-    """Mono float32 audio at sample_rate."""
+    """First channel as float32 at sample_rate."""
     try:
         wav, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # noqa: BLE001 - soundfile raises several types
         raise EngineError(f"cannot read audio {path}: {e}") from None
-    wav = wav.mean(axis=1)
+    wav = wav[:, 0]
     if sr != sample_rate:
         g = math.gcd(sr, sample_rate)
         wav = resample_poly(wav, sample_rate // g, sr // g).astype(np.float32)
-    return wav
+    return np.ascontiguousarray(wav)
 
 
 def write_wav(path: str, wav: np.ndarray, sample_rate: int) -> None:
@@ -81,10 +91,10 @@ def write_wav(path: str, wav: np.ndarray, sample_rate: int) -> None:
     sf.write(path, wav, sample_rate, subtype="PCM_16")
 
 
-def wav_to_mel(wav: np.ndarray, mel: MelSpectrogram) -> torch.Tensor:
-    """[n_mels, frames] for one waveform (needs at least n_fft//2 samples for the padding)."""
-    need = mel.n_fft // 2 + 1
-    if len(wav) < need:
-        wav = np.pad(wav, (0, need - len(wav)))
+def wav_to_mel(wav: np.ndarray, mel: LogMel) -> torch.Tensor:
+    """[n_mels, frames] for one waveform (padded to the minimum the reflect pad needs)."""
+    need = mel.pad + 1
+    if len(wav) < max(need, mel.n_fft - 2 * mel.pad):
+        wav = np.pad(wav, (0, max(need, mel.n_fft - 2 * mel.pad) - len(wav)))
     with torch.no_grad():
         return mel(torch.from_numpy(np.ascontiguousarray(wav)).unsqueeze(0))[0]

@@ -1,13 +1,13 @@
-"""StableTTS-architecture acoustic model, read top-down.
+"""StableTTS v1.1, read top-down. Module names and shapes are those of the
+published checkpoint, so its state_dict loads strictly.
 
-text ids ──► TextEncoder (DiT blocks, adaLN-Zero on the speaker vector) ──► mu_x
-                                        └─► DurationPredictor ──► log durations
-mel ──► StyleEncoder (random 1/12–1/3 slice in training) ──► speaker vector
-MAS aligns mu_x to the mel (training); durations expand mu_x to mu_y;
-FlowDecoder: conditional flow matching from noise to mel, guided by mu_y and
-the speaker vector, with a DiT estimator with U-Net-style long skips.
-Classifier-free guidance: a learned "empty" speaker/content replaces the real
-ones with probability cfg_dropout in training.
+reference log-mel ──► ref_encoder ──► speaker vector c
+token ids ──► encoder (DiT blocks conditioned on c) ──► hidden h, prior mu_x
+h ──► dp ──► log durations; durations expand mu_x to mu_y (MAS in training)
+decoder: flow matching from noise to mel, velocity from an estimator of DiT
+blocks with FiLM time conditioning and U-Net long skips; classifier-free
+guidance against the learned fake_speaker / fake_content.
+Shapes are [batch, channels, time].
 """
 import math
 
@@ -20,339 +20,375 @@ from .mas import maximum_path
 
 
 class StableTTS(nn.Module):
-    def __init__(self, cfg: ModelConfig, n_symbols: int):
+    def __init__(self, cfg: ModelConfig, n_vocab: int):
         super().__init__()
         self.cfg = cfg
-        self.style_encoder = StyleEncoder(cfg.n_mels, cfg.hidden, cfg.style_dim, cfg.heads)
-        self.encoder = TextEncoder(n_symbols, cfg)
-        self.duration_predictor = DurationPredictor(cfg)
+        self.fake_speaker = nn.Parameter(torch.zeros(1, cfg.gin_channels))
+        self.fake_content = nn.Parameter(torch.zeros(1, cfg.n_mels, 1))
+        self.encoder = TextEncoder(n_vocab, cfg)
+        self.ref_encoder = StyleEncoder(cfg.n_mels, cfg.gin_channels, cfg.style_dropout)
+        self.dp = DurationPredictor(cfg.hidden_channels, cfg.filter_channels, cfg.kernel_size,
+                                    cfg.dp_dropout, cfg.gin_channels)
         self.decoder = FlowDecoder(cfg)
-        self.fake_speaker = nn.Parameter(torch.zeros(cfg.style_dim))
-        self.fake_content = nn.Parameter(torch.zeros(cfg.n_mels))
-        # log mels are standardised inside the model with the training data's statistics
-        self.register_buffer("mel_mean", torch.zeros(1))
-        self.register_buffer("mel_std", torch.ones(1))
 
-    def set_mel_stats(self, mean: float, std: float) -> None:
-        self.mel_mean.fill_(mean)
-        self.mel_std.fill_(max(std, 1e-3))
-
-    def forward(self, x, x_lens, y, y_lens, generator=None) -> dict:
-        """Training losses for token ids x [B, Tx] and log mels y [B, n_mels, Ty]."""
-        y = (y - self.mel_mean) / self.mel_std
-        x_mask = sequence_mask(x_lens, x.shape[1]).unsqueeze(1).to(y.dtype)
-        y_mask = sequence_mask(y_lens, y.shape[2]).unsqueeze(1).to(y.dtype)
-        ref, ref_mask = random_slice(y, y_lens, self.cfg.style_slice_min,
-                                     self.cfg.style_slice_max, generator)
-        style = self.style_encoder(ref, ref_mask)
-        h, mu_x = self.encoder(x, x_mask, style)
-        logw = self.duration_predictor(h.detach(), x_mask, style)
+    def forward(self, x, x_lengths, y, y_lengths, ref, ref_lengths, generator=None) -> dict:
+        """Training losses for token ids x [b, Tx], log-mels y [b, mels, Ty] and reference
+        log-mels ref [b, mels, Tr] (the voice)."""
+        ref_mask = sequence_mask(ref_lengths, ref.shape[2]).unsqueeze(1).to(y.dtype)
+        y_mask = sequence_mask(y_lengths, y.shape[2]).unsqueeze(1).to(y.dtype)
+        c = self.ref_encoder(ref, ref_mask)
+        h, mu_x, x_mask = self.encoder(x, c, x_lengths)
+        logw = self.dp(h.detach(), x_mask, c.detach())
 
         with torch.no_grad():
-            path = maximum_path(gaussian_log_likelihood(mu_x.float(), y.float()), x_mask, y_mask)
-        durations = path.sum(2, keepdim=True).transpose(1, 2)  # [B, 1, Tx]
-        logw_target = torch.log(durations.clamp(min=1e-6)) * x_mask
-        dur_loss = ((logw - logw_target) ** 2).sum() / x_mask.sum()
+            path = maximum_path(log_likelihood(mu_x.float(), y.float()), x_mask, y_mask)
+        logw_target = torch.log(1e-8 + path.sum(2)).unsqueeze(1) * x_mask
+        dur_loss = ((logw.float() - logw_target) ** 2).sum() / x_lengths.sum()
 
-        mu_y = torch.bmm(mu_x, path.to(mu_x.dtype))  # [B, n_mels, Ty]
-        prior_loss = (0.5 * ((y - mu_y) ** 2 + math.log(2 * math.pi)) * y_mask).sum() \
+        mu_y = torch.bmm(mu_x, path.to(mu_x.dtype))
+        prior_loss = (0.5 * ((y - mu_y.float()) ** 2 + math.log(2 * math.pi)) * y_mask).sum() \
             / (y_mask.sum() * self.cfg.n_mels)
 
-        # classifier-free guidance: sometimes learn the velocity without voice and text
-        drop = torch.rand(y.shape[0], device=y.device, generator=generator) < self.cfg.cfg_dropout
-        if not self.training:
-            drop = torch.zeros_like(drop)
-        style_c = torch.where(drop[:, None], self.fake_speaker.to(style.dtype)[None], style)
-        mu_c = torch.where(drop[:, None, None], self.fake_content.to(mu_y.dtype)[None, :, None], mu_y)
-        flow_loss = self.decoder.loss(y, y_mask, mu_c, style_c, generator)
-        return {"dur": dur_loss, "prior": prior_loss, "flow": flow_loss}
+        if self.training and self.cfg.cfg_dropout > 0:  # learn the unconditional velocity too
+            drop = torch.rand(y.shape[0], device=y.device, generator=generator) < self.cfg.cfg_dropout
+            c = torch.where(drop[:, None], self.fake_speaker.to(c.dtype), c)
+            mu_y = torch.where(drop[:, None, None], self.fake_content.to(mu_y.dtype), mu_y)
+        flow_loss = self.decoder.loss(y, y_mask, mu_y, c, generator)
+        return {"duration": dur_loss, "prior": prior_loss, "flow": flow_loss}
 
     @torch.no_grad()
-    def synthesize(self, x, x_lens, ref, ref_lens, steps=10, temperature=1.0, cfg_scale=3.0,
-                   length_scale=1.0, solver="euler", generator=None) -> dict:
-        """Mels for token ids x [B, Tx] in the voice of ref [1 or B, n_mels, T]."""
-        ref = (ref - self.mel_mean) / self.mel_std
-        x_mask = sequence_mask(x_lens, x.shape[1]).unsqueeze(1).to(ref.dtype)
-        ref_mask = sequence_mask(ref_lens, ref.shape[2]).unsqueeze(1).to(ref.dtype)
-        style = self.style_encoder(ref, ref_mask).expand(x.shape[0], -1)
-        h, mu_x = self.encoder(x, x_mask, style)
-        logw = self.duration_predictor(h, x_mask, style)
-        durations = torch.ceil(torch.exp(logw) * length_scale) * x_mask  # [B, 1, Tx]
-        y_lens = durations.sum((1, 2)).clamp(min=1).long()
-        y_mask = sequence_mask(y_lens, int(y_lens.max())).unsqueeze(1).to(ref.dtype)
-        path = expand_path(durations.squeeze(1), y_mask.shape[2])
-        mu_y = torch.bmm(mu_x, path.to(mu_x.dtype))
-        mel = self.decoder.sample(mu_y, y_mask, style, self.fake_content, self.fake_speaker,
-                                  steps, temperature, cfg_scale, solver, generator)
-        mel = (mel * self.mel_std + self.mel_mean) * y_mask + (1 - y_mask) * math.log(1e-5)
-        return {"mel": mel, "mel_lens": y_lens, "durations": durations.squeeze(1)}
+    def synthesise(self, x, x_lengths, ref, steps=10, temperature=1.0, length_scale=1.0,
+                   solver="euler", cfg_scale=3.0, noise=None, generator=None) -> dict:
+        """Mels for token ids x [b, Tx] in the voice of one reference log-mel ref [1, mels, T]
+        (all of its frames). noise [b, mels, Ty] fixes the initial ODE state."""
+        c = self.ref_encoder(ref, None).expand(x.shape[0], -1)
+        h, mu_x, x_mask = self.encoder(x, c, x_lengths)
+        logw = self.dp(h, x_mask, c)
+        w = torch.ceil(torch.exp(logw) * x_mask) * length_scale
+        y_lengths = torch.clamp_min(w.sum((1, 2)), 1).long()
+        y_mask = sequence_mask(y_lengths, int(y_lengths.max())).unsqueeze(1).to(mu_x.dtype)
+        attn = alignment(w.squeeze(1), x_mask, y_mask)
+        mu_y = torch.bmm(mu_x, attn)
+        if noise is None:
+            noise = torch.randn(mu_y.shape, device=mu_y.device, dtype=mu_y.dtype,
+                                generator=generator)
+        mel = self.decoder.sample(noise * temperature, mu_y, y_mask, c, self.fake_speaker,
+                                  self.fake_content, steps, cfg_scale, solver)
+        return {"mel": mel, "mel_lengths": y_lengths, "mu_y": mu_y, "attn": attn, "logw": logw}
 
-    def extend_symbols(self, n_symbols: int) -> None:
-        """Grows the embedding table to n_symbols rows; existing rows are kept as they are."""
-        old = self.encoder.embed
-        if n_symbols <= old.num_embeddings:
+    def extend_vocab(self, n_vocab: int) -> None:
+        """Appends embedding rows up to n_vocab; existing rows keep their ids and values."""
+        old = self.encoder.emb
+        if n_vocab <= old.num_embeddings:
             return
-        new = nn.Embedding(n_symbols, old.embedding_dim).to(old.weight.device, old.weight.dtype)
+        new = nn.Embedding(n_vocab, old.embedding_dim).to(old.weight.device, old.weight.dtype)
         nn.init.normal_(new.weight, 0.0, old.embedding_dim ** -0.5)
         with torch.no_grad():
             new.weight[:old.num_embeddings] = old.weight
-        self.encoder.embed = new
+        self.encoder.emb = new
 
 
-# ---------------------------------------------------------------- components
-
-class StyleEncoder(nn.Module):
-    """Mel frames -> one speaker vector: convolutions, then attention pooling."""
-
-    def __init__(self, n_mels: int, hidden: int, style_dim: int, heads: int):
-        super().__init__()
-        self.convs = nn.ModuleList([nn.Conv1d(n_mels if i == 0 else hidden, hidden, 5, padding=2)
-                                    for i in range(3)])
-        self.norms = nn.ModuleList([nn.LayerNorm(hidden) for _ in range(3)])
-        self.query = nn.Parameter(torch.randn(1, 1, hidden) * hidden ** -0.5)
-        self.attn = nn.MultiheadAttention(hidden, heads, batch_first=True)
-        self.out = nn.Linear(hidden, style_dim)
-
-    def forward(self, mel, mask):
-        h = mel * mask
-        for conv, norm in zip(self.convs, self.norms):
-            h = F.gelu(norm(conv(h * mask).transpose(1, 2))).transpose(1, 2)
-        h = (h * mask).transpose(1, 2)
-        pooled, _ = self.attn(self.query.expand(h.shape[0], -1, -1), h, h,
-                              key_padding_mask=mask.squeeze(1) < 0.5, need_weights=False)
-        return self.out(pooled.squeeze(1))
-
+# ---------------------------------------------------------------- text side
 
 class TextEncoder(nn.Module):
-    def __init__(self, n_symbols: int, cfg: ModelConfig):
+    def __init__(self, n_vocab: int, cfg: ModelConfig):
         super().__init__()
-        self.embed = nn.Embedding(n_symbols, cfg.hidden)
-        nn.init.normal_(self.embed.weight, 0.0, cfg.hidden ** -0.5)
-        self.blocks = nn.ModuleList([DiTBlock(cfg.hidden, cfg.filter, cfg.heads, cfg.style_dim,
-                                              cfg.kernel_size, cfg.dropout)
-                                     for _ in range(cfg.encoder_layers)])
-        self.norm = nn.LayerNorm(cfg.hidden)
-        self.proj_mu = nn.Linear(cfg.hidden, cfg.n_mels)
-        self.scale = math.sqrt(cfg.hidden)
+        h = cfg.hidden_channels
+        self.emb = nn.Embedding(n_vocab, h)
+        nn.init.normal_(self.emb.weight, 0.0, h ** -0.5)
+        self.encoder = nn.ModuleList([
+            DiTBlock(h, cfg.filter_channels, cfg.n_heads, cfg.kernel_size, cfg.p_dropout,
+                     cfg.gin_channels) for _ in range(cfg.n_enc_layers)])
+        self.proj = nn.Conv1d(h, cfg.n_mels, 1)
+        self.scale = math.sqrt(h)
 
-    def forward(self, x, x_mask, style):
-        """-> hidden states [B, hidden, Tx] and the mel-space prior mu_x [B, n_mels, Tx]."""
-        mask = x_mask.transpose(1, 2)  # [B, Tx, 1]
-        h = self.embed(x) * self.scale * mask
-        for block in self.blocks:
-            h = block(h, mask, style)
-        h = self.norm(h) * mask
-        mu = self.proj_mu(h) * mask
-        return h.transpose(1, 2), mu.transpose(1, 2)
+    def forward(self, x, c, x_lengths):
+        """-> hidden [b, h, Tx], mu_x [b, mels, Tx], mask [b, 1, Tx]."""
+        h = (self.emb(x) * self.scale).transpose(1, 2)
+        x_mask = sequence_mask(x_lengths, x.shape[1]).unsqueeze(1).to(h.dtype)
+        for block in self.encoder:
+            h = block(h, c, x_mask)
+        return h, self.proj(h) * x_mask, x_mask
 
 
 class DurationPredictor(nn.Module):
-    """VITS-style: two conv-ReLU-LayerNorm layers on detached text states -> log duration."""
-
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, channels: int, filters: int, kernel: int, dropout: float, gin: int):
         super().__init__()
-        k = cfg.dp_kernel
-        self.cond = nn.Linear(cfg.style_dim, cfg.hidden)
-        self.conv1 = nn.Conv1d(cfg.hidden, cfg.dp_filter, k, padding=k // 2)
-        self.norm1 = nn.LayerNorm(cfg.dp_filter)
-        self.conv2 = nn.Conv1d(cfg.dp_filter, cfg.dp_filter, k, padding=k // 2)
-        self.norm2 = nn.LayerNorm(cfg.dp_filter)
-        self.proj = nn.Conv1d(cfg.dp_filter, 1, 1)
-        self.drop = nn.Dropout(cfg.dp_dropout)
+        self.conv1 = nn.Conv1d(channels, filters, kernel, padding=kernel // 2)
+        self.norm1 = nn.LayerNorm(filters)
+        self.conv2 = nn.Conv1d(filters, filters, kernel, padding=kernel // 2)
+        self.norm2 = nn.LayerNorm(filters)
+        self.proj = nn.Conv1d(filters, 1, 1)
+        self.cond = nn.Conv1d(gin, channels, 1)
+        self.drop = nn.Dropout(dropout)
 
-    def forward(self, h, x_mask, style):
-        h = h + self.cond(style).unsqueeze(2)
+    def forward(self, h, x_mask, c):
+        """-> log durations [b, 1, Tx]."""
+        h = h + self.cond(c.unsqueeze(2))
         for conv, norm in ((self.conv1, self.norm1), (self.conv2, self.norm2)):
-            h = torch.relu(conv(h * x_mask))
-            h = self.drop(norm(h.transpose(1, 2)).transpose(1, 2))
+            h = self.drop(channel_norm(norm, torch.relu(conv(h * x_mask))))
         return self.proj(h * x_mask) * x_mask
 
 
+# ---------------------------------------------------------------- speaker
+
+class StyleEncoder(nn.Module):
+    """Log-mel -> speaker vector: frame-wise MLP, gated convolutions, self-attention,
+    a projection and the mean over time. Its width is 128 whatever the model size."""
+    WIDTH, KERNEL, HEADS = 128, 5, 2
+
+    def __init__(self, n_mels: int, out_dim: int, dropout: float):
+        super().__init__()
+        w = self.WIDTH
+        self.spectral = nn.Sequential(nn.Linear(n_mels, w), nn.Mish(), nn.Dropout(dropout),
+                                      nn.Linear(w, w), nn.Mish(), nn.Dropout(dropout))
+        self.temporal = nn.Sequential(GatedConv(w, self.KERNEL, dropout),
+                                      GatedConv(w, self.KERNEL, dropout))
+        self.slf_attn = nn.MultiheadAttention(w, self.HEADS, dropout=dropout, batch_first=True)
+        self.fc = nn.Linear(w, out_dim)
+
+    def forward(self, mel, mask=None):
+        """mel [b, mels, T]; mask [b, 1, T] or None (every frame counts) -> [b, out_dim]."""
+        x = self.spectral(mel.transpose(1, 2))
+        x = self.temporal(x.transpose(1, 2)).transpose(1, 2)
+        pad = None if mask is None else mask.squeeze(1) < 0.5
+        if pad is not None:
+            x = x.masked_fill(pad.unsqueeze(2), 0.0)
+        x, _ = self.slf_attn(x, x, x, key_padding_mask=pad, need_weights=False)
+        x = self.fc(x)
+        if pad is None:
+            return x.mean(1)
+        x = x.masked_fill(pad.unsqueeze(2), 0.0)
+        return x.sum(1) / (~pad).sum(1, keepdim=True)
+
+
+class GatedConv(nn.Module):
+    def __init__(self, channels: int, kernel: int, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Conv1d(channels, 2 * channels, kernel, padding=(kernel - 1) // 2)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        a, b = self.conv1(x).chunk(2, dim=1)
+        return x + self.drop(a * torch.sigmoid(b))
+
+
+# ---------------------------------------------------------------- flow matching
+
 class FlowDecoder(nn.Module):
-    """Optimal-transport conditional flow matching: x_t = (1-(1-s)t) z + t y."""
+    """Optimal-transport conditional flow matching: x_t = (1 - (1 - s) t) z + t y."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.sigma_min = cfg.sigma_min
-        self.estimator = DiTEstimator(cfg)
+        self.estimator = Estimator(cfg)
 
-    def loss(self, y, y_mask, mu, style, generator=None):
-        B = y.shape[0]
-        u = torch.rand(B, device=y.device, generator=generator, dtype=y.dtype)
-        t = 1 - torch.cos(u * math.pi / 2)  # cosine schedule: more steps near the noise end
-        z = torch.randn(y.shape, device=y.device, generator=generator, dtype=y.dtype)
-        tt = t[:, None, None]
-        x_t = (1 - (1 - self.sigma_min) * tt) * z + tt * y
+    def loss(self, y, y_mask, mu, c, generator=None):
+        b = y.shape[0]
+        u = torch.rand(b, device=y.device, dtype=y.dtype, generator=generator)
+        t = (1 - torch.cos(u * math.pi / 2))[:, None, None]  # more samples near the noise
+        z = torch.randn(y.shape, device=y.device, dtype=y.dtype, generator=generator)
+        x_t = (1 - (1 - self.sigma_min) * t) * z + t * y
         target = y - (1 - self.sigma_min) * z
-        v = self.estimator(x_t, y_mask, mu, t, style)
+        v = self.estimator(t.view(b), x_t, y_mask, mu, c).float()  # the loss in fp32 under autocast
         return (((v - target) ** 2) * y_mask).sum() / (y_mask.sum() * y.shape[1])
 
-    def sample(self, mu, y_mask, style, fake_content, fake_speaker, steps, temperature,
-               cfg_scale, solver, generator=None):
-        if solver not in ("euler", "midpoint"):
-            raise ValueError(f"unknown ODE solver {solver!r} (euler or midpoint)")
-        B = mu.shape[0]
-        x = torch.randn(mu.shape, device=mu.device, generator=generator, dtype=mu.dtype)
-        x = x * temperature * y_mask
-        guided = cfg_scale != 0
-        if guided:  # one batched pass for the real and the "empty" condition
-            mu2 = torch.cat([mu, fake_content[None, :, None].expand_as(mu)])
-            style2 = torch.cat([style, fake_speaker[None].expand_as(style)])
-            mask2 = torch.cat([y_mask, y_mask])
+    def sample(self, x0, mu, mask, c, fake_speaker, fake_content, steps, cfg_scale, solver):
+        """Integrates the velocity from t = 0 to 1 on linspace(0, 1, steps + 1);
+        guidance v = v_u + s (v_c - v_u), s = 1 needs no unconditional pass."""
+        from torchdiffeq import odeint
 
-        def velocity(x, t):
-            tb = torch.full((B,), t, device=x.device, dtype=x.dtype)
-            if not guided:
-                return self.estimator(x, y_mask, mu, tb, style)
-            v = self.estimator(torch.cat([x, x]), mask2, mu2, torch.cat([tb, tb]), style2)
-            cond, empty = v[:B], v[B:]
-            return cond + cfg_scale * (cond - empty)
+        b = x0.shape[0]
+        if cfg_scale != 1.0:  # conditional and unconditional in one batch
+            mu2 = torch.cat([mu, fake_content.expand(b, -1, mu.shape[2]).to(mu.dtype)])
+            c2 = torch.cat([c, fake_speaker.expand(b, -1).to(c.dtype)])
+            mask2 = torch.cat([mask, mask])
 
-        ts = torch.linspace(0, 1, steps + 1).tolist()
-        for t0, t1 in zip(ts[:-1], ts[1:]):
-            dt = t1 - t0
-            if solver == "euler":
-                x = x + dt * velocity(x, t0)
-            else:
-                x_mid = x + dt / 2 * velocity(x, t0)
-                x = x + dt * velocity(x_mid, t0 + dt / 2)
-        return x * y_mask
+        def velocity(t, x):
+            if cfg_scale == 1.0:
+                return self.estimator(t, x, mask, mu, c)
+            v = self.estimator(t, torch.cat([x, x]), mask2, mu2, c2)
+            v_c, v_u = v[:b], v[b:]
+            return v_u + cfg_scale * (v_c - v_u)
+
+        t_span = torch.linspace(0, 1, steps + 1, device=x0.device)
+        return odeint(velocity, x0, t_span, method=solver, rtol=1e-5, atol=1e-5)[-1]
 
 
-class DiTEstimator(nn.Module):
-    """Velocity field v(x_t, mu, t, speaker): DiT blocks; the first half's outputs are
-    concatenated back into the second half in reverse order (long skips)."""
+class Estimator(nn.Module):
+    """Velocity v(t, x_t, mu, c). Blocks of the first half store their input; blocks
+    of the second half take the latest stored state back through a k=3 conv."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        H, n = cfg.decoder_hidden, cfg.decoder_layers
-        self.inp = nn.Linear(2 * cfg.n_mels, H)
-        self.time = nn.Sequential(nn.Linear(H, 4 * H), nn.SiLU(), nn.Linear(4 * H, H))
-        self.speaker = nn.Linear(cfg.style_dim, H)
-        self.blocks = nn.ModuleList([DiTBlock(H, cfg.decoder_filter, cfg.decoder_heads, H,
-                                              cfg.kernel_size, cfg.dropout) for _ in range(n)])
-        self.n_skips = n // 2
-        self.skip_proj = nn.ModuleList([nn.Linear(2 * H, H) for _ in range(self.n_skips)])
-        self.final_norm = nn.LayerNorm(H, elementwise_affine=False)
-        self.final_mod = nn.Linear(H, 2 * H)
-        self.out = nn.Linear(H, cfg.n_mels)
-        for lin in (self.final_mod, self.out):  # start as the zero velocity, like DiT
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
-        self.H = H
+        h, f, k, n = cfg.hidden_channels, cfg.filter_channels, cfg.kernel_size, cfg.n_dec_layers
+        self.time_mlp = TimeEmbedding(h, f)
+        self.in_proj = nn.Conv1d(cfg.n_mels + h, h, 1)
+        self.blocks = nn.ModuleList([DecoderBlock(h, f, cfg.n_heads, k, cfg.p_dropout,
+                                                  cfg.gin_channels) for _ in range(n)])
+        self.final_proj = nn.Conv1d(h, cfg.n_mels, 1)
+        self.cond_proj = nn.Sequential(nn.Conv1d(cfg.n_mels, f, k, padding=k // 2), nn.SiLU(),
+                                       nn.Conv1d(f, f, k, padding=k // 2), nn.SiLU(),
+                                       nn.Conv1d(f, h, k, padding=k // 2))
+        self.lsc_layers = nn.ModuleList([nn.Conv1d(2 * h, h, k, padding=k // 2)
+                                         for _ in range(n // 2)])
 
-    def forward(self, x_t, y_mask, mu, t, style):
-        mask = y_mask.transpose(1, 2)  # [B, T, 1]
-        h = self.inp(torch.cat([x_t, mu], 1).transpose(1, 2)) * mask
-        c = self.time(timestep_embedding(t * 1000, self.H).to(h.dtype)) + self.speaker(style)
-        n = len(self.blocks)
-        skips = []
+    def forward(self, t, x, mask, mu, c):
+        """t: 0-dim (shared) or [b]; x, mu [b, mels, T]; mask [b, 1, T]; c [b, gin]."""
+        temb = self.time_mlp(t)
+        x = self.in_proj(torch.cat([x, self.cond_proj(mu)], dim=1))
+        n, half = len(self.blocks), len(self.lsc_layers)
+        stored = []
         for i, block in enumerate(self.blocks):
-            if i >= n - self.n_skips:
-                h = self.skip_proj[i - (n - self.n_skips)](torch.cat([h, skips.pop()], -1))
-            h = block(h, mask, c)
-            if i < self.n_skips:
-                skips.append(h)
-        shift, scale = self.final_mod(F.silu(c)).unsqueeze(1).chunk(2, -1)
-        v = self.out(self.final_norm(h) * (1 + scale) + shift) * mask
-        return v.transpose(1, 2)
+            if i < half:
+                stored.append(x)
+            elif i >= n - half:
+                x = self.lsc_layers[i - (n - half)](torch.cat([x, stored.pop()], dim=1))
+            x = block(x, c, temb, mask)
+        return self.final_proj(x * mask) * mask
 
+
+class TimeEmbedding(nn.Module):
+    def __init__(self, channels: int, filters: int):
+        super().__init__()
+        self.channels = channels
+        self.layer = nn.Sequential(nn.Linear(channels, filters), nn.SiLU(),
+                                   nn.Linear(filters, channels))
+
+    def forward(self, t):
+        if t.ndim < 1:
+            t = t.unsqueeze(0)
+        half = self.channels // 2
+        freqs = torch.exp(torch.arange(half, device=t.device).float() * -(math.log(10000) / (half - 1)))
+        angles = 1000 * t.float().unsqueeze(1) * freqs.unsqueeze(0)
+        return self.layer(torch.cat([angles.sin(), angles.cos()], dim=-1).to(t.dtype))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, hidden, filters, heads, kernel, dropout, gin):
+        super().__init__()
+        self.time_fusion = FiLM(hidden, hidden)
+        self.block = DiTBlock(hidden, filters, heads, kernel, dropout, gin)
+
+    def forward(self, x, c, temb, mask):
+        return self.block(self.time_fusion(x, temb) * mask, c, mask)
+
+
+class FiLM(nn.Module):
+    def __init__(self, channels: int, cond: int):
+        super().__init__()
+        self.film = nn.Conv1d(cond, 2 * channels, 1)
+
+    def forward(self, x, cond):
+        gamma, beta = self.film(cond.unsqueeze(2)).chunk(2, dim=1)
+        return gamma * x + beta
+
+
+# ---------------------------------------------------------------- shared blocks
 
 class DiTBlock(nn.Module):
-    """Self-attention and a convolutional feed-forward, each modulated by the condition
-    (adaLN-Zero: shift, scale and a gate that starts at zero, so blocks start as identity)."""
+    """Self-attention and a convolutional feed-forward, each after a LayerNorm modulated
+    by the speaker vector (shift, scale) and added back through a gate; input and
+    output masked."""
 
-    def __init__(self, dim: int, filter: int, heads: int, cond_dim: int, kernel: int, dropout: float):
+    def __init__(self, hidden, filters, heads, kernel, dropout, gin):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.attn = RotaryAttention(dim, heads, dropout)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.ff1 = nn.Conv1d(dim, filter, kernel, padding=kernel // 2)
-        self.ff2 = nn.Conv1d(filter, dim, kernel, padding=kernel // 2)
-        self.drop = nn.Dropout(dropout)
-        self.modulation = nn.Linear(cond_dim, 6 * dim)
-        nn.init.zeros_(self.modulation.weight)
-        nn.init.zeros_(self.modulation.bias)
+        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.attn = Attention(hidden, heads, dropout)
+        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.mlp = ConvFeedForward(hidden, filters, kernel, dropout)
+        self.adaLN_modulation = nn.Sequential(
+            nn.Linear(gin, hidden) if gin != hidden else nn.Identity(), nn.SiLU(),
+            nn.Linear(hidden, 6 * hidden))
+        nn.init.zeros_(self.adaLN_modulation[2].weight)  # blocks start as the identity
+        nn.init.zeros_(self.adaLN_modulation[2].bias)
 
-    def forward(self, h, mask, c):
-        """h [B, T, dim], mask [B, T, 1], c [B, cond_dim]."""
-        s1, g1, b1, s2, g2, b2 = self.modulation(F.silu(c)).unsqueeze(1).chunk(6, -1)
-        a = self.norm1(h) * (1 + s1) + b1
-        h = h + g1 * self.attn(a * mask, mask)
-        f = (self.norm2(h) * (1 + s2) + b2) * mask
-        f = self.ff2(self.drop(F.gelu(self.ff1(f.transpose(1, 2)))) * mask.transpose(1, 2))
-        return (h + g2 * f.transpose(1, 2)) * mask
+    def forward(self, x, c, x_mask):
+        x = x * x_mask
+        pair_mask = x_mask.unsqueeze(2) * x_mask.unsqueeze(3)  # [b, 1, T, T]
+        shift1, scale1, gate1, shift2, scale2, gate2 = \
+            self.adaLN_modulation(c).unsqueeze(2).chunk(6, dim=1)
+        x = x + gate1 * self.attn(channel_norm(self.norm1, x) * (1 + scale1) + shift1, pair_mask)
+        x = x + gate2 * self.mlp(channel_norm(self.norm2, x) * (1 + scale2) + shift2, x_mask)
+        return x * x_mask
 
 
-class RotaryAttention(nn.Module):
-    """Multi-head self-attention with rotary position embeddings and a key padding mask."""
+class Attention(nn.Module):
+    """Multi-head self-attention, 1x1 conv projections, rotary positions on the first
+    half of each head's channels."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, channels: int, heads: int, dropout: float):
         super().__init__()
-        assert dim % heads == 0 and (dim // heads) % 2 == 0, "head size must be even"
         self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.conv_q = nn.Conv1d(channels, channels, 1)
+        self.conv_k = nn.Conv1d(channels, channels, 1)
+        self.conv_v = nn.Conv1d(channels, channels, 1)
+        self.conv_o = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, h, mask):
-        B, T, D = h.shape
-        q, k, v = self.qkv(h).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q), rotary(k)
-        attn_mask = mask.transpose(1, 2).unsqueeze(1) > 0.5  # [B, 1, 1, T]: which keys exist
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+    def forward(self, x, pair_mask):
+        b, ch, t = x.shape
+
+        def heads(conv):
+            return conv(x).view(b, self.heads, ch // self.heads, t).transpose(2, 3)
+
+        q, k, v = rotary(heads(self.conv_q)), rotary(heads(self.conv_k)), heads(self.conv_v)
+        bias = torch.zeros_like(pair_mask, dtype=q.dtype).masked_fill(
+            pair_mask < 0.5, -torch.finfo(q.dtype).max)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                              dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+        return self.conv_o(out.transpose(2, 3).reshape(b, ch, t))
+
+
+class ConvFeedForward(nn.Module):
+    def __init__(self, channels: int, filters: int, kernel: int, dropout: float):
+        super().__init__()
+        self.conv_1 = nn.Conv1d(channels, filters, kernel, padding=kernel // 2)
+        self.conv_2 = nn.Conv1d(filters, channels, kernel, padding=kernel // 2)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, mask):
+        x = self.drop(F.silu(self.conv_1(x * mask)))
+        return self.conv_2(x * mask) * mask
 
 
 # ---------------------------------------------------------------- helpers
 
 def rotary(x):
-    """Rotates channel pairs of x [B, heads, T, d] by position-dependent angles."""
-    T, d = x.shape[2], x.shape[3]
-    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    ang = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv[None]
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
+    """Rotary positions (base 10000) on the first half of each head's channels of
+    x [b, heads, T, head_dim]; inside that part channel i turns with channel i + part/2.
+    The second half passes unchanged."""
+    t, d = x.shape[2], x.shape[3] // 2
+    theta = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device).float() / d))
+    angles = torch.arange(t, device=x.device).float()[:, None] * theta[None]
+    angles = torch.cat([angles, angles], dim=1)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    rot, keep = x[..., :d], x[..., d:]
+    turned = torch.cat([-rot[..., d // 2:], rot[..., :d // 2]], dim=-1)
+    return torch.cat([rot * cos + turned * sin, keep], dim=-1)
 
 
-def timestep_embedding(t, dim: int):
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device) / half)
-    ang = t.float()[:, None] * freqs[None]
-    emb = torch.cat([ang.cos(), ang.sin()], -1)
-    return F.pad(emb, (0, dim % 2))
+def channel_norm(norm: nn.LayerNorm, x):
+    """A LayerNorm over the channels of [b, C, T]."""
+    return norm(x.transpose(1, 2)).transpose(1, 2)
 
 
 def sequence_mask(lengths, max_len: int):
-    return torch.arange(max_len, device=lengths.device)[None] < lengths[:, None]
+    return torch.arange(max_len, device=lengths.device, dtype=lengths.dtype)[None] < lengths[:, None]
 
 
-def gaussian_log_likelihood(mu_x, y):
-    """log N(y_j; mu_i, I) for every token i and frame j: [B, Tx, Ty]."""
-    n = mu_x.shape[1]
-    const = -0.5 * math.log(2 * math.pi) * n
+def alignment(durations, x_mask, y_mask):
+    """Durations [b, Tx] (real numbers) -> 0/1 path [b, Tx, Ty]: frame j belongs to
+    token i when the running sum before i <= j < the running sum through i."""
+    end = torch.cumsum(durations, dim=1)
+    start = F.pad(end, (1, 0))[:, :-1]
+    j = torch.arange(y_mask.shape[2], device=durations.device, dtype=durations.dtype)
+    path = (j[None, None] < end[..., None]).to(durations.dtype) \
+        - (j[None, None] < start[..., None]).to(durations.dtype)
+    return path * x_mask.transpose(1, 2) * y_mask
+
+
+def log_likelihood(mu_x, y):
+    """log N(y_j; mu_i, I) for every token i and frame j: [b, Tx, Ty]."""
+    const = -0.5 * math.log(2 * math.pi) * mu_x.shape[1]
     return (const - 0.5 * (mu_x ** 2).sum(1).unsqueeze(2) + torch.bmm(mu_x.transpose(1, 2), y)
             - 0.5 * (y ** 2).sum(1).unsqueeze(1))
-
-
-def expand_path(durations, n_frames: int):
-    """Integer durations [B, Tx] -> 0/1 alignment [B, Tx, n_frames]."""
-    end = torch.cumsum(durations, 1)
-    start = end - durations
-    j = torch.arange(n_frames, device=durations.device)[None, None]
-    return ((j >= start.unsqueeze(2)) & (j < end.unsqueeze(2))).float()
-
-
-def random_slice(y, y_lens, lo: float, hi: float, generator=None):
-    """A random window of lo..hi of each mel's length (the voice, not the words)."""
-    B = y.shape[0]
-    frac = lo + (hi - lo) * torch.rand(B, device=y.device, generator=generator)
-    lens = torch.clamp((y_lens.float() * frac).long(), min=1)
-    lens = torch.minimum(lens, y_lens)
-    start = (torch.rand(B, device=y.device, generator=generator) * (y_lens - lens + 1).float()).long()
-    L = int(lens.max())
-    idx = (start[:, None] + torch.arange(L, device=y.device)[None]).clamp(max=y.shape[2] - 1)
-    window = torch.gather(y, 2, idx.unsqueeze(1).expand(-1, y.shape[1], -1))
-    mask = sequence_mask(lens, L).unsqueeze(1).to(y.dtype)
-    return window * mask, mask

@@ -1,4 +1,5 @@
-"""The `train` command: fit the model to a dataset folder, with exact resume.
+"""The `train` command: fine-tune a base model (or, when asked, train from scratch)
+on a dataset folder, with exact resume.
 
 Everything random in a step is seeded from (seed, rank, step), and the batch
 order from (seed, epoch), so a resumed run repeats a straight run exactly.
@@ -16,13 +17,13 @@ from .. import checkpoint, dataset, events
 from ..events import EngineError, Interrupted
 from ..metrics import MetricsLog
 from . import ckpt, data
-from .config import ModelConfig, TrainConfig
+from .ckpt import Meta
+from .config import TUNABLE, ModelConfig, TrainConfig
+from .frontend import choose, describe_unmapped
 from .model import StableTTS
-from .text import SymbolTable
+from .panel import TrainingMetrics
 
-LOSSES = ("dur", "prior", "flow")
-# fields a fine-tune may change; the architecture comes from the base checkpoint
-TUNABLE = {"dropout", "dp_dropout", "cfg_dropout", "style_slice_min", "style_slice_max"}
+LOSSES = ("duration", "prior", "flow")
 
 
 def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float) -> float:
@@ -33,6 +34,41 @@ def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float) -> 
     return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def starting_model(tc: TrainConfig, texts: list[str]) -> tuple[StableTTS, Meta, dict | None]:
+    """(model, meta, resumable state or None) from resume, a base, or from scratch."""
+    if tc.resume:
+        state, model, meta = ckpt.read_resumable(tc.resume)
+        return model, meta, state
+    if tc.base_checkpoint and tc.from_scratch:
+        events.warning(f"from_scratch: the base {tc.base_checkpoint} is not used")
+    elif tc.base_checkpoint:
+        base, base_meta = ckpt.load_model(tc.base_checkpoint)
+        ignored = sorted(set(tc.model) - set(TUNABLE))
+        if ignored:
+            events.warning(f"model keys {ignored} ignored: the architecture comes from the base")
+        cfg = ModelConfig.from_dict({k: v for k, v in tc.model.items() if k in TUNABLE},
+                                    base_meta.config)
+        fe = choose(tc.frontend, texts, base_meta.frontend)
+        model = StableTTS(cfg, len(base_meta.frontend))
+        model.load_state_dict(base.state_dict(), strict=True)
+        torch.manual_seed(tc.seed)  # the same new embedding rows on every rank
+        model.extend_vocab(len(fe))
+        if len(fe) > len(base_meta.frontend):
+            events.log(f"fine-tune: {len(fe) - len(base_meta.frontend)} new symbol(s): "
+                       + "".join(fe.symbols[len(base_meta.frontend):]))
+        origin = "published" if base_meta.published else "fine-tuned"
+        return model, Meta(cfg, fe, base_meta.size, origin, published=False), None
+    if not (tc.from_scratch or tc.size == "tiny"):
+        raise EngineError(
+            f"size {tc.size} fine-tunes a base model and none was given: set the operator's "
+            f"{ckpt.BASE_SETTING} to the published checkpoint_0.pt (or a hf:// reference), "
+            "or the job's model.base_checkpoint; model.from_scratch: true trains from scratch")
+    cfg = tc.model_config()
+    fe = choose(tc.frontend, texts, None)
+    torch.manual_seed(tc.seed)  # the same initial weights on every rank
+    return StableTTS(cfg, len(fe)), Meta(cfg, fe, tc.size, "scratch", published=False), None
+
+
 def run(config: dict, stop) -> dict:
     tc = TrainConfig.from_dict(config)
     rank, world = _init_distributed()
@@ -41,57 +77,35 @@ def run(config: dict, stop) -> dict:
     device = _device(tc.device)
     os.makedirs(tc.output_dir, exist_ok=True)
     items = dataset.load(tc.dataset, need_audio=True, need_text=True)
-    texts = [it.text for it in items]
-
-    resume = ckpt.read(tc.resume) if tc.resume else None
-    if resume is not None:
-        if resume.get("kind") != "resumable":
-            raise EngineError(f"{tc.resume} is a {resume.get('kind')} model, not a resumable checkpoint")
-        cfg = ModelConfig.from_dict(resume["model_config"])
-        table = SymbolTable.from_dict(resume["symbols"])
-        model = StableTTS(cfg, len(table))
-        model.load_state_dict(resume["model"])
-        _warn_unknown(table, texts)
-    elif tc.base_checkpoint:
-        model, table, _ = ckpt.load_model(tc.base_checkpoint)
-        ignored = sorted(set(tc.model) - TUNABLE)
-        if ignored:
-            events.warning(f"model keys {ignored} ignored: the architecture comes from base_checkpoint")
-        cfg = ModelConfig.from_dict({k: v for k, v in tc.model.items() if k in TUNABLE}, model.cfg)
-        tuned = StableTTS(cfg, len(table))
-        tuned.load_state_dict(model.state_dict())
-        model = tuned
-        new = table.extend(texts)
-        model.extend_symbols(len(table))
-        if new:
-            events.log(f"fine-tune: {len(new)} new symbol(s) added: {''.join(new)}")
-    else:
-        cfg = tc.model_config()
-        table = SymbolTable.build(texts, cfg.lowercase, cfg.add_blank)
-        torch.manual_seed(tc.seed)  # same initial weights on every rank
-        model = StableTTS(cfg, len(table))
+    model, meta, resume = starting_model(tc, [it.text for it in items])
     model.to(device)
+    cfg, fe = meta.config, meta.frontend
 
     cache_dir = os.path.join(tc.output_dir, "mel_cache")
     if rank == 0:
-        examples = data.prepare(items, cfg, table, cache_dir, tc.max_duration, stop)
+        examples, unmapped = data.prepare(items, cfg, fe, cache_dir, tc.max_duration, stop)
+        if unmapped:
+            events.warning(describe_unmapped(unmapped, fe.kind))
     if world > 1:
         dist.barrier()
         if rank > 0:
-            examples = data.prepare(items, cfg, table, cache_dir, tc.max_duration, stop)
+            examples, unmapped = data.prepare(items, cfg, fe, cache_dir, tc.max_duration, stop)
     train_set, val_set = data.split(examples, tc.val_split, tc.seed,
                                     resume.get("val_ids") if resume else None)
+    split_file = os.path.join(tc.output_dir, "split.json")
+    if rank == 0:
+        data.write_split(split_file, train_set, val_set)
     frames = [e.frames for e in train_set]
-    if resume is None and not tc.base_checkpoint:
-        model.set_mel_stats(*data.mel_stats(train_set))
 
     opt = torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
     step, epoch, batch_pos = 0, 0, 0
     best_val, best_epoch = math.inf, 0
+    sums, count = {k: 0.0 for k in LOSSES}, 0
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
         step, epoch, batch_pos = resume["step"], resume["epoch"], resume["batch_in_epoch"]
         best_val, best_epoch = resume["best_val_loss"], resume["best_epoch"]
+        sums, count = resume["epoch_sums"], resume["epoch_count"]  # of the interrupted epoch
         checkpoint.set_rng_state(resume["rng"])
     net = model
     if world > 1:
@@ -105,23 +119,30 @@ def run(config: dict, stop) -> dict:
     ckpt_dir = os.path.join(tc.output_dir, "checkpoints")
     paths = {"best": os.path.join(tc.output_dir, "best_model.pt"),
              "final": os.path.join(tc.output_dir, "final_model.pt")}
-    metrics = MetricsLog(tc.output_dir, resume_epoch=epoch if resume else None) if rank == 0 else None
+    resumed_at = epoch if resume else None
+    metrics = MetricsLog(tc.output_dir, resume_epoch=resumed_at) if rank == 0 else None
+    panel = TrainingMetrics(tc.output_dir, LOSSES, resume_epoch=resumed_at) if rank == 0 else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     eta = events.ETA(total, step)
-    events.log(f"train: {len(train_set)} train / {len(val_set)} val items, {len(table)} symbols, "
-               f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, {device}, "
+    n_params = sum(p.numel() for p in model.parameters())
+    events.log(f"train: {len(train_set)} train / {len(val_set)} val items, frontend {fe.kind}, "
+               f"{len(fe)} symbols, {n_params / 1e6:.1f} M params from {meta.origin}, {device}, "
                f"world {world}, {steps_per_epoch} steps/epoch, from step {step}")
+
+    def save(kind: str, path: str, **info) -> None:
+        if rank == 0:
+            ckpt.save_model(model, Meta(cfg, fe, meta.size, meta.origin,
+                                        {"kind": kind, **info}, published=False), path)
+            events.emit("checkpoint", path=path, epoch=info.get("epoch"), step=step, kind=kind)
 
     def save_resumable(ep: int, pos: int) -> str:
         path = os.path.join(ckpt_dir, f"resume_e{ep:05d}_s{step:08d}.pt")
         if rank == 0:
-            state = ckpt.inference_state(model, table, "resumable", optimizer=opt.state_dict(),
-                                         step=step, epoch=ep, batch_in_epoch=pos,
-                                         rng=checkpoint.rng_state(), best_val_loss=best_val,
-                                         best_epoch=best_epoch, val_ids=[e.id for e in val_set],
-                                         epoch_sums=dict(sums), epoch_count=count,
-                                         train_config=vars(tc))
-            checkpoint.save_atomic(state, path)
+            ckpt.save_resumable(path, model, meta, optimizer=opt.state_dict(), step=step,
+                                epoch=ep, batch_in_epoch=pos, rng=checkpoint.rng_state(),
+                                best_val_loss=best_val, best_epoch=best_epoch,
+                                val_ids=[e.id for e in val_set], epoch_sums=dict(sums),
+                                epoch_count=count, train_config=vars(tc))
             checkpoint.rotate(ckpt_dir, "resume_", tc.keep_checkpoints)
             events.emit("checkpoint", path=path, epoch=ep, step=step, kind="resumable")
         return path
@@ -129,9 +150,6 @@ def run(config: dict, stop) -> dict:
     last_resumable = tc.resume
     finished = True
     lr = lr_at(step, tc.learning_rate, tc.warmup_steps, total, tc.min_lr_ratio)
-    sums, count = {k: 0.0 for k in LOSSES}, 0
-    if resume is not None:  # the running means of the interrupted epoch
-        sums, count = resume["epoch_sums"], resume["epoch_count"]
     if stop:
         raise Interrupted(f"stopped before training started; resume from {save_resumable(epoch, batch_pos)}")
     while epoch < tc.epochs:
@@ -147,9 +165,10 @@ def run(config: dict, stop) -> dict:
             parts = {k: 0.0 for k in LOSSES}
             for i, b in enumerate(group):
                 x, xl, y, yl = data.collate([train_set[j] for j in b], device)
+                ref, rl = data.reference_windows(y, yl, tc.ref_min_share, tc.ref_max_share)
                 sync = world == 1 or i == len(group) - 1
                 with (nullcontext() if sync else net.no_sync()), amp:
-                    losses = net(x, xl, y, yl)
+                    losses = net(x, xl, y, yl, ref, rl)
                     loss = sum(losses.values()) / len(group)
                 loss.backward()
                 for k in LOSSES:
@@ -192,31 +211,31 @@ def run(config: dict, stop) -> dict:
         if rank == 0:
             metrics.add(epoch=epoch, step=step, lr=lr, loss=sum(train_losses.values()),
                         **train_losses, **{f"val_{k}": v for k, v in val.items()})
+            panel.add(epoch, train_losses, val)
             events.emit("progress", epoch=epoch, epochs=tc.epochs, step=step, steps=total,
                         loss=sum(train_losses.values()), losses=train_losses, val=val, lr=lr,
                         eta_s=eta(step))
         if score < best_val:
             best_val, best_epoch = score, epoch
-            if rank == 0:
-                checkpoint.save_atomic(ckpt.inference_state(model, table, "best", epoch=epoch,
-                                                            step=step, val_loss=score), paths["best"])
-                events.emit("checkpoint", path=paths["best"], epoch=epoch, step=step, kind="best")
+            save("best", paths["best"], epoch=epoch, step=step, val_loss=score)
         if epoch % tc.save_interval == 0 and epoch < tc.epochs:
             last_resumable = save_resumable(epoch, 0)
 
     last_resumable = save_resumable(epoch, batch_pos)
     result = {"epochs_completed": epoch, "steps": step, "best_epoch": best_epoch,
               "best_val_loss": best_val if math.isfinite(best_val) else None,
-              "resumable": last_resumable, "symbols": table.symbols[2:]}
+              "resumable": last_resumable, "frontend": fe.kind, "n_symbols": len(fe),
+              "unmapped_characters": unmapped, "parameters": n_params, "base": meta.origin,
+              "split_file": split_file}
     if rank == 0:
-        checkpoint.save_atomic(ckpt.inference_state(model, table, "final", epoch=epoch, step=step),
-                               paths["final"])
-        events.emit("checkpoint", path=paths["final"], epoch=epoch, step=step, kind="final")
+        save("final", paths["final"], epoch=epoch, step=step)
         if not os.path.exists(paths["best"]):  # stopped before the first epoch ended
-            checkpoint.save_atomic(ckpt.inference_state(model, table, "best", epoch=epoch,
-                                                        step=step), paths["best"])
+            save("best", paths["best"], epoch=epoch, step=step)
         result.update(best_model=paths["best"], final_model=paths["final"],
+                      best_model_meta=ckpt.sidecar_path(paths["best"]),
+                      final_model_meta=ckpt.sidecar_path(paths["final"]),
                       metrics_csv=metrics.path if metrics.rows else None,
+                      training_metrics_csv=panel.path if panel.rows else None,
                       loss_png=metrics.plot(["loss", "val_loss"] if val_set else ["loss"],
                                             "StableTTS training") if metrics.rows else None)
     if world > 1:
@@ -226,16 +245,17 @@ def run(config: dict, stop) -> dict:
 
 @torch.no_grad()
 def validate(model: StableTTS, val_set, tc: TrainConfig, device, amp) -> dict:
-    """Mean losses over the validation items with fixed noise, so epochs compare fairly
-    (and a private generator, so the training RNG stream is untouched)."""
+    """Mean losses over the validation items with fixed noise and reference windows, so
+    epochs compare fairly (a private generator leaves the training RNG stream untouched)."""
     model.eval()
     gen = torch.Generator(device=device).manual_seed(tc.seed)
     sums, n = {k: 0.0 for k in LOSSES}, 0
     for s in range(0, len(val_set), tc.batch_size):
         part = val_set[s:s + tc.batch_size]
         x, xl, y, yl = data.collate(part, device)
+        ref, rl = data.reference_windows(y, yl, tc.ref_min_share, tc.ref_max_share, gen)
         with amp:
-            losses = model(x, xl, y, yl, generator=gen)
+            losses = model(x, xl, y, yl, ref, rl, generator=gen)
         for k in LOSSES:
             sums[k] += losses[k].item() * len(part)
         n += len(part)
@@ -243,15 +263,6 @@ def validate(model: StableTTS, val_set, tc: TrainConfig, device, amp) -> dict:
     out = {k: v / n for k, v in sums.items()}
     out["loss"] = sum(out.values())
     return out
-
-
-def _warn_unknown(table: SymbolTable, texts) -> None:
-    unknown = {}
-    for t in texts:
-        unknown.update(table.encode(t)[1])
-    if unknown:
-        events.warning("characters not in the model's symbol table: "
-                       + ", ".join(f"{k!r}→{v!r}" for k, v in sorted(unknown.items())))
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:

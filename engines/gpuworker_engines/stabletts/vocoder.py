@@ -1,13 +1,11 @@
-"""Mel -> waveform. A Vocos-style network (ConvNeXt backbone + inverse-STFT head)
-whose weights come from a local file, or Griffin-Lim when none is configured.
+"""Mel -> waveform: the published Vocos (ConvNeXt backbone, ISTFT head with "same"
+padding), or Griffin-Lim for the tiny model only.
 
-The network's parameter names follow the published Vocos layout (backbone.embed,
-backbone.convnext.N.*, head.out, ...) so its released weights load directly;
-its sizes are read from the weight shapes.
+A vocos.pt is a bare state_dict; its sizes are read from the weight shapes and
+its features are the published 44.1 kHz log-mels (hop n_fft / 4).
 """
 import os
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,34 +15,61 @@ from ..events import EngineError
 from .config import ModelConfig
 from .mel import mel_filterbank
 
+VOCODER_SETTING = "--tts-vocoder (env GPU_WORKER_TTS_VOCODER)"
+SAMPLE_RATE = 44100
 
-def load_vocoder(path: str | None, cfg: ModelConfig, device="cpu"):
-    """Returns (vocoder, description); vocoder(mel [B, n_mels, T]) -> wav [B, T * hop]."""
+
+def load_vocoder(path: str | None, cfg: ModelConfig, size: str, device="cpu"):
+    """(vocoder, description); vocoder(mel [b, n_mels, T]) -> wav [b, T * hop]."""
     if not path:
+        if size != "tiny":
+            raise EngineError(f"no vocoder configured: a {size} model needs the published Vocos "
+                              f"weights (vocos.pt); set {VOCODER_SETTING}. Griffin-Lim is "
+                              "only for size tiny")
         voc = GriffinLim(cfg).to(device)
-        desc = "Griffin-Lim (no vocoder configured)"
+        desc = "Griffin-Lim (tiny model, no vocoder configured)"
     else:
-        if not os.path.exists(path):
-            raise EngineError(f"vocoder weights not found: {path}")
-        voc = Vocos.from_file(path, cfg).to(device).eval()
-        desc = f"Vocos from {path} ({voc.describe()})"
+        voc = Vocos.from_file(path).to(device).eval()
+        if (voc.n_mels, voc.hop) != (cfg.n_mels, cfg.hop_length) or cfg.sample_rate != SAMPLE_RATE:
+            raise EngineError(f"vocoder {path} takes {voc.n_mels} mels at {SAMPLE_RATE} Hz (hop "
+                              f"{voc.hop}); the model makes {cfg.n_mels} at {cfg.sample_rate} Hz "
+                              f"(hop {cfg.hop_length})")
+        desc = f"Vocos {path} ({voc.describe()})"
     events.log(f"vocoder: {desc}")
     return voc, desc
 
 
-class ConvNeXtBlock(nn.Module):
-    def __init__(self, dim: int, intermediate: int, layer_scale: float):
+class Vocos(nn.Module):
+    def __init__(self, n_mels=128, dim=512, intermediate=1536, layers=8, n_fft=2048, hop=512):
         super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, intermediate)
-        self.pwconv2 = nn.Linear(intermediate, dim)
-        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
+        self.n_mels, self.hop = n_mels, hop
+        self.backbone = Backbone(n_mels, dim, intermediate, layers)
+        self.head = ISTFTHead(dim, n_fft, hop)
 
-    def forward(self, x):
-        h = self.norm(self.dwconv(x).transpose(1, 2))
-        h = self.gamma * self.pwconv2(F.gelu(self.pwconv1(h)))
-        return x + h.transpose(1, 2)
+    def forward(self, mel):
+        return self.head(self.backbone(mel))
+
+    def describe(self) -> str:
+        b = self.backbone
+        return (f"dim {b.embed.out_channels}, {len(b.convnext)} layers, "
+                f"{sum(p.numel() for p in self.parameters()) / 1e6:.1f} M parameters")
+
+    @classmethod
+    def from_file(cls, path: str) -> "Vocos":
+        if not os.path.isfile(path):
+            raise EngineError(f"vocoder weights not found: {path}")
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+            emb = sd["backbone.embed.weight"]
+            layers = len({k.split(".")[2] for k in sd if k.startswith("backbone.convnext.")})
+            n_fft = sd["head.out.weight"].shape[0] - 2
+            voc = cls(emb.shape[1], emb.shape[0], sd["backbone.convnext.0.pwconv1.weight"].shape[0],
+                      layers, n_fft, n_fft // 4)
+            voc.load_state_dict(sd, strict=True)
+        except Exception as e:  # noqa: BLE001 - foreign files fail in many ways
+            raise EngineError(f"vocoder {path} is not a Vocos state_dict in the published "
+                              f"layout: {type(e).__name__}: {e}") from None
+        return voc
 
 
 class Backbone(nn.Module):
@@ -57,97 +82,70 @@ class Backbone(nn.Module):
         self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(self, mel):
+        """[b, n_mels, T] -> [b, T, dim]."""
         x = self.norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
         for block in self.convnext:
             x = block(x)
-        return self.final_layer_norm(x.transpose(1, 2))  # [B, T, dim]
+        return self.final_layer_norm(x.transpose(1, 2))
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int, intermediate: int, layer_scale: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
+        self.dwconv = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate)
+        self.pwconv2 = nn.Linear(intermediate, dim)
+
+    def forward(self, x):
+        h = self.norm(self.dwconv(x).transpose(1, 2))
+        h = self.gamma * self.pwconv2(F.gelu(self.pwconv1(h)))
+        return x + h.transpose(1, 2)
 
 
 class ISTFTHead(nn.Module):
-    """Predicts log-magnitude and phase per frame and inverts them with an ISTFT."""
+    """Per frame: log-magnitudes (exp, clipped at 100) and phases -> complex spectrum."""
 
-    def __init__(self, dim: int, n_fft: int, hop: int, padding: str):
+    def __init__(self, dim: int, n_fft: int, hop: int):
         super().__init__()
         self.out = nn.Linear(dim, n_fft + 2)
-        self.n_fft, self.hop, self.padding = n_fft, hop, padding
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.istft = SameISTFT(n_fft, hop)
 
     def forward(self, x):
-        mag, phase = self.out(x).transpose(1, 2).chunk(2, dim=1)
-        mag = torch.exp(mag).clamp(max=1e2)
-        spec = torch.polar(mag, phase)
-        if self.padding == "center":
-            return torch.istft(spec, self.n_fft, self.hop, self.n_fft, self.window, center=True)
-        return overlap_add(spec, self.n_fft, self.hop, self.window)
+        log_mag, phase = self.out(x).transpose(1, 2).chunk(2, dim=1)
+        mag = torch.clip(torch.exp(log_mag), max=1e2)
+        return self.istft(torch.complex(mag * torch.cos(phase), mag * torch.sin(phase)))
 
 
-class Vocos(nn.Module):
-    def __init__(self, n_mels: int, dim: int, intermediate: int, layers: int, n_fft: int,
-                 hop: int, padding: str = "center"):
+class SameISTFT(nn.Module):
+    """Inverse STFT with "same" padding: T frames -> exactly T * hop samples."""
+
+    def __init__(self, n_fft: int, hop: int):
         super().__init__()
-        self.backbone = Backbone(n_mels, dim, intermediate, layers)
-        self.head = ISTFTHead(dim, n_fft, hop, padding)
-        self.hop = hop
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft))
 
-    def forward(self, mel):
-        wav = self.head(self.backbone(mel))
-        return _fit(wav, mel.shape[2] * self.hop)
-
-    def describe(self) -> str:
-        b = self.backbone
-        return (f"dim {b.embed.out_channels}, {len(b.convnext)} layers, "
-                f"n_fft {self.head.n_fft}, padding {self.head.padding}")
-
-    @classmethod
-    def from_file(cls, path: str, cfg: ModelConfig, padding: str | None = None) -> "Vocos":
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - corrupt or foreign files raise many types
-            raise EngineError(f"cannot load vocoder weights {path}: {e}") from None
-        for key in ("state_dict", "model", "generator"):
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-        sd = {}
-        for k, v in obj.items():
-            for prefix in ("module.", "vocos.", "model.", "generator."):
-                k = k.removeprefix(prefix)
-            if k.startswith(("backbone.", "head.")):
-                sd[k] = v
-        try:
-            emb = sd["backbone.embed.weight"]
-            dim, n_mels = emb.shape[0], emb.shape[1]
-            intermediate = sd["backbone.convnext.0.pwconv1.weight"].shape[0]
-            layers = len({k.split(".")[2] for k in sd if k.startswith("backbone.convnext.")})
-            n_fft = sd["head.out.weight"].shape[0] - 2
-        except KeyError as e:
-            raise EngineError(f"vocoder weights {path} are not a Vocos model (missing {e})") from None
-        if n_mels != cfg.n_mels:
-            raise EngineError(f"vocoder {path} expects {n_mels} mel bands, the model makes {cfg.n_mels}")
-        if padding is None:
-            padding = "center"
-            side = os.path.splitext(path)[0] + ".json"
-            if os.path.exists(side):  # optional {"padding": "same"} next to the weights
-                import json
-                with open(side, encoding="utf-8") as f:
-                    padding = json.load(f).get("padding", "center")
-        voc = cls(n_mels, dim, intermediate, layers, n_fft, cfg.hop_length, padding)
-        sd = {k: v for k, v in sd.items() if k != "head.istft.window"}
-        missing, unexpected = voc.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise EngineError(f"vocoder weights {path} do not fit: missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}")
-        return voc
+    def forward(self, spec):
+        frames = torch.fft.irfft(spec, self.n_fft, dim=1, norm="backward")
+        frames = frames * self.window[None, :, None]
+        T = spec.shape[2]
+        size = (T - 1) * self.hop + self.n_fft
+        fold = dict(output_size=(1, size), kernel_size=(1, self.n_fft), stride=(1, self.hop))
+        wav = F.fold(frames, **fold)[:, 0, 0]
+        envelope = F.fold(self.window.square()[None, :, None].expand(1, -1, T), **fold)[0, 0, 0]
+        trim = (self.n_fft - self.hop) // 2
+        return wav[:, trim:size - trim] / envelope[trim:size - trim]
 
 
 class GriffinLim(nn.Module):
     """Mel -> linear magnitude by non-negative least squares (multiplicative updates),
-    then fast Griffin-Lim (with momentum) for the phase. Intelligible, robotic: the
-    fallback only."""
+    then fast Griffin-Lim (with momentum) for the phase. Intelligible but robotic."""
 
     def __init__(self, cfg: ModelConfig, n_iter: int = 32, momentum: float = 0.99):
         super().__init__()
-        fb = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.f_max)
-        self.register_buffer("fb", torch.from_numpy(fb), persistent=False)
+        fb = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.f_max).T
+        self.register_buffer("fb", fb.contiguous(), persistent=False)  # [n_mels, bins]
         self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
         self.n_fft, self.hop, self.win = cfg.n_fft, cfg.hop_length, cfg.win_length
         self.n_iter, self.momentum = n_iter, momentum
@@ -156,13 +154,13 @@ class GriffinLim(nn.Module):
     def forward(self, mel):
         target = torch.exp(mel.float())
         up = self.fb.T @ target
-        mag = up.clamp(min=1e-8)  # [B, freq, T]
+        mag = up.clamp(min=1e-8)  # [b, bins, T]
         for _ in range(50):  # keeps magnitudes >= 0, unlike a pseudo-inverse
             mag = mag * up / (self.fb.T @ (self.fb @ mag)).clamp(min=1e-8)
-        mag = torch.cat([mag, mag[:, :, -1:]], 2)  # centred STFT has one frame more
+        mag = torch.cat([mag, mag[:, :, -1:]], 2)  # a centred STFT has one frame more
         length = mel.shape[2] * self.hop
         gen = torch.Generator().manual_seed(0)  # same input -> same audio
-        phase = torch.rand(mag.shape, generator=gen).to(mag.device) * 2 * np.pi
+        phase = torch.rand(mag.shape, generator=gen).to(mag.device) * 2 * torch.pi
         spec = torch.polar(mag, phase)
         prev = torch.zeros_like(spec)
         stft = dict(n_fft=self.n_fft, hop_length=self.hop, win_length=self.win,
@@ -174,21 +172,3 @@ class GriffinLim(nn.Module):
             prev = rebuilt
             spec = mag * accel / accel.abs().clamp(min=1e-8)
         return torch.istft(spec, length=length, **stft)
-
-
-def overlap_add(spec, n_fft: int, hop: int, window):
-    """ISTFT with "same" padding: trims (n_fft - hop) / 2 samples on each side."""
-    frames = torch.fft.irfft(spec, n_fft, dim=1) * window[None, :, None]  # [B, n_fft, T]
-    T = spec.shape[2]
-    size = (T - 1) * hop + n_fft
-    wav = F.fold(frames, (1, size), (1, n_fft), stride=(1, hop))[:, 0, 0]
-    env = F.fold((window ** 2)[None, :, None].expand(1, -1, T), (1, size), (1, n_fft),
-                 stride=(1, hop))[0, 0, 0]
-    pad = (n_fft - hop) // 2
-    return wav[:, pad:size - pad] / env[pad:size - pad].clamp(min=1e-11)
-
-
-def _fit(wav, length: int):
-    if wav.shape[1] >= length:
-        return wav[:, :length]
-    return F.pad(wav, (0, length - wav.shape[1]))
