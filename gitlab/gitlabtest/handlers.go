@@ -1,10 +1,13 @@
 package gitlabtest
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -76,48 +79,94 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		s.counts[rt.endpoint]++
 	}
+	held := s.late[rt.endpoint]
+	delete(s.late, rt.endpoint)
 	s.mu.Unlock()
 	if !ok {
 		writeMessage(w, http.StatusNotFound, "404 Not Found")
 		return
 	}
-	if f := s.pickFault(rt.endpoint); f != nil {
-		if f.ApplyThenFail {
-			// Applied, then the answer is slow (Latency) and lost.
-			s.handle(httptest.NewRecorder(), r, rt)
-			if !wait(r, f.Latency) {
-				return
-			}
-			if !f.Drop && f.Status == 0 {
-				f.Status = http.StatusBadGateway
-			}
-			failNow(w, f, rt.endpoint)
+	for _, hr := range held {
+		s.handle(httptest.NewRecorder(), hr, rt)
+	}
+	f := s.pickFault(rt.endpoint)
+	if f == nil {
+		s.handle(w, r, rt)
+		return
+	}
+	switch {
+	case f.LandLate:
+		if hr, err := detach(r); err == nil {
+			s.mu.Lock()
+			s.late[rt.endpoint] = append(s.late[rt.endpoint], hr)
+			s.mu.Unlock()
+		}
+		if !f.Drop && f.Status == 0 {
+			f.Status = http.StatusBadGateway
+		}
+		failNow(w, f, rt.endpoint)
+	case f.ApplyThenFail:
+		// Applied, then the answer is slow (Latency) and lost.
+		s.handle(httptest.NewRecorder(), r, rt)
+		if !s.wait(r.Context(), f.Latency) {
 			return
 		}
-		if !wait(r, f.Latency) {
-			return
+		if !f.Drop && f.Status == 0 {
+			f.Status = http.StatusBadGateway
+		}
+		failNow(w, f, rt.endpoint)
+	default:
+		if f.Latency > 0 {
+			hr, err := detach(r)
+			if err != nil {
+				return
+			}
+			// The request goes on when the client gives up; only the end
+			// of the test stops it.
+			if !s.wait(context.Background(), f.Latency) {
+				return
+			}
+			if r.Context().Err() != nil {
+				s.handle(httptest.NewRecorder(), hr, rt)
+				return
+			}
+			r = hr
 		}
 		switch {
 		case f.CutAfter > 0:
 			s.handle(&cutWriter{ResponseWriter: w, left: f.CutAfter}, r, rt)
-			return
 		case f.Drop || f.Status != 0:
 			failNow(w, f, rt.endpoint)
-			return
+		default:
+			s.handle(w, r, rt)
 		}
 	}
-	s.handle(w, r, rt)
 }
 
-// wait sleeps d unless the client goes away first.
-func wait(r *http.Request, d time.Duration) bool {
+// detach copies a request so that it can be handled after its client left.
+func detach(r *http.Request) (*http.Request, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	c := r.Clone(context.WithoutCancel(r.Context()))
+	c.Body = io.NopCloser(bytes.NewReader(body))
+	return c, nil
+}
+
+// wait sleeps d unless ctx ends or the server shuts down first.
+func (s *Server) wait(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return true
 	}
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case <-time.After(d):
+	case <-t.C:
 		return true
-	case <-r.Context().Done():
+	case <-ctx.Done():
+		return false
+	case <-s.quit:
 		return false
 	}
 }

@@ -73,7 +73,7 @@ func (s *Server) CreateProject(path string) *Project {
 		id:            len(s.projects) + 1,
 		path:          path,
 		defaultBranch: "main",
-		lastActivity:  time.Now().UTC(),
+		lastActivity:  s.nowLocked(),
 		branches:      map[string]*branch{"main": {files: map[string]*fileEntry{}}},
 	}
 	s.projects = append(s.projects, p)
@@ -86,6 +86,14 @@ func (p *Project) SetLastActivity(t time.Time) {
 	p.s.mu.Lock()
 	defer p.s.mu.Unlock()
 	p.lastActivity = t.UTC()
+}
+
+// LastActivity is the project's last_activity_at.
+func (s *Server) LastActivity(path string) time.Time {
+	p := s.project(path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return p.lastActivity
 }
 
 func (s *Server) project(path string) *Project {
@@ -300,8 +308,11 @@ func (s *Server) applyLocked(p *Project, branchName, message, author string, act
 	}
 	b.files = files
 	b.head = id
-	now := time.Now().UTC()
-	p.lastActivity = now
+	now := s.nowLocked()
+	// GitLab moves last_activity_at at most once an hour.
+	if now.Sub(p.lastActivity) >= time.Hour {
+		p.lastActivity = now
+	}
 	p.history = append(p.history, Commit{ID: id, Branch: branchName, Message: message, Author: author, Created: now, Actions: record})
 	return id, ""
 }
