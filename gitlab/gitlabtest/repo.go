@@ -96,6 +96,9 @@ func (s *Server) LastActivity(path string) time.Time {
 	return p.lastActivity
 }
 
+// Project returns an existing project; it panics on an unknown path.
+func (s *Server) Project(path string) *Project { return s.project(path) }
+
 func (s *Server) project(path string) *Project {
 	s.mu.Lock()
 	defer s.mu.Unlock()
