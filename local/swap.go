@@ -172,4 +172,3 @@ func (p *Project) undo(done []swapped) error {
 	}
 	return errors.Join(errs...)
 }
-
