@@ -92,26 +92,44 @@ PARENT_PID_ENV = "GPU_WORKER_PARENT_PID"
 def watch_parent(interval: float = 0.5) -> None:
     """Stop the whole process group soon after the worker that started us is gone.
 
-    The worker passes its pid; a launcher such as torchrun may sit between it
-    and us, so that pid is watched, and our own parent dying (re-parenting)
+    The worker passes its pid; a launcher such as torchrun may sit between
+    it and us, so that pid is watched, and our own parent dying (re-parenting)
     counts too. Quiet engines (a long evaluation) would otherwise run on
-    until their next write to the closed pipe.
+    until their next write to the closed pipe. A forked watchdog does the
+    same from outside, so the group still goes when this process is wedged
+    or was killed first (the kernel's parent-death signal).
     """
     raw = os.environ.get(PARENT_PID_ENV, "")
     if not raw.isdigit():
         return
-    pid, parent = int(raw), os.getppid()
-    born = _process_start(pid)
+    worker, parent, engine = int(raw), os.getppid(), os.getpid()
+    born = _process_start(worker)
     if born is None:
-        _stop_group(pid)
+        _stop_group(worker)
+    if hasattr(os, "fork") and os.fork() == 0:  # before any thread exists
+        _watchdog(worker, born, engine, interval)
 
     def loop():
         while True:
             time.sleep(interval)
-            if os.getppid() != parent or _process_start(pid) != born:
-                _stop_group(pid)
+            if os.getppid() != parent or _process_start(worker) != born:
+                _stop_group(worker)
 
     threading.Thread(target=loop, name="watch-parent", daemon=True).start()
+
+
+def _watchdog(worker: int, born, engine: int, interval: float) -> None:
+    """The forked watcher: stops the group when the worker is gone, ends with the engine."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # the worker reads the engine's pipes until every writer is gone
+            os.dup2(null, fd)
+        while os.getppid() == engine:
+            time.sleep(interval)
+            if _process_start(worker) != born:
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+    finally:
+        os._exit(0)
 
 
 def _process_start(pid: int):
