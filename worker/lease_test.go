@@ -344,3 +344,24 @@ func TestClaimTimeoutAtLeastThreeBeats(t *testing.T) {
 		t.Fatal("the default heartbeat (5m) with a 10m claim timeout was accepted")
 	}
 }
+
+// The final write after a shutdown gets what is left of the stop timeout,
+// not the usual five minutes.
+func TestFinishContextBoundedByStopTimeout(t *testing.T) {
+	w := testWorker(t, "w1", single{newTestProject(t, "").p}, nil, func(c *Config) { c.StopTimeout = 30 * time.Second })
+	running, cancel := context.WithCancel(context.Background())
+	fctx, done := w.finishContext(running)
+	if dl, ok := fctx.Deadline(); !ok || time.Until(dl) < 4*time.Minute {
+		t.Errorf("final write before any shutdown: deadline %v", dl)
+	}
+	done()
+	w.mu.Lock()
+	w.stopAt = time.Now()
+	w.mu.Unlock()
+	cancel()
+	fctx, done = w.finishContext(running)
+	defer done()
+	if dl, ok := fctx.Deadline(); !ok || time.Until(dl) > 30*time.Second {
+		t.Errorf("final write during a shutdown: deadline %v, want within the 30s stop timeout", dl)
+	}
+}
