@@ -19,6 +19,8 @@
 // and commit a pointer, as GitLab does (pointer text gets wrapped again).
 // Pagination headers (X-Page, X-Per-Page, X-Total, X-Total-Pages,
 // X-Next-Page, X-Prev-Page) follow GitLab's, per_page at most 100.
+// last_activity_at moves with a commit only when it is an hour old or more,
+// as on GitLab; SetClock drives the emulator's time.
 package gitlabtest
 
 import (
