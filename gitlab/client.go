@@ -240,6 +240,9 @@ type onlyCache struct {
 // renamed, archived or added to the token's reach shows up after that).
 const onlyRefresh = 10 * time.Minute
 
+// onlyRetry is how soon a listing that missed some Only projects is redone.
+const onlyRetry = time.Minute
+
 // NewSource is a Source that resolves Only projects once per onlyRefresh.
 func NewSource(c *Client, only []string) Source {
 	return Source{Client: c, Only: only, cache: &onlyCache{}}
@@ -264,6 +267,10 @@ func (s Source) Projects(ctx context.Context) ([]project.Project, error) {
 	}
 	if len(s.Only) > 0 && s.cache != nil {
 		s.cache.projects, s.cache.at = out, time.Now()
+		if len(out) < len(s.Only) {
+			// Some were not found: look again sooner.
+			s.cache.at = s.cache.at.Add(onlyRetry - onlyRefresh)
+		}
 	}
 	return out, nil
 }
