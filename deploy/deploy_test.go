@@ -272,8 +272,8 @@ func TestSystemdUnit(t *testing.T) {
 	if !strings.Contains(one("ExecReload"), "-QUIT $MAINPID") || one("Restart") != "always" {
 		t.Errorf("reload must drain (SIGQUIT) and the service restart after it")
 	}
-	if d, err := time.ParseDuration(one("TimeoutStopSec") + "s"); err != nil || d < 90*time.Second {
-		t.Errorf("TimeoutStopSec %v: must exceed the engine grace (60s) and the final commit", d)
+	if d, err := time.ParseDuration(one("TimeoutStopSec") + "s"); err != nil || d < shippedStopTimeout(t)+stopMargin {
+		t.Errorf("TimeoutStopSec %v: must exceed the worker's stop timeout (%v) by %v", d, shippedStopTimeout(t), stopMargin)
 	}
 	for _, e := range svc["Environment"] {
 		k, _, _ := strings.Cut(e, "=")
@@ -284,6 +284,44 @@ func TestSystemdUnit(t *testing.T) {
 	if u["Install"]["WantedBy"][0] != "multi-user.target" {
 		t.Errorf("WantedBy %v", u["Install"]["WantedBy"])
 	}
+}
+
+// stopMargin is what a service manager's stop budget must leave beyond the
+// worker's own stop timeout (exit, log flush).
+const stopMargin = 5 * time.Second
+
+// shippedStopTimeout is the stop timeout the packaged config sets, which
+// must also be the flag's default, and must leave the engine grace plus
+// time for the final write.
+func shippedStopTimeout(t *testing.T) time.Duration {
+	t.Helper()
+	var cfg struct {
+		Stop  string `yaml:"stop-timeout"`
+		Grace string `yaml:"engine-grace"`
+	}
+	b, err := os.ReadFile("config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	stop, err1 := time.ParseDuration(cfg.Stop)
+	grace, err2 := time.ParseDuration(cfg.Grace)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("config.example.yaml: stop-timeout %q, engine-grace %q", cfg.Stop, cfg.Grace)
+	}
+	run, err := os.ReadFile(filepath.Join(repoRoot, "cmd", "gpu-worker", "run.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(run), `s.Duration("stop-timeout", `+strconv.Itoa(int(stop.Seconds()))+`*time.Second`) {
+		t.Errorf("config.example.yaml stop-timeout %v differs from the flag's default", stop)
+	}
+	if grace+10*time.Second > stop {
+		t.Errorf("engine-grace %v leaves the final write less than 10s of stop-timeout %v", grace, stop)
+	}
+	return stop
 }
 
 func TestConfigExample(t *testing.T) {
@@ -412,8 +450,8 @@ func TestKubernetesManifest(t *testing.T) {
 			t.Errorf("selector %s=%s does not match the pod labels", k, v)
 		}
 	}
-	if pod.Spec.Grace < 90 {
-		t.Errorf("terminationGracePeriodSeconds %d: shorter than the engine grace plus the final commit", pod.Spec.Grace)
+	if d := time.Duration(pod.Spec.Grace) * time.Second; d < shippedStopTimeout(t)+stopMargin {
+		t.Errorf("terminationGracePeriodSeconds %d: must exceed the worker's stop timeout (%v) by %v", pod.Spec.Grace, shippedStopTimeout(t), stopMargin)
 	}
 	if len(pod.Spec.Containers) != 1 {
 		t.Fatalf("containers: %d", len(pod.Spec.Containers))

@@ -75,7 +75,10 @@ func TestKilledWorkerIsTakenOverAndResumes(t *testing.T) {
 	if r := e.response("resume"); r.State != manifest.StateRunning || r.WorkerID != "w1" {
 		t.Fatalf("after kill: %+v", r)
 	}
-	logs := e.run("w2", "--claim-timeout", "2s", "--heartbeat-interval", "1s")
+	// The claim goes stale once its last heartbeat is claim-timeout old; w2
+	// scans at once and exits when nothing is claimable yet.
+	time.Sleep(3 * time.Second)
+	logs := e.run("w2", "--claim-timeout", "3s", "--heartbeat-interval", "1s")
 	r := e.wantState("resume", manifest.StateCompleted)
 	if r.WorkerID != "w2" || r.RetryCount != 1 {
 		t.Errorf("takeover: worker %s retry %d", r.WorkerID, r.RetryCount)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -100,9 +101,9 @@ func (r *Runner) Run(ctx context.Context, engine, command string, config any, wo
 	args = append(args, "-m", "gpuworker_engines", engine, command, "--config", cfgPath)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = r.EnginesDir
-	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "PYTHONPATH="+r.EnginesDir)
-	cmd.Env = append(cmd.Env, r.Env...)
+	cmd.Env = r.environ()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	setDeathSignal(cmd.SysProcAttr)
 	if log == nil {
 		log = io.Discard
 	}
@@ -112,15 +113,24 @@ func (r *Runner) Run(ctx context.Context, engine, command string, config any, wo
 	if err != nil {
 		return nil, err
 	}
+	// The kernel's parent-death signal follows the thread that started the
+	// child: keep this goroutine on it until the engine is gone.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start engine %s %s: %w", engine, command, err)
 	}
 	pgid := cmd.Process.Pid
+	live.add(pgid)
+	defer live.remove(pgid)
 
+	// stop ends the engine: the caller's cancel, or output we cannot read.
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	stopped := make(chan struct{})
 	go func() {
 		select {
-		case <-ctx.Done():
+		case <-runCtx.Done():
 			_ = syscall.Kill(-pgid, syscall.SIGTERM)
 			grace := r.Grace
 			if grace <= 0 {
@@ -138,7 +148,7 @@ func (r *Runner) Run(ctx context.Context, engine, command string, config any, wo
 	var result map[string]any
 	var lastErr *Error
 	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	sc.Buffer(make([]byte, 64*1024), maxLine)
 	for sc.Scan() {
 		line := sc.Bytes()
 		ev, ok := parseEvent(line)
@@ -160,21 +170,39 @@ func (r *Runner) Run(ctx context.Context, engine, command string, config any, wo
 			onEvent(ev)
 		}
 	}
+	var readErr *Error
+	if err := sc.Err(); err != nil {
+		// Unread output would block the engine on a full pipe while the
+		// heartbeat keeps the job alive: stop it, draining what it still
+		// prints so that it can checkpoint and exit.
+		msg := fmt.Sprintf("%s %s: reading its output failed: %v", engine, command, err)
+		if errors.Is(err, bufio.ErrTooLong) {
+			msg = fmt.Sprintf("%s %s printed a line longer than %d MiB on stdout; the engine was stopped", engine, command, maxLine>>20)
+		}
+		readErr = &Error{Message: msg}
+		fmt.Fprintf(lw, "%s\n", msg)
+		stop(readErr)
+		_, _ = io.Copy(io.Discard, stdout)
+	}
 	waitErr := cmd.Wait()
 	close(stopped)
 	// The engine may have left children; the group goes with it.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 
+	code := -1
+	var exitErr *exec.ExitError
+	if errors.As(waitErr, &exitErr) {
+		code = exitErr.ExitCode()
+	}
+	if readErr != nil {
+		readErr.ExitCode = code
+		return result, readErr
+	}
 	if waitErr == nil {
 		if result == nil {
 			result = map[string]any{}
 		}
 		return result, nil
-	}
-	code := -1
-	var exitErr *exec.ExitError
-	if errors.As(waitErr, &exitErr) {
-		code = exitErr.ExitCode()
 	}
 	if code == ExitInterrupted {
 		return result, ErrInterrupted
@@ -188,6 +216,9 @@ func (r *Runner) Run(ctx context.Context, engine, command string, config any, wo
 	}
 	return result, &Error{Message: fmt.Sprintf("%s %s exited with %v", engine, command, waitErr), ExitCode: code}
 }
+
+// maxLine is the longest stdout line an engine may print.
+const maxLine = 16 << 20
 
 func parseEvent(line []byte) (Event, bool) {
 	if len(line) == 0 || line[0] != '{' {

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	gl "gitlab.com/gitlab-org/api/client-go"
@@ -33,6 +34,10 @@ type Config struct {
 	MaxRetries int           // per call; default 8
 	MinBackoff time.Duration // default 250ms
 	MaxBackoff time.Duration // default 30s
+	// StallTimeout abandons a request that sends or receives nothing for
+	// this long (default 2m): no request can hang forever, however large
+	// the upload or download it streams.
+	StallTimeout time.Duration
 
 	Branch string // default: each project's default branch
 }
@@ -69,6 +74,12 @@ func New(cfg Config) (*Client, error) {
 		cfg.MaxBackoff = 30 * time.Second
 	}
 	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 2 * time.Minute
+	}
+	hc := *cfg.HTTPClient
+	hc.Transport = &stallGuard{base: hc.Transport, idle: cfg.StallTimeout}
+	cfg.HTTPClient = &hc
 	base := strings.TrimSuffix(strings.TrimSuffix(cfg.BaseURL, "/"), "/api/v4")
 	api, err := gl.NewClient(cfg.Token,
 		gl.WithBaseURL(base+"/api/v4"),
@@ -89,6 +100,7 @@ type Project struct {
 	branch       string
 	repoURL      string // http_url_to_repo, ends in .git
 	lastActivity time.Time
+	listedAt     time.Time // when lastActivity was read
 }
 
 var _ project.Project = (*Project)(nil)
@@ -101,7 +113,7 @@ func (c *Client) newProject(p *gl.Project) *Project {
 	if branch == "" {
 		branch = "main"
 	}
-	out := &Project{c: c, id: p.ID, path: p.PathWithNamespace, branch: branch, repoURL: p.HTTPURLToRepo}
+	out := &Project{c: c, id: p.ID, path: p.PathWithNamespace, branch: branch, repoURL: p.HTTPURLToRepo, listedAt: time.Now()}
 	if p.LastActivityAt != nil {
 		out.lastActivity = *p.LastActivityAt
 	}
@@ -133,18 +145,29 @@ type ListOptions struct {
 	ActiveAfter time.Time
 }
 
-// Projects lists the non-archived projects the token is a member of, all pages.
+// Projects lists the non-archived projects the token is a member of, all
+// pages. With Only, a named project that cannot be found (or seen with this
+// token) is skipped with a warning; the error is returned only when none is.
 func (c *Client) Projects(ctx context.Context, opts ListOptions) ([]*Project, error) {
 	if len(opts.Only) > 0 {
 		var out []*Project
+		var errs []error
 		for _, id := range opts.Only {
 			p, err := c.Project(ctx, id)
 			if err != nil {
-				return nil, err
+				if ctx.Err() != nil {
+					return nil, err
+				}
+				c.log.Warn("skipping a project of --projects", "project", id, "err", err)
+				errs = append(errs, err)
+				continue
 			}
 			if opts.ActiveAfter.IsZero() || p.lastActivity.IsZero() || p.lastActivity.After(opts.ActiveAfter) {
 				out = append(out, p)
 			}
+		}
+		if len(errs) == len(opts.Only) {
+			return nil, errors.Join(errs...)
 		}
 		return out, nil
 	}
@@ -188,7 +211,11 @@ func (p *Project) ID() int64 { return p.id }
 func (p *Project) Branch() string { return p.branch }
 
 // LastActivity is GitLab's last_activity_at when the project was listed.
+// GitLab moves it at most once an hour, so it only hints at a change.
 func (p *Project) LastActivity() time.Time { return p.lastActivity }
+
+// ListedAt is when LastActivity was read.
+func (p *Project) ListedAt() time.Time { return p.listedAt }
 
 func (p *Project) pid() string { return strconv.FormatInt(p.id, 10) }
 
@@ -197,10 +224,39 @@ func (p *Project) pid() string { return strconv.FormatInt(p.id, 10) }
 type Source struct {
 	Client *Client
 	Only   []string
+	// cache, when set (NewSource), keeps the Only projects between scans.
+	cache *onlyCache
+}
+
+// onlyCache holds the resolved Only projects: looking each one up on every
+// scan would cost a request per project before any manifest is checked.
+type onlyCache struct {
+	mu       sync.Mutex
+	projects []project.Project
+	at       time.Time
+}
+
+// onlyRefresh is how long resolved Only projects are reused (a project
+// renamed, archived or added to the token's reach shows up after that).
+const onlyRefresh = 10 * time.Minute
+
+// onlyRetry is how soon a listing that missed some Only projects is redone.
+const onlyRetry = time.Minute
+
+// NewSource is a Source that resolves Only projects once per onlyRefresh.
+func NewSource(c *Client, only []string) Source {
+	return Source{Client: c, Only: only, cache: &onlyCache{}}
 }
 
 // Projects lists the projects to scan.
 func (s Source) Projects(ctx context.Context) ([]project.Project, error) {
+	if len(s.Only) > 0 && s.cache != nil {
+		s.cache.mu.Lock()
+		defer s.cache.mu.Unlock()
+		if s.cache.projects != nil && time.Since(s.cache.at) < onlyRefresh {
+			return s.cache.projects, nil
+		}
+	}
 	ps, err := s.Client.Projects(ctx, ListOptions{Only: s.Only})
 	if err != nil {
 		return nil, err
@@ -208,6 +264,13 @@ func (s Source) Projects(ctx context.Context) ([]project.Project, error) {
 	out := make([]project.Project, len(ps))
 	for i, p := range ps {
 		out[i] = p
+	}
+	if len(s.Only) > 0 && s.cache != nil {
+		s.cache.projects, s.cache.at = out, time.Now()
+		if len(out) < len(s.Only) {
+			// Some were not found: look again sooner.
+			s.cache.at = s.cache.at.Add(onlyRetry - onlyRefresh)
+		}
 	}
 	return out, nil
 }

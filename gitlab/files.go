@@ -150,7 +150,8 @@ func (p *Project) Commit(ctx context.Context, message string, actions []project.
 			return nil, fmt.Errorf("commit outcome unknown: %w (check: %w)", p.c.clean(err), p.c.clean(ferr))
 		}
 		if attempt >= p.c.cfg.MaxRetries || ctx.Err() != nil {
-			return nil, fmt.Errorf("commit: %w", p.c.clean(err))
+			// It may still land: GitLab can apply a request whose client left.
+			return nil, fmt.Errorf("commit outcome unknown: %w", p.c.clean(err))
 		}
 	}
 }

@@ -52,7 +52,8 @@ type plannedAction struct {
 
 // Commit applies all actions or none. Guards are checked and every new file
 // is staged and fsynced before the first rename; a journal lets a crashed
-// commit be rolled back by the next one.
+// commit be rolled back by the next one. The editor takes no lock, so each
+// guarded path is checked again as it is replaced (see swapAll).
 func (p *Project) Commit(ctx context.Context, message string, actions []project.Action) (*project.CommitResult, error) {
 	if len(actions) == 0 {
 		return nil, errors.New("commit: no actions")
@@ -82,7 +83,7 @@ func (p *Project) Commit(ctx context.Context, message string, actions []project.
 			os.RemoveAll(p.tmpDir())
 		}
 	}()
-	final, planned, err := p.plan(actions)
+	final, planned, checks, err := p.plan(actions)
 	if err != nil {
 		return nil, err
 	}
@@ -112,17 +113,29 @@ func (p *Project) Commit(ctx context.Context, message string, actions []project.
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
-	if err := p.apply(rec, final); err != nil {
+	if p.beforeApply != nil {
+		p.beforeApply()
+	}
+	if err := p.apply(rec, final, checks); err != nil {
 		return nil, err
 	}
 	slog.Debug("local commit", "project", p.root, "id", rec.ID, "actions", len(rec.Actions))
 	return &project.CommitResult{ID: rec.ID}, nil
 }
 
+// check is what a path must hold when the commit replaces it: the content
+// its guard was checked against, or nothing at all (a create).
+type check struct {
+	blob   string
+	absent bool
+}
+
 // plan replays the actions over the current folder in order, checking
-// existence and guards, and returns the final state of every touched path.
-func (p *Project) plan(actions []project.Action) (map[string]*target, []plannedAction, error) {
+// existence and guards, and returns the final state of every touched path
+// and what the guarded ones must still hold when they are replaced.
+func (p *Project) plan(actions []project.Action) (map[string]*target, []plannedAction, map[string]check, error) {
 	final := map[string]*target{}
+	checks := map[string]check{}
 	state := func(rel string) *target {
 		if t, ok := final[rel]; ok {
 			return t
@@ -156,49 +169,58 @@ func (p *Project) plan(actions []project.Action) (map[string]*target, []plannedA
 		if cur != want {
 			return &project.ConflictError{Kind: project.ChangedSince, Path: rel}
 		}
+		if _, seen := checks[rel]; !seen {
+			checks[rel] = check{blob: blob}
+		}
 		return nil
 	}
 	var planned []plannedAction
 	for _, a := range actions {
 		rel, err := cleanPath(a.Path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("commit: %w", err)
+			return nil, nil, nil, fmt.Errorf("commit: %w", err)
 		}
 		pa := plannedAction{kind: a.Kind, path: rel}
 		switch a.Kind {
 		case project.Create:
 			if state(rel).exists {
-				return nil, nil, &project.ConflictError{Kind: project.AlreadyExists, Path: rel}
+				return nil, nil, nil, &project.ConflictError{Kind: project.AlreadyExists, Path: rel}
+			}
+			if _, touched := final[rel]; !touched {
+				checks[rel] = check{absent: true}
 			}
 			pa.t = &target{exists: true, data: nonNil(a.Content)}
 			final[rel] = pa.t
 		case project.Update, project.Delete:
 			if !state(rel).exists {
-				return nil, nil, fmt.Errorf("%s %s: %w", a.Kind, rel, project.ErrNotFound)
+				return nil, nil, nil, fmt.Errorf("%s %s: %w", a.Kind, rel, project.ErrNotFound)
 			}
 			if err := guard(rel, a.LastCommitID); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			pa.t = &target{exists: a.Kind == project.Update, data: nonNil(a.Content)}
 			final[rel] = pa.t
 		case project.Move:
 			prev, err := cleanPath(a.PreviousPath)
 			if err != nil {
-				return nil, nil, fmt.Errorf("commit: move: %w", err)
+				return nil, nil, nil, fmt.Errorf("commit: move: %w", err)
 			}
 			if prev == rel {
-				return nil, nil, fmt.Errorf("commit: move %s onto itself", rel)
+				return nil, nil, nil, fmt.Errorf("commit: move %s onto itself", rel)
 			}
 			pa.prev = prev
 			src := state(prev)
 			if !src.exists {
-				return nil, nil, fmt.Errorf("move %s: %w", prev, project.ErrNotFound)
+				return nil, nil, nil, fmt.Errorf("move %s: %w", prev, project.ErrNotFound)
 			}
 			if err := guard(prev, a.LastCommitID); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			if state(rel).exists {
-				return nil, nil, &project.ConflictError{Kind: project.AlreadyExists, Path: rel}
+				return nil, nil, nil, &project.ConflictError{Kind: project.AlreadyExists, Path: rel}
+			}
+			if _, touched := final[rel]; !touched {
+				checks[rel] = check{absent: true}
 			}
 			moved := *src
 			if a.Content != nil {
@@ -208,11 +230,11 @@ func (p *Project) plan(actions []project.Action) (map[string]*target, []plannedA
 			final[rel] = pa.t
 			final[prev] = &target{}
 		default:
-			return nil, nil, fmt.Errorf("commit: unknown action %q", a.Kind)
+			return nil, nil, nil, fmt.Errorf("commit: unknown action %q", a.Kind)
 		}
 		planned = append(planned, pa)
 	}
-	return final, planned, nil
+	return final, planned, checks, nil
 }
 
 func nonNil(b []byte) []byte {
@@ -300,8 +322,8 @@ func linkOrCopy(src, dst string) error {
 	return err
 }
 
-// apply backs up, journals, renames and records. Any failure rolls back.
-func (p *Project) apply(rec CommitRecord, final map[string]*target) error {
+// apply journals, swaps every path and records. Any failure rolls back.
+func (p *Project) apply(rec CommitRecord, final map[string]*target, checks map[string]check) error {
 	paths := make([]string, 0, len(final))
 	for rel := range final {
 		paths = append(paths, rel)
@@ -309,17 +331,11 @@ func (p *Project) apply(rec CommitRecord, final map[string]*target) error {
 	sort.Strings(paths)
 	j := journal{Commit: rec.ID}
 	for i, rel := range paths {
-		e := journalEntry{Path: rel}
-		if fi, err := os.Stat(p.abs(rel)); err == nil && fi.Mode().IsRegular() {
-			e.Backup = fmt.Sprintf("backup-%d", i)
-			if err := linkOrCopy(p.abs(rel), filepath.Join(p.tmpDir(), e.Backup)); err != nil {
-				return fmt.Errorf("back up %s: %w", rel, err)
-			}
+		e := journalEntry{Path: rel, Backup: fmt.Sprintf("backup-%d", i)}
+		if fi, err := os.Lstat(p.abs(rel)); err != nil || !fi.Mode().IsRegular() {
+			e.New = true
 		}
 		j.Entries = append(j.Entries, e)
-	}
-	if err := atomicfile.SyncDir(p.tmpDir()); err != nil {
-		return err
 	}
 	jb, err := json.Marshal(j)
 	if err != nil {
@@ -328,11 +344,19 @@ func (p *Project) apply(rec CommitRecord, final map[string]*target) error {
 	if err := atomicfile.Write(p.journalPath(), jb, 0o644); err != nil {
 		return fmt.Errorf("write journal: %w", err)
 	}
-	if err := p.renameAll(paths, final); err != nil {
-		return errors.Join(err, p.rollback(j))
+	undo, err := p.swapAll(j, final, checks)
+	if err == nil {
+		err = p.appendRecord(rec)
 	}
-	if err := p.appendRecord(rec); err != nil {
-		return errors.Join(err, p.rollback(j))
+	if err != nil {
+		if uerr := p.undo(undo); uerr != nil {
+			// Keep the journal: the next commit rolls back from it.
+			return errors.Join(err, fmt.Errorf("roll back commit %s: %w", rec.ID, uerr))
+		}
+		if rerr := os.Remove(p.journalPath()); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return errors.Join(err, rerr)
+		}
+		return err
 	}
 	// The commit has landed: from here on a failure must not be reported as
 	// one. A journal left behind is cleared by the next commit, which finds
@@ -341,42 +365,6 @@ func (p *Project) apply(rec CommitRecord, final map[string]*target) error {
 		slog.Warn("remove local commit journal", "project", p.root, "err", err)
 	} else if err := atomicfile.SyncDir(p.meta); err != nil {
 		slog.Warn("sync local metadata folder", "project", p.root, "err", err)
-	}
-	return nil
-}
-
-func (p *Project) renameAll(paths []string, final map[string]*target) error {
-	dirs := map[string]bool{}
-	// Deletions first, so a file can give way to a directory of its name.
-	for _, rel := range paths {
-		if final[rel].exists {
-			continue
-		}
-		abs := p.abs(rel)
-		if err := os.Remove(abs); err != nil && !notExist(err) {
-			return fmt.Errorf("delete %s: %w", rel, err)
-		}
-		p.pruneEmptyDirs(filepath.Dir(abs))
-		dirs[filepath.Dir(abs)] = true
-	}
-	for _, rel := range paths {
-		t := final[rel]
-		if !t.exists {
-			continue
-		}
-		abs := p.abs(rel)
-		if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
-			return fmt.Errorf("write %s: %w", rel, err)
-		}
-		if err := os.Rename(t.staged, abs); err != nil {
-			return fmt.Errorf("write %s: %w", rel, err)
-		}
-		dirs[filepath.Dir(abs)] = true
-	}
-	for d := range dirs {
-		if err := atomicfile.SyncDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
 	}
 	return nil
 }

@@ -10,8 +10,9 @@ import (
 	"path/filepath"
 )
 
-// journal lists, for every path a commit changes, where its old file was
-// saved ("" = there was none), so an interrupted commit can be undone.
+// journal lists, for every path a commit changes, where its old file is
+// set aside while the commit is applied, and whether there was none (New),
+// so an interrupted commit can be undone.
 type journal struct {
 	Commit  string         `json:"commit"`
 	Entries []journalEntry `json:"entries"`
@@ -20,6 +21,7 @@ type journal struct {
 type journalEntry struct {
 	Path   string `json:"path"`
 	Backup string `json:"backup,omitempty"`
+	New    bool   `json:"new,omitempty"`
 }
 
 var errBadJournal = errors.New("invalid journal entry")
@@ -36,18 +38,27 @@ func (p *Project) rollback(j journal) error {
 			continue
 		}
 		abs := p.abs(e.Path)
-		if e.Backup == "" {
-			if err := os.Remove(abs); err != nil && !notExist(err) {
-				errs = append(errs, err)
+		backup := ""
+		if e.Backup != "" {
+			backup = filepath.Join(p.tmpDir(), e.Backup)
+			if _, err := os.Lstat(backup); err != nil {
+				backup = "" // never set aside: the path was not reached
 			}
-			p.pruneEmptyDirs(filepath.Dir(abs))
+		}
+		if backup == "" {
+			if e.New || e.Backup == "" {
+				if err := os.Remove(abs); err != nil && !notExist(err) {
+					errs = append(errs, err)
+				}
+				p.pruneEmptyDirs(filepath.Dir(abs))
+			}
 			continue
 		}
 		if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if err := os.Rename(filepath.Join(p.tmpDir(), e.Backup), abs); err != nil && !notExist(err) {
+		if err := os.Rename(backup, abs); err != nil && !notExist(err) {
 			errs = append(errs, err)
 		}
 	}

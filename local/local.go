@@ -59,6 +59,11 @@ type Project struct {
 	hist    history
 	blobs   map[string]blobCache
 	uploads int // objects written to the LFS store (not skipped)
+
+	// Test hooks: between staging and the swap, and after each path is
+	// set aside.
+	beforeApply    func()
+	afterMoveAside func(rel string)
 }
 
 type blobCache struct {

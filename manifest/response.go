@@ -42,6 +42,9 @@ type Response struct {
 	TerminationReason  *string        `yaml:"termination_reason"`
 	StatusMessage      string         `yaml:"status_message,omitempty"`
 	Result             map[string]any `yaml:"result,omitempty"`
+	// OwnerToken names the worker process that holds the claim (worker_id
+	// alone cannot tell a restarted worker from the one before it).
+	OwnerToken string `yaml:"owner_token,omitempty"`
 }
 
 // Terminal reports whether the job is over for good.

@@ -116,10 +116,11 @@ func idleFleet(t testing.TB, srv *gitlabtest.Server) {
 }
 
 // TestIdleScanCost: the first scan reads each finished job's state once;
-// later scans of an unchanged fleet cost at most one request per project.
+// later scans of a fleet idle for two hours cost the project listing only.
 func TestIdleScanCost(t *testing.T) {
 	srv := gitlabtest.New(t)
 	idleFleet(t, srv)
+	ageFleet(srv, 2*time.Hour)
 	w := testWorker(t, "w1", gitlab.Source{Client: newClient(t, srv)}, registryOf(func(context.Context, *JobEnv) (*Outcome, error) {
 		t.Error("a finished job ran")
 		return nil, nil
@@ -137,8 +138,8 @@ func TestIdleScanCost(t *testing.T) {
 		if err := w.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if n := srv.TotalRequests(); n > 100 {
-			t.Errorf("scan %d cost %d requests for 100 unchanged projects", scan+2, n)
+		if n := srv.TotalRequests(); n > 1 {
+			t.Errorf("scan %d cost %d requests for 100 projects idle for two hours", scan+2, n)
 		}
 	}
 	t.Logf("first scan %d requests, later scans %d", first, srv.TotalRequests())
@@ -151,10 +152,16 @@ func TestIdleScanCost(t *testing.T) {
 	}
 }
 
-// BenchmarkIdleScan reports requests per scan over 100 projects.
+// BenchmarkIdleScan reports requests per scan over 100 projects idle for
+// two hours (BenchmarkActiveScan: active within the hour).
 func BenchmarkIdleScan(b *testing.B) {
 	srv := gitlabtest.New(b)
 	idleFleet(b, srv)
+	ageFleet(srv, 2*time.Hour)
+	benchScan(b, srv)
+}
+
+func benchScan(b *testing.B, srv *gitlabtest.Server) {
 	cfg := Config{WorkerID: "bench", WorkDir: filepath.Join(b.TempDir(), "w"), LoopInterval: -1}
 	w := New(cfg, gitlab.Source{Client: newClient(b, srv)}, registryOf(func(context.Context, *JobEnv) (*Outcome, error) { return &Outcome{}, nil }), slog.New(slog.DiscardHandler))
 	srv.ResetCounts()

@@ -14,21 +14,10 @@ import (
 )
 
 // finishTimeout bounds one attempt at a job's final write. Once the worker
-// is stopping, the write gets at most shutdownFinishTimeout more: with the
-// engine's checkpoint grace, a stop must fit the 150 s that systemd and
-// Kubernetes give.
-const (
-	finishTimeout         = 5 * time.Minute
-	shutdownFinishTimeout = 30 * time.Second
-)
-
-// finishContext is the context of a final write: independent of the
-// worker's, it ends after limit, or afterStop once the worker stops.
-func finishContext(parent context.Context, limit, afterStop time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), limit)
-	stop := context.AfterFunc(parent, func() { time.AfterFunc(afterStop, cancel) })
-	return ctx, func() { stop(); cancel() }
-}
+// is stopping, the write gets only what is left of the stop budget
+// (Worker.finishContext): with the engine's checkpoint grace, a stop must
+// fit the 150 s that systemd and Kubernetes give.
+const finishTimeout = 5 * time.Minute
 
 // finalWrite is a job's last commit: its state, the handler's outputs and
 // the job log, guarded by the lease. One that could not land is kept and

@@ -129,7 +129,7 @@ func TestCanceledJobFinalWriteRetriedLater(t *testing.T) {
 // A retry of a write another worker overtook is dropped, never forced.
 func TestRetriedFinalWriteDroppedWhenLeaseLost(t *testing.T) {
 	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
-	l, err := claim(context.Background(), tp.p, "j1", "w1", time.Now(), nil, manifest.Response{State: manifest.StateRunning})
+	l, err := claim(context.Background(), tp.p, "j1", owner{workerID: "w1", token: "t1"}, time.Now(), nil, manifest.Response{State: manifest.StateRunning})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,25 +144,6 @@ func TestRetriedFinalWriteDroppedWhenLeaseLost(t *testing.T) {
 	}
 	if r := tp.response("j1"); r.WorkerID != "w2" || r.State != manifest.StateRunning {
 		t.Fatalf("the retry overwrote another worker's claim: %+v", r)
-	}
-}
-
-// Once the worker stops, the final write gets a short budget of its own.
-func TestFinishContextCutShortOnStop(t *testing.T) {
-	parent, stop := context.WithCancel(context.Background())
-	ctx, cancel := finishContext(parent, time.Hour, time.Millisecond)
-	defer cancel()
-	if ctx.Err() != nil {
-		t.Fatal("finish context ended before the worker stopped")
-	}
-	stop()
-	select {
-	case <-ctx.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("finish context outlived the stop budget")
-	}
-	if shutdownFinishTimeout > 60*time.Second {
-		t.Errorf("shutdown finish budget %v does not fit a 150 s stop with the engine's grace", shutdownFinishTimeout)
 	}
 }
 
@@ -258,5 +239,37 @@ func TestShutdownVerdict(t *testing.T) {
 	}
 	if state, _, _ := w.verdict(ctx, nil); state != manifest.StateCompleted {
 		t.Errorf("finished handler: %s", state)
+	}
+}
+
+// A job canceled while handed back (no live worker holds it) is closed by
+// the next scan, not left "running" for ever; it does not run.
+func TestCanceledHandedBackJobIsClosed(t *testing.T) {
+	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
+	started := make(chan string, 1)
+	w1 := testWorker(t, "w1", single{tp.p}, registryOf(blockUntilDone(started)), nil)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w1.Run(ctx) }()
+	<-started
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r := tp.response("j1"); !r.HandedBack() {
+		t.Fatalf("not handed back: %+v", r)
+	}
+	tp.userWrite(manifest.Path, "version: 1\njobs:\n"+jobYAML("j1", ", canceled: true"))
+	ran := false
+	w2 := testWorker(t, "w2", single{tp.p}, registryOf(func(context.Context, *JobEnv) (*Outcome, error) {
+		ran = true
+		return &Outcome{}, nil
+	}), nil)
+	if err := w2.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := tp.response("j1")
+	if ran || r.State != manifest.StateCanceled || r.TerminationReason == nil || *r.TerminationReason != manifest.ReasonCanceled {
+		t.Fatalf("ran %v, response %+v", ran, r)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
@@ -85,7 +84,7 @@ func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slo
 	log.Info("job ended", "state", state, "reason", reason, "error", errMsg)
 	f := &finalWrite{lease: l, proj: p, job: job, state: state, reason: reason, errMsg: errMsg,
 		out: out, prog: prog, redact: jl.redact, logs: jl.tail, now: w.cfg.Now}
-	fctx, fcancel := finishContext(parent, finishTimeout, shutdownFinishTimeout)
+	fctx, fcancel := w.finishContext(parent)
 	defer fcancel()
 	if err := f.write(fctx, log); err != nil {
 		if errors.Is(err, ErrLeaseLost) {
@@ -142,69 +141,4 @@ func (w *Worker) verdict(ctx context.Context, runErr error) (state, reason, errM
 		return manifest.StateFailed, "", runErr.Error()
 	}
 	return manifest.StateCompleted, "", ""
-}
-
-// heartbeat renews the lease and uploads the job log every interval.
-func (w *Worker) heartbeat(ctx context.Context, l *lease, p project.Project, prog *progressBox, jl *jobLog, cancel context.CancelCauseFunc, log *slog.Logger) {
-	t := time.NewTicker(w.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			err := l.write(ctx, "Heartbeat job "+l.jobID, func(r *manifest.Response) {
-				prog.apply(r, w.cfg.Now())
-				r.Timestamp = w.cfg.Now()
-			}, []project.Action{jl.action(ctx, p)})
-			switch {
-			case errors.Is(err, ErrLeaseLost):
-				cancel(ErrLeaseLost)
-				return
-			case err != nil && ctx.Err() == nil:
-				log.Warn("heartbeat failed; will retry", "err", err)
-			}
-		}
-	}
-}
-
-// watchCancel polls the manifest cheaply (its blob id) and cancels the job
-// when the user cancels or removes it.
-func (w *Worker) watchCancel(ctx context.Context, p project.Project, jobID string, cancel context.CancelCauseFunc, log *slog.Logger) {
-	t := time.NewTicker(w.cfg.CancelCheckInterval)
-	defer t.Stop()
-	seen := ""
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		info, err := p.StatFile(ctx, manifest.Path)
-		if errors.Is(err, project.ErrNotFound) {
-			cancel(ErrRemoved)
-			return
-		}
-		if err != nil || info.BlobID == seen {
-			continue
-		}
-		f, err := p.ReadFile(ctx, manifest.Path)
-		if err != nil {
-			continue
-		}
-		seen = f.BlobID
-		m, err := manifest.Parse(f.Content)
-		if err != nil {
-			log.Warn("manifest unreadable during job; not treating as cancel", "err", err)
-			continue
-		}
-		switch j := m.Find(jobID); {
-		case j == nil:
-			cancel(ErrRemoved)
-			return
-		case j.Canceled:
-			cancel(ErrCanceledByUser)
-			return
-		}
-	}
 }

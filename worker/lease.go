@@ -34,6 +34,7 @@ type lease struct {
 	proj     project.Project
 	jobID    string
 	workerID string
+	owner    string // this process's owner token
 
 	mu           sync.Mutex
 	resp         manifest.Response
@@ -44,26 +45,30 @@ const commitRetries = 5
 
 // claim creates response.yaml (the claim) or takes over a stale one. stale
 // is the response read during the scan, with its LastCommitID; nil = new.
-func claim(ctx context.Context, p project.Project, jobID, workerID string, now time.Time, stale *staleClaim, first manifest.Response) (*lease, error) {
+func claim(ctx context.Context, p project.Project, jobID string, me owner, now time.Time, stale *staleClaim, first manifest.Response, extra ...project.Action) (*lease, error) {
 	path := manifest.ResponsePath(jobID)
-	first.WorkerID = workerID
+	first.WorkerID = me.workerID
+	first.OwnerToken = me.token
 	first.Timestamp = now
 	act := project.Action{Kind: project.Create, Path: path}
-	msg := fmt.Sprintf("Claim job %s by %s [skip ci]", jobID, workerID)
+	msg := fmt.Sprintf("Claim job %s by %s [skip ci]", jobID, me.workerID)
 	if stale != nil {
 		first.RetryCount = stale.resp.RetryCount + 1
 		act = project.Action{Kind: project.Update, Path: path, LastCommitID: stale.lastCommitID}
-		msg = fmt.Sprintf("Take over job %s by %s (retry %d) [skip ci]", jobID, workerID, first.RetryCount)
+		msg = fmt.Sprintf("Take over job %s by %s (retry %d) [skip ci]", jobID, me.workerID, first.RetryCount)
 	}
 	act.Content = first.Marshal()
+	newLease := func(r manifest.Response, commitID string) *lease {
+		return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, resp: r, lastCommitID: commitID}
+	}
 	for attempt := 0; ; attempt++ {
-		res, err := p.Commit(ctx, msg, []project.Action{act})
+		res, err := p.Commit(ctx, msg, append([]project.Action{act}, extra...))
 		if err == nil {
-			return &lease{proj: p, jobID: jobID, workerID: workerID, resp: first, lastCommitID: res.ID}, nil
+			return newLease(first, res.ID), nil
 		}
 		c := project.ConflictOf(err)
 		if c == nil {
-			return nil, fmt.Errorf("claim job %s: %w", jobID, err)
+			return nil, &claimUnsureError{err: fmt.Errorf("claim job %s: %w", jobID, err)}
 		}
 		if c.Kind == project.BranchMoved && attempt < commitRetries {
 			if err := sleepCtx(ctx, backoff(attempt)); err != nil {
@@ -71,14 +76,48 @@ func claim(ctx context.Context, p project.Project, jobID, workerID string, now t
 			}
 			continue
 		}
-		if c.Kind == project.AlreadyExists && stale == nil && attempt < commitRetries {
-			// Taken, unless the 400 came from a race that left no file.
-			if _, rerr := p.StatFile(ctx, path); errors.Is(rerr, project.ErrNotFound) {
+		// Refused: taken, unless the 400 came from a race that left no
+		// file, or our own earlier attempt landed after we were told it
+		// had failed (then the re-sent commit is what was refused).
+		f, rerr := p.ReadFile(ctx, path)
+		if errors.Is(rerr, project.ErrNotFound) {
+			if stale == nil && attempt < commitRetries {
 				continue
 			}
+			return nil, ErrTaken
+		}
+		if rerr != nil {
+			return nil, &claimUnsureError{err: fmt.Errorf("claim job %s: check after %v: %w", jobID, c, rerr)}
+		}
+		if r, perr := manifest.ParseResponse(f.Content); perr == nil && me.holds(r) {
+			return newLease(*r, f.LastCommitID), nil
 		}
 		return nil, ErrTaken
 	}
+}
+
+// owner names this worker process in response.yaml.
+type owner struct {
+	workerID string
+	token    string
+}
+
+// holds reports whether r was written by this very process.
+func (o owner) holds(r *manifest.Response) bool {
+	return r.WorkerID == o.workerID && r.OwnerToken == o.token && !r.Terminal()
+}
+
+// claimUnsureError: the claim's commit failed in a way that does not say
+// whether it landed; the scanner adopts the claim if it shows up as ours.
+type claimUnsureError struct{ err error }
+
+func (e *claimUnsureError) Error() string { return e.err.Error() }
+func (e *claimUnsureError) Unwrap() error { return e.err }
+
+// adopt takes up a claim of ours whose commit landed although we were told
+// it had not: no write is needed, the file already names us.
+func adopt(p project.Project, jobID string, me owner, own *staleClaim) *lease {
+	return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, resp: own.resp, lastCommitID: own.lastCommitID}
 }
 
 // staleClaim is a response.yaml another worker abandoned.
@@ -94,7 +133,7 @@ func (l *lease) write(ctx context.Context, message string, update func(r *manife
 	defer l.mu.Unlock()
 	next := l.resp
 	update(&next)
-	next.WorkerID = l.workerID
+	next.WorkerID, next.OwnerToken = l.workerID, l.owner
 	for attempt := 0; ; attempt++ {
 		acts := append([]project.Action{{Kind: project.Update, Path: manifest.ResponsePath(l.jobID),
 			Content: next.Marshal(), LastCommitID: l.lastCommitID}}, extra...)
@@ -133,7 +172,7 @@ func (l *lease) recheck(ctx context.Context) error {
 		return err
 	}
 	r, err := manifest.ParseResponse(f.Content)
-	if err != nil || r.WorkerID != l.workerID || r.Terminal() {
+	if err != nil || !(owner{l.workerID, l.owner}).holds(r) {
 		return ErrLeaseLost
 	}
 	l.lastCommitID = f.LastCommitID
@@ -147,9 +186,16 @@ func (l *lease) finalAction(update func(r *manifest.Response)) (project.Action, 
 	defer l.mu.Unlock()
 	next := l.resp
 	update(&next)
-	next.WorkerID = l.workerID
+	next.WorkerID, next.OwnerToken = l.workerID, l.owner
 	return project.Action{Kind: project.Update, Path: manifest.ResponsePath(l.jobID),
 		Content: next.Marshal(), LastCommitID: l.lastCommitID}, next
+}
+
+// renewed is when the lease was last renewed, as other workers see it.
+func (l *lease) renewed() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.resp.Timestamp
 }
 
 func backoff(attempt int) time.Duration {

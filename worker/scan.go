@@ -17,12 +17,39 @@ type candidate struct {
 	proj  project.Project
 	job   *manifest.Job
 	stale *staleClaim // non-nil: take over an abandoned claim
+	// closeCanceled: the job was canceled while its claim was abandoned;
+	// taking it over only writes it canceled.
+	closeCanceled bool
+	own           *staleClaim // non-nil: our own claim, landed unseen; adopt it
 }
 
 // activity is implemented by projects that know when they last changed
-// (GitLab's last_activity_at); unchanged projects then cost no request.
+// (GitLab's last_activity_at, with when it was read).
 type activity interface {
 	LastActivity() time.Time
+	ListedAt() time.Time
+}
+
+// activityLag: GitLab moves last_activity_at at most once an hour, so only
+// a check made more than that (plus a margin for clocks) after the value
+// proves that a later change would have moved it.
+const activityLag = time.Hour + 15*time.Minute
+
+// scanSelf is what the scanner knows of this worker process.
+type scanSelf struct {
+	owner       owner
+	started     time.Time
+	runningHere func(proj, jobID string) bool
+	unsure      func(proj, jobID string) bool
+}
+
+// restarted reports a claim left by this worker id before this process
+// started: resumed at once, not after the claim timeout. A claim renewed
+// since we started belongs to a live twin under the same id and is left
+// to the timeout.
+func (me scanSelf) restarted(r *manifest.Response) bool {
+	return r.State == manifest.StateRunning && r.WorkerID == me.owner.workerID &&
+		r.OwnerToken != me.owner.token && r.Timestamp.Before(me.started)
 }
 
 // scanner finds claimable jobs while spending as few requests as it can:
@@ -33,6 +60,8 @@ type scanner struct {
 	runnable     func(*manifest.Job) bool
 	log          *slog.Logger
 	states       map[string]*projectState
+	self         scanSelf
+	clock        func() time.Time // compared with GitLab's times, not the job clock
 	// models resolves each job's model; nil takes jobs as parsed.
 	models manifest.Catalog
 }
@@ -49,7 +78,10 @@ type projectState struct {
 	manifestBlob string
 	man          *manifest.Manifest
 	responses    map[string]cachedResponse // by path
+	// lastActivity is the project's last_activity_at when the manifest was
+	// last checked, at checkedAt.
 	lastActivity time.Time
+	checkedAt    time.Time
 	// pending: last scan found claimable jobs (we may have been busy).
 	pending bool
 	// recheckAt: when a claim held by another worker may go stale.
@@ -63,7 +95,9 @@ type cachedResponse struct {
 }
 
 func newScanner(claimTimeout time.Duration, runnable func(*manifest.Job) bool, log *slog.Logger) *scanner {
-	return &scanner{claimTimeout: claimTimeout, runnable: runnable, log: log, states: map[string]*projectState{}}
+	return &scanner{claimTimeout: claimTimeout, runnable: runnable, log: log, states: map[string]*projectState{},
+		clock: time.Now,
+		self:  scanSelf{runningHere: func(string, string) bool { return false }, unsure: func(string, string) bool { return false }}}
 }
 
 func (s *scanner) due(st *projectState, now time.Time) bool {
@@ -77,21 +111,23 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 		st = &projectState{responses: map[string]cachedResponse{}}
 		s.states[p.Name()] = st
 	}
+	var last time.Time
 	if a, ok := p.(activity); ok {
-		last := a.LastActivity()
-		if !last.IsZero() && last.Equal(st.lastActivity) && st.manifestBlob != "" && !s.due(st, now) {
+		last = a.LastActivity()
+		if st.manifestBlob != "" && !s.due(st, now) && quiet(st, last, a.ListedAt()) {
 			return nil, nil
 		}
-		defer func() { st.lastActivity = last }()
 	}
+	checked := s.clock()
 	info, err := p.StatFile(ctx, manifest.Path)
 	if errors.Is(err, project.ErrNotFound) {
-		*st = projectState{responses: map[string]cachedResponse{}, manifestBlob: "-"}
+		*st = projectState{responses: map[string]cachedResponse{}, manifestBlob: "-", lastActivity: last, checkedAt: checked}
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stat manifest: %w", err)
 	}
+	st.lastActivity, st.checkedAt = last, checked
 	if info.BlobID == st.manifestBlob && !s.due(st, now) {
 		return nil, nil
 	}
@@ -127,20 +163,24 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 	var out []candidate
 	st.recheckAt = time.Time{}
 	for _, job := range st.man.Sorted() {
-		if job.Canceled || !s.runnable(job) {
+		if s.self.runningHere(p.Name(), job.ID) || (!job.Canceled && !s.runnable(job)) {
 			continue
 		}
 		path := manifest.ResponsePath(job.ID)
 		blob, claimed := blobs[path]
 		if !claimed {
-			out = append(out, candidate{proj: p, job: job})
+			if !job.Canceled {
+				out = append(out, candidate{proj: p, job: job})
+			}
 			continue
 		}
 		c, ok := st.responses[path]
 		if !ok || c.blobID != blob {
 			f, err := p.ReadFile(ctx, path)
 			if errors.Is(err, project.ErrNotFound) {
-				out = append(out, candidate{proj: p, job: job})
+				if !job.Canceled {
+					out = append(out, candidate{proj: p, job: job})
+				}
 				continue
 			}
 			if err != nil {
@@ -156,6 +196,17 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 		}
 		switch {
 		case c.resp.Terminal():
+		case job.Canceled:
+			// Canceled while no live worker held it (handed back, or its
+			// worker stopped): close it, or it would show running forever.
+			if c.resp.Stale(now, s.claimTimeout) || s.self.restarted(c.resp) {
+				out = append(out, candidate{proj: p, job: job, closeCanceled: true,
+					stale: &staleClaim{resp: *c.resp, lastCommitID: c.lastCommitID}})
+			}
+		case s.self.owner.holds(c.resp) && s.self.unsure(p.Name(), job.ID):
+			out = append(out, candidate{proj: p, job: job, own: &staleClaim{resp: *c.resp, lastCommitID: c.lastCommitID}})
+		case s.self.restarted(c.resp):
+			out = append(out, candidate{proj: p, job: job, stale: &staleClaim{resp: *c.resp, lastCommitID: c.lastCommitID}})
 		case c.resp.Stale(now, s.claimTimeout):
 			out = append(out, candidate{proj: p, job: job, stale: &staleClaim{resp: *c.resp, lastCommitID: c.lastCommitID}})
 		case c.resp.State == manifest.StateRunning:
@@ -167,6 +218,15 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 	}
 	st.pending = len(out) > 0
 	return out, nil
+}
+
+// quiet reports a project whose manifest cannot have changed since it was
+// last checked: last_activity_at has not moved, it was read after that
+// check, and the check came late enough after it that any later change
+// would have moved it.
+func quiet(st *projectState, last, listedAt time.Time) bool {
+	return !last.IsZero() && last.Equal(st.lastActivity) &&
+		!st.checkedAt.Before(last.Add(activityLag)) && !listedAt.Before(st.checkedAt)
 }
 
 // forget drops what the scanner knows of a project, so the next scan reads

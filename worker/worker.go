@@ -5,6 +5,8 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,8 +42,17 @@ type Config struct {
 	HeartbeatInterval   time.Duration
 	CancelCheckInterval time.Duration
 	ClaimTimeout        time.Duration
-	MaxJobRetries       int
-	Slots               []Slot
+	// CallTimeout bounds each heartbeat and cancel check (default: half
+	// the heartbeat interval, at least 10s).
+	CallTimeout time.Duration
+	// StopTimeout is the time a shutdown may take from the signal to the
+	// end of the final writes (default 140s: the deployments give 150s).
+	StopTimeout   time.Duration
+	MaxJobRetries int
+	Slots         []Slot
+	// EngineGrace is the time an engine gets to checkpoint after SIGTERM
+	// (the shutdown budget must leave room for it).
+	EngineGrace time.Duration
 	// Models resolves each job's model (its fields and defaults); nil
 	// takes jobs as parsed.
 	Models manifest.Catalog
@@ -70,10 +81,47 @@ type Worker struct {
 	log      *slog.Logger
 	scan     *scanner
 	finishes finishQueue
+	me       owner
+	started  time.Time
+
+	mu      sync.Mutex
+	running map[string]bool // project + job id of the jobs this process runs
+	unsure  map[string]bool // claims whose commit may have landed unseen
 
 	drainOnce sync.Once
 	drain     chan struct{}
+	stopAt    time.Time // when a shutdown began; guarded by mu
 }
+
+// MinClaimTimeoutBeats is how many heartbeat intervals a claim timeout must
+// span: shorter, and a slow heartbeat lets a second worker take a job that
+// is still running.
+const MinClaimTimeoutBeats = 3
+
+// Validate rejects settings that would break a claim's exclusivity or the
+// shutdown budget. Zero values stand for the defaults New applies.
+func (c Config) Validate() error {
+	hb, ct := c.HeartbeatInterval, c.ClaimTimeout
+	if hb <= 0 {
+		hb = 5 * time.Minute
+	}
+	if ct <= 0 {
+		ct = 24 * time.Hour
+	}
+	if ct < MinClaimTimeoutBeats*hb {
+		return fmt.Errorf("claim timeout %s is shorter than %d heartbeat intervals (%s): another worker could take over a job that is still running; raise the claim timeout to at least %s or shorten the heartbeat interval",
+			ct, MinClaimTimeoutBeats, hb, MinClaimTimeoutBeats*hb)
+	}
+	if c.StopTimeout > 0 && c.EngineGrace+minFinalWrite > c.StopTimeout {
+		return fmt.Errorf("engine grace %s leaves less than %s of the stop timeout (%s) for the final write; shorten the engine grace or raise the stop timeout",
+			c.EngineGrace, minFinalWrite, c.StopTimeout)
+	}
+	return nil
+}
+
+// minFinalWrite is the least time a shutdown keeps for the final commit
+// after the engines had their grace.
+const minFinalWrite = 10 * time.Second
 
 // New applies defaults and builds a worker.
 func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
@@ -95,6 +143,8 @@ func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
 	def(&cfg.HeartbeatInterval, 5*time.Minute)
 	def(&cfg.CancelCheckInterval, 30*time.Second)
 	def(&cfg.ClaimTimeout, 24*time.Hour)
+	def(&cfg.CallTimeout, max(cfg.HeartbeatInterval/2, 10*time.Second))
+	def(&cfg.StopTimeout, 140*time.Second)
 	if cfg.KeepJobs <= 0 {
 		cfg.KeepJobs = 5
 	}
@@ -110,10 +160,58 @@ func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
 	if log == nil {
 		log = slog.Default()
 	}
-	w := &Worker{cfg: cfg, src: src, handlers: handlers, log: log, drain: make(chan struct{})}
+	w := &Worker{cfg: cfg, src: src, handlers: handlers, log: log, drain: make(chan struct{}),
+		me: owner{workerID: cfg.WorkerID, token: newOwnerToken()}, started: cfg.Now(),
+		running: map[string]bool{}, unsure: map[string]bool{}}
 	w.scan = newScanner(cfg.ClaimTimeout, w.runnable, log)
 	w.scan.models = cfg.Models
+	w.scan.self = scanSelf{owner: w.me, started: w.started, runningHere: w.isRunning, unsure: w.isUnsure}
 	return w
+}
+
+// newOwnerToken names this process: the worker id alone cannot tell a
+// worker from the one that ran under the same id before a restart.
+func newOwnerToken() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func jobKey(proj, jobID string) string { return proj + "\x00" + jobID }
+
+func (w *Worker) isRunning(proj, jobID string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.running[jobKey(proj, jobID)]
+}
+
+func (w *Worker) isUnsure(proj, jobID string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.unsure[jobKey(proj, jobID)]
+}
+
+func (w *Worker) setRunning(proj, jobID string, on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if on {
+		w.running[jobKey(proj, jobID)] = true
+	} else {
+		delete(w.running, jobKey(proj, jobID))
+	}
+}
+
+// finishContext bounds a job's final write: finishTimeout normally, and
+// once a shutdown began, what is left of StopTimeout.
+func (w *Worker) finishContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx := context.WithoutCancel(parent)
+	w.mu.Lock()
+	stopAt := w.stopAt
+	w.mu.Unlock()
+	if parent.Err() != nil && !stopAt.IsZero() {
+		return context.WithDeadline(ctx, stopAt.Add(w.cfg.StopTimeout))
+	}
+	return context.WithTimeout(ctx, finishTimeout)
 }
 
 // Drain stops claiming new jobs; running ones finish, then Run returns.
@@ -143,6 +241,12 @@ func (w *Worker) runnable(j *manifest.Job) bool {
 // Run serves until ctx ends (running jobs are interrupted and handed back),
 // Drain is called, or — with a negative loop interval — nothing is left.
 func (w *Worker) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		w.mu.Lock()
+		w.stopAt = time.Now()
+		w.mu.Unlock()
+	})
+	defer stop()
 	free := make(chan Slot, len(w.cfg.Slots))
 	for _, s := range w.cfg.Slots {
 		free <- s
@@ -196,9 +300,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		running++
 		wg.Add(1)
+		key := c.proj.Name()
+		w.setRunning(key, c.job.ID, true)
 		go func() {
 			defer wg.Done()
 			w.runJob(ctx, c, l, slot)
+			w.setRunning(key, c.job.ID, false)
 			w.retain()
 			free <- slot
 			done <- struct{}{}
@@ -208,6 +315,9 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // claimNext scans the projects and claims the first job it can.
 func (w *Worker) claimNext(ctx context.Context, slot Slot) (*candidate, *lease, error) {
+	// Final writes that could not land earlier (canceled jobs among them)
+	// come first: a job must not stay "running" with nobody on it.
+	w.retryFinishes(ctx)
 	projects, err := w.src.Projects(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list projects: %w", err)
@@ -243,6 +353,8 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 	job := c.job
 	var why string
 	switch {
+	case c.closeCanceled:
+		why = manifest.ReasonCanceled
 	case job.Invalid != nil:
 		why = "invalid job: " + job.Invalid.Error()
 	case !job.Timeout.IsZero() && now.After(job.Timeout):
@@ -252,17 +364,53 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 			c.stale.resp.RetryCount+1, w.cfg.MaxJobRetries, c.stale.resp.WorkerID)
 	}
 	first := manifest.Response{State: manifest.StateRunning, StatusMessage: "claimed; preparing"}
-	if why != "" {
-		first = manifest.Response{State: manifest.StateFailed, ErrorMessage: &why}
+	var extra []project.Action
+	switch {
+	case c.closeCanceled:
+		first = manifest.Response{State: manifest.StateCanceled, TerminationReason: manifest.Ptr(manifest.ReasonCanceled),
+			StatusMessage: "canceled: " + manifest.ReasonCanceled, Result: c.stale.resp.Result}
+	case why != "":
+		// A job failed before it starts still gets its logs.txt.
+		var logAct project.Action
+		first, logAct = w.failedBeforeStart(ctx, c.proj, job, why)
+		extra = []project.Action{logAct}
 	}
-	l, err := claim(ctx, c.proj, job.ID, w.cfg.WorkerID, now, c.stale, first)
+	var l *lease
+	var err error
+	key := jobKey(c.proj.Name(), job.ID)
+	if c.own != nil {
+		w.log.Info("our claim landed after its commit was reported failed; taking it up", "project", c.proj.Name(), "job", job.ID)
+		l = adopt(c.proj, job.ID, w.me, c.own)
+		if why != "" {
+			err = l.write(ctx, fmt.Sprintf("Job %s failed", job.ID), func(r *manifest.Response) {
+				r.State, r.ErrorMessage, r.Timestamp, r.StatusMessage = first.State, first.ErrorMessage, now, first.StatusMessage
+			}, extra)
+		}
+	} else {
+		if c.stale != nil && c.stale.resp.WorkerID == w.me.workerID {
+			w.log.Info("resuming this worker's claim from before a restart", "project", c.proj.Name(), "job", job.ID)
+		}
+		l, err = claim(ctx, c.proj, job.ID, w.me, now, c.stale, first, extra...)
+	}
+	w.mu.Lock()
+	var unsure *claimUnsureError
+	if errors.As(err, &unsure) {
+		w.unsure[key] = true
+	} else {
+		delete(w.unsure, key)
+	}
+	w.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
 	if why != "" {
-		w.log.Warn("job failed before it started", "project", c.proj.Name(), "job", job.ID, "reason", why)
+		if c.closeCanceled {
+			w.log.Info("closed a canceled job its worker had left", "project", c.proj.Name(), "job", job.ID)
+		} else {
+			w.log.Warn("job failed before it started", "project", c.proj.Name(), "job", job.ID, "reason", why)
+		}
 		if w.cfg.Hooks.JobFinished != nil {
-			w.cfg.Hooks.JobFinished(job, manifest.StateFailed, 0)
+			w.cfg.Hooks.JobFinished(job, first.State, 0)
 		}
 		return nil, nil
 	}
@@ -270,7 +418,8 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 	return l, nil
 }
 
-// retain keeps the KeepJobs newest job folders.
+// retain keeps the KeepJobs newest job folders, never removing one of a
+// job still running here (another slot may be in the middle of it).
 func (w *Worker) retain() {
 	entries, err := os.ReadDir(w.cfg.WorkDir)
 	if err != nil {
@@ -278,7 +427,7 @@ func (w *Worker) retain() {
 	}
 	var dirs []string
 	for _, e := range entries {
-		if e.IsDir() && strings.HasPrefix(e.Name(), "job_") {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "job_") && !w.folderInUse(e.Name()) {
 			dirs = append(dirs, e.Name())
 		}
 	}
@@ -297,4 +446,19 @@ func (w *Worker) retain() {
 		}
 		dirs = dirs[1:]
 	}
+}
+
+// folderInUse reports whether a work folder (job_<id>_<datetime>) belongs
+// to a job running here.
+func (w *Worker) folderInUse(name string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for key := range w.running {
+		_, id, _ := strings.Cut(key, "\x00")
+		rest, ok := strings.CutPrefix(name, "job_"+id+"_")
+		if ok && len(rest) == len("2006-01-02T15-04-05") {
+			return true
+		}
+	}
+	return false
 }

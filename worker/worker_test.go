@@ -164,6 +164,11 @@ func TestInvalidJobFailedWithReason(t *testing.T) {
 	if n := len(tp.commits()); n != 1 {
 		t.Errorf("claim-and-fail should be one commit, got %d", n)
 	}
+	// Like every terminal job, it has its log, in the same commit.
+	logs, err := os.ReadFile(filepath.Join(tp.dir, manifest.JobDir("bad"), "logs.txt"))
+	if err != nil || !strings.Contains(string(logs), "job failed before it started") || !strings.Contains(string(logs), "epochs") {
+		t.Errorf("logs.txt of the invalid job: %v %q", err, logs)
+	}
 }
 
 func TestHandlerErrorAndPanicFail(t *testing.T) {

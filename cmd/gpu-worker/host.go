@@ -15,8 +15,10 @@ import (
 
 // host is what this machine can run.
 type host struct {
-	ffmpeg    error
-	engines   error
+	ffmpeg  error
+	engines error
+	// probed closes when engines is known (nil: known from the start).
+	probed    <-chan struct{}
 	lister    gpu.Lister
 	gpuReason string
 	allowCPU  bool
@@ -25,26 +27,29 @@ type host struct {
 	widest    int
 }
 
-// probeHost checks ffmpeg and the engines, discovers GPUs and builds the
-// slots --gpus asks for. Only a --gpus value the host cannot satisfy is an
+// probeHost checks ffmpeg, discovers GPUs and builds the slots --gpus asks
+// for, and starts checking the engines' environment in the background
+// (canRun waits for it). Only a --gpus value the host cannot satisfy is an
 // error; anything else missing makes the host claim nothing it cannot run.
 func probeHost(ctx context.Context, python, enginesDir, gpusFlag string, allowCPU, memCheck bool, log *slog.Logger) (*host, error) {
 	h := &host{allowCPU: allowCPU, memCheck: memCheck}
 	if _, err := exec.LookPath("ffmpeg"); err != nil {
 		h.ffmpeg = errors.New("ffmpeg not found (install it: apt-get install ffmpeg)")
+		log.Warn("this host cannot run jobs", "reason", h.ffmpeg)
 	}
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(pctx, python, "-c", "import torch, gpuworker_engines")
-	cmd.Dir = enginesDir
-	if err := cmd.Run(); err != nil {
-		h.engines = fmt.Errorf("engines environment not usable with %s: %v (run scripts/engines-env.sh)", python, err)
-	}
-	for _, e := range []error{h.ffmpeg, h.engines} {
-		if e != nil {
-			log.Warn("this host cannot run jobs", "reason", e)
+	probed := make(chan struct{})
+	h.probed = probed
+	go func() {
+		defer close(probed)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(pctx, python, "-c", "import torch, gpuworker_engines")
+		cmd.Dir = enginesDir
+		if err := cmd.Run(); err != nil {
+			h.engines = fmt.Errorf("engines environment not usable with %s: %v (run scripts/engines-env.sh)", python, err)
+			log.Warn("this host cannot run jobs", "reason", h.engines)
 		}
-	}
+	}()
 	h.lister, h.gpuReason = gpu.Default()
 	devs, err := h.lister.Devices(ctx)
 	if err != nil {
@@ -67,6 +72,9 @@ func probeHost(ctx context.Context, python, enginesDir, gpusFlag string, allowCP
 // GPU host a slot wide enough for the job whose GPUs have the memory the
 // job is estimated to need.
 func (h *host) canRun(j *manifest.Job) error {
+	if h.probed != nil {
+		<-h.probed
+	}
 	if h.ffmpeg != nil {
 		return h.ffmpeg
 	}

@@ -63,7 +63,7 @@ func (c *common) source(log *slog.Logger, hc *http.Client) (worker.Source, error
 	if err != nil {
 		return nil, err
 	}
-	return gitlab.Source{Client: client, Only: splitList(*c.projects)}, nil
+	return gitlab.NewSource(client, splitList(*c.projects)), nil
 }
 
 type staticSource []project.Project
@@ -85,7 +85,7 @@ type runFlags struct {
 	*common
 	workerID, workDir, python, enginesDir, logFormat, listen, gpus *string
 	loop, keep, retries                                            *int
-	hb, cc, claimTimeout, grace                                    *time.Duration
+	hb, cc, claimTimeout, grace, stopTimeout                       *time.Duration
 	allowCPU, memCheck                                             *bool
 	// modelSettings are the models' own operator settings (handlers.Setting).
 	modelSettings map[string]*string
@@ -105,6 +105,7 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	f.claimTimeout = s.Duration("claim-timeout", 24*time.Hour, "a claim without heartbeat for this long may be taken over")
 	f.retries = s.Int("max-job-retries", 3, "takeovers of one job before it is failed")
 	f.grace = s.Duration("engine-grace", 60*time.Second, "time an engine gets to checkpoint after SIGTERM before SIGKILL")
+	f.stopTimeout = s.Duration("stop-timeout", 140*time.Second, "longest shutdown after SIGTERM/SIGINT: engines checkpoint within --engine-grace, the final write gets the rest; then engines are killed and the worker exits (keep it under the service manager's stop timeout)")
 	f.python = s.String("python", "", "the engines' Python (default: the venv scripts/engines-env.sh creates)")
 	f.enginesDir = s.String("engines-dir", "", "folder holding the gpuworker_engines package (default: engines/ beside the binary or in the working directory)")
 	f.allowCPU = s.Bool("allow-cpu", false, "run jobs on the CPU when no GPU is present (slow; for demos and tests)")
@@ -126,6 +127,7 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	s.Env("claim-timeout", "GPU_WORKER_CLAIM_TIMEOUT")
 	s.Env("max-job-retries", "GPU_WORKER_MAX_JOB_RETRIES")
 	s.Env("engine-grace", "GPU_WORKER_ENGINE_GRACE")
+	s.Env("stop-timeout", "GPU_WORKER_STOP_TIMEOUT")
 	s.Env("log-format", "GPU_WORKER_LOG_FORMAT")
 	f.modelSettings = map[string]*string{}
 	for _, m := range handlers.Models() {
@@ -177,6 +179,19 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *f.loop < 0 {
 		interval = -1
 	}
+	cfg := worker.Config{
+		WorkerID: *f.workerID, WorkDir: *f.workDir, LoopInterval: interval, KeepJobs: *f.keep,
+		HeartbeatInterval: *f.hb, CancelCheckInterval: *f.cc, ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries,
+		StopTimeout: *f.stopTimeout,
+		EngineGrace: *f.grace,
+		Secrets:     []string{*f.token},
+		Models:      handlers.Catalog(),
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v (--claim-timeout, --heartbeat-interval, --engine-grace, --stop-timeout)", errUsage, err)
+	}
+	// The engines' probe (a Python start and a torch import, seconds) runs
+	// beside the first scan; claiming waits for its answer.
 	host, err := probeHost(ctx, py, engDir, *f.gpus, *f.allowCPU, *f.memCheck, log)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -186,15 +201,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	cfg := worker.Config{
-		WorkerID: *f.workerID, WorkDir: *f.workDir, LoopInterval: interval, KeepJobs: *f.keep,
-		HeartbeatInterval: *f.hb, CancelCheckInterval: *f.cc, ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries,
-		CanRun:  host.canRun,
-		Secrets: []string{*f.token},
-		Slots:   host.slots,
-		Hooks:   m.Hooks(),
-		Models:  handlers.Catalog(),
-	}
+	cfg.CanRun, cfg.Slots, cfg.Hooks = host.canRun, host.slots, m.Hooks()
 	runner := &engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace}
 	w := worker.New(cfg, src, handlers.Registry(f.handlersConfig(runner)), log)
 
@@ -225,15 +232,22 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		for sig := range sigs {
 			switch {
 			case stopping:
-				log.Warn("second signal: exiting now", "signal", sig)
+				n := engine.KillAll()
+				log.Warn("second signal: engines killed, exiting now", "signal", sig, "engines", n)
 				os.Exit(130)
 			case sig == syscall.SIGQUIT:
 				log.Info("SIGQUIT: finishing the running job, claiming no more")
 				w.Drain()
 			default:
-				log.Info("shutting down: interrupting running jobs so another worker can resume them", "signal", sig)
+				log.Info("shutting down: interrupting running jobs so another worker can resume them", "signal", sig, "stop_timeout", *f.stopTimeout)
 				stopping = true
 				cancel()
+				// The service manager kills us soon after; leave no engine.
+				time.AfterFunc(*f.stopTimeout, func() {
+					n := engine.KillAll()
+					log.Error("shutdown took longer than --stop-timeout: engines killed, exiting", "stop_timeout", *f.stopTimeout, "engines", n)
+					os.Exit(1)
+				})
 			}
 		}
 	}()

@@ -20,6 +20,7 @@ def engines() -> list[str]:
 
 
 def main(argv=None) -> int:
+    events.watch_parent()
     parser = argparse.ArgumentParser(prog="gpuworker_engines")
     parser.add_argument("engine", choices=engines())
     parser.add_argument("command")

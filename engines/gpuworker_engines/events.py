@@ -4,6 +4,7 @@ stdout carries one JSON object per line, nothing else; human logs go to
 stderr. Event kinds: progress, checkpoint, item, warning, result, error.
 """
 import json
+import os
 import signal
 import sys
 import threading
@@ -83,6 +84,84 @@ def install_stop_handler() -> StopFlag:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return flag
+
+
+PARENT_PID_ENV = "GPU_WORKER_PARENT_PID"
+
+
+def watch_parent(interval: float = 0.5) -> None:
+    """Stop the whole process group soon after the worker that started us is gone.
+
+    The worker passes its pid; a launcher such as torchrun may sit between
+    it and us, so that pid is watched, and our own parent dying (re-parenting)
+    counts too. Quiet engines (a long evaluation) would otherwise run on
+    until their next write to the closed pipe. A forked watchdog does the
+    same from outside, so the group still goes when this process is wedged
+    or was killed first (the kernel's parent-death signal).
+    """
+    raw = os.environ.get(PARENT_PID_ENV, "")
+    if not raw.isdigit():
+        return
+    worker, parent, engine = int(raw), os.getppid(), os.getpid()
+    born = _process_start(worker)
+    if born is None:
+        _stop_group(worker)
+    if hasattr(os, "fork") and os.fork() == 0:  # before any thread exists
+        _watchdog(worker, born, engine, interval)
+
+    def loop():
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent or _process_start(worker) != born:
+                _stop_group(worker)
+
+    threading.Thread(target=loop, name="watch-parent", daemon=True).start()
+
+
+def _watchdog(worker: int, born, engine: int, interval: float) -> None:
+    """The forked watcher: stops the group when the worker is gone, ends with the engine."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # the worker reads the engine's pipes until every writer is gone
+            os.dup2(null, fd)
+        while os.getppid() == engine:
+            time.sleep(interval)
+            if _process_start(worker) != born:
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def _process_start(pid: int):
+    """When pid started (so a reused pid is not mistaken for it); None once it exited."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: existence is all we can tell
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return 0
+    fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped
+        return None
+    return int(fields[19])
+
+
+def _stop_group(pid: int) -> None:
+    try:
+        log(f"the worker (pid {pid}) is gone: stopping the engine")
+    except (OSError, ValueError):  # the log pipe went with the worker
+        pass
+    try:
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    finally:
+        os._exit(1)
 
 
 class ETA:

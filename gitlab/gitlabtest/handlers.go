@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path"
 	"strconv"
@@ -67,59 +66,6 @@ func parseRoute(r *http.Request) (route, bool) {
 		return route{endpoint: r.Method + " lfs object", project: strings.TrimPrefix(proj, "/"), oid: oid, size: size, lfs: true}, true
 	}
 	return route{}, false
-}
-
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	rt, ok := parseRoute(r)
-	s.mu.Lock()
-	s.total++
-	if ok {
-		s.counts[rt.endpoint]++
-	}
-	s.mu.Unlock()
-	if !ok {
-		writeMessage(w, http.StatusNotFound, "404 Not Found")
-		return
-	}
-	if f := s.pickFault(rt.endpoint); f != nil {
-		if f.ApplyThenFail {
-			// Applied, then the answer is slow (Latency) and lost.
-			s.handle(httptest.NewRecorder(), r, rt)
-			if !wait(r, f.Latency) {
-				return
-			}
-			if !f.Drop && f.Status == 0 {
-				f.Status = http.StatusBadGateway
-			}
-			failNow(w, f, rt.endpoint)
-			return
-		}
-		if !wait(r, f.Latency) {
-			return
-		}
-		switch {
-		case f.CutAfter > 0:
-			s.handle(&cutWriter{ResponseWriter: w, left: f.CutAfter}, r, rt)
-			return
-		case f.Drop || f.Status != 0:
-			failNow(w, f, rt.endpoint)
-			return
-		}
-	}
-	s.handle(w, r, rt)
-}
-
-// wait sleeps d unless the client goes away first.
-func wait(r *http.Request, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	select {
-	case <-time.After(d):
-		return true
-	case <-r.Context().Done():
-		return false
-	}
 }
 
 func (s *Server) handle(w http.ResponseWriter, r *http.Request, rt route) {

@@ -73,7 +73,7 @@ func (s *Server) CreateProject(path string) *Project {
 		id:            len(s.projects) + 1,
 		path:          path,
 		defaultBranch: "main",
-		lastActivity:  time.Now().UTC(),
+		lastActivity:  s.nowLocked(),
 		branches:      map[string]*branch{"main": {files: map[string]*fileEntry{}}},
 	}
 	s.projects = append(s.projects, p)
@@ -87,6 +87,17 @@ func (p *Project) SetLastActivity(t time.Time) {
 	defer p.s.mu.Unlock()
 	p.lastActivity = t.UTC()
 }
+
+// LastActivity is the project's last_activity_at.
+func (s *Server) LastActivity(path string) time.Time {
+	p := s.project(path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return p.lastActivity
+}
+
+// Project returns an existing project; it panics on an unknown path.
+func (s *Server) Project(path string) *Project { return s.project(path) }
 
 func (s *Server) project(path string) *Project {
 	s.mu.Lock()
@@ -300,8 +311,11 @@ func (s *Server) applyLocked(p *Project, branchName, message, author string, act
 	}
 	b.files = files
 	b.head = id
-	now := time.Now().UTC()
-	p.lastActivity = now
+	now := s.nowLocked()
+	// GitLab moves last_activity_at at most once an hour.
+	if now.Sub(p.lastActivity) >= time.Hour {
+		p.lastActivity = now
+	}
 	p.history = append(p.history, Commit{ID: id, Branch: branchName, Message: message, Author: author, Created: now, Actions: record})
 	return id, ""
 }

@@ -19,6 +19,8 @@
 // and commit a pointer, as GitLab does (pointer text gets wrapped again).
 // Pagination headers (X-Page, X-Per-Page, X-Total, X-Total-Pages,
 // X-Next-Page, X-Prev-Page) follow GitLab's, per_page at most 100.
+// last_activity_at moves with a commit only when it is an hour old or more,
+// as on GitLab; SetClock drives the emulator's time.
 package gitlabtest
 
 import (
@@ -57,6 +59,10 @@ type Server struct {
 	total     int
 	faults    []*faultState
 	fired     int
+	late      map[string][]*http.Request // held by a LandLate fault, by endpoint
+	now       func() time.Time
+
+	quit chan struct{} // closed when the test ends: slow requests give up
 }
 
 // New starts an emulator; it is closed when the test ends.
@@ -66,11 +72,26 @@ func New(t testing.TB) *Server {
 		tokens: map[string][]string{DefaultToken: {"api"}},
 		byPath: map[string]*Project{},
 		counts: map[string]int{},
+		late:   map[string][]*http.Request{},
+		now:    time.Now,
+		quit:   make(chan struct{}),
 	}
 	s.ts = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.ts.Close)
+	t.Cleanup(func() {
+		close(s.quit)
+		s.ts.Close()
+	})
 	return s
 }
+
+// SetClock replaces the emulator's clock (commit times, last_activity_at).
+func (s *Server) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
+}
+
+func (s *Server) nowLocked() time.Time { return s.now().UTC() }
 
 // URL is the server's base URL (no trailing slash, no /api/v4).
 func (s *Server) URL() string { return s.ts.URL }
@@ -129,8 +150,13 @@ type Fault struct {
 	// ApplyThenFail performs the request, waits Latency, then answers
 	// Status (502 if unset) or drops: the ambiguous case a client must
 	// resolve by re-reading. Without it, Latency delays the request before
-	// it is handled (a client that gives up meanwhile changes nothing).
+	// it is handled — and it is handled even when the client gave up
+	// meanwhile, since GitLab promises nothing else.
 	ApplyThenFail bool
+	// LandLate answers Status (502 if unset) at once and applies the request
+	// later: just before the next request to the same endpoint is handled.
+	// A client checking whether its request landed sees nothing yet.
+	LandLate bool
 }
 
 type faultState struct {
