@@ -14,12 +14,9 @@ import (
 
 	"gpu-worker/config"
 	"gpu-worker/engine"
-	"gpu-worker/gitlab"
 	"gpu-worker/gpu"
 	"gpu-worker/handlers"
-	"gpu-worker/local"
 	"gpu-worker/ops"
-	"gpu-worker/project"
 )
 
 // opsFlags makes the flag set of an operator command.
@@ -66,34 +63,6 @@ func usageErr(stderr io.Writer, cmd, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, msg)
 }
 
-// oneProject opens the project a submit or cancel is about: the local
-// folder, --project, or the only one --projects names.
-func (c *common) oneProject(ctx context.Context, name string, log *slog.Logger) (project.Project, error) {
-	if *c.projectDir != "" {
-		p, err := local.Open(*c.projectDir)
-		if err != nil {
-			return nil, fmt.Errorf("open project dir: %w", err)
-		}
-		return p, nil
-	}
-	if name == "" {
-		if only := splitList(*c.projects); len(only) == 1 {
-			name = only[0]
-		}
-	}
-	if name == "" {
-		return nil, errors.New("no project: name one with --project group/name (or use --project-dir)")
-	}
-	if *c.token == "" {
-		return nil, errors.New("no GitLab token (set --token or GITLAB_TOKEN), or use --project-dir for a local project")
-	}
-	client, err := gitlab.New(gitlab.Config{BaseURL: *c.gitlabURL, Token: *c.token, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	return client.Project(ctx, name)
-}
-
 func quietLogger(stderr io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
@@ -105,11 +74,11 @@ func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseOps(s, stderr, args); err != nil {
 		return err
 	}
-	src, err := c.source(quietLogger(stderr), nil)
+	b, err := c.backend(quietLogger(stderr), backendOptions{})
 	if err != nil {
 		return usageErr(stderr, "jobs", "%v", err)
 	}
-	projects, err := src.Projects(ctx)
+	projects, err := b.source().Projects(ctx)
 	if err != nil {
 		return err
 	}
@@ -176,7 +145,11 @@ func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 	}
-	p, err := c.oneProject(ctx, *proj, quietLogger(stderr))
+	b, err := c.backend(quietLogger(stderr), backendOptions{})
+	if err != nil {
+		return usageErr(stderr, "submit", "%v", err)
+	}
+	p, err := b.one(ctx, *proj)
 	if err != nil {
 		return usageErr(stderr, "submit", "%v", err)
 	}
@@ -197,7 +170,11 @@ func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if s.NArg() != 1 {
 		return usageErr(stderr, "cancel", "name one job: gpu-worker cancel [flags] JOB_ID")
 	}
-	p, err := c.oneProject(ctx, *proj, quietLogger(stderr))
+	b, err := c.backend(quietLogger(stderr), backendOptions{})
+	if err != nil {
+		return usageErr(stderr, "cancel", "%v", err)
+	}
+	p, err := b.one(ctx, *proj)
 	if err != nil {
 		return usageErr(stderr, "cancel", "%v", err)
 	}
@@ -242,35 +219,11 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	} else {
 		d.Engines = ops.EngineProbe(py, dir)
 	}
-	switch {
-	case *f.projectDir != "":
-		d.Local = func(ctx context.Context) error {
-			p, err := local.Open(*f.projectDir)
-			if err != nil {
-				return err
-			}
-			return ops.ProbeLocal(ctx, p)
-		}
-	case *f.token == "":
-		return usageErr(stderr, "doctor", "no GitLab token (set --token or GITLAB_TOKEN), or use --project-dir for a local project")
-	default:
-		g := &ops.GitLabHTTP{BaseURL: *f.gitlabURL, Token: *f.token}
-		d.Token, d.API = g, g
-		d.LFS = func(ctx context.Context) error {
-			client, err := gitlab.New(gitlab.Config{BaseURL: *f.gitlabURL, Token: *f.token, Logger: log, MaxRetries: 1})
-			if err != nil {
-				return err
-			}
-			ps, err := client.Projects(ctx, gitlab.ListOptions{Only: splitList(*f.projects)})
-			if err != nil {
-				return err
-			}
-			if len(ps) == 0 {
-				return errors.New("the token sees no project to probe")
-			}
-			return ops.ProbeLFS(ctx, ps[0], os.TempDir())
-		}
+	b, err := f.backend(log, backendOptions{maxRetries: 1})
+	if err != nil {
+		return usageErr(stderr, "doctor", "%v", err)
 	}
+	b.doctor(&d)
 	var runner *engine.Runner
 	if py, dir, err := pythonAndEngines(*f.python, *f.enginesDir); err == nil {
 		runner = &engine.Runner{Python: py, EnginesDir: dir, Grace: *f.grace}

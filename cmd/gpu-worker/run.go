@@ -20,65 +20,10 @@ import (
 
 	"gpu-worker/config"
 	"gpu-worker/engine"
-	"gpu-worker/gitlab"
 	"gpu-worker/handlers"
-	"gpu-worker/local"
 	"gpu-worker/metrics"
-	"gpu-worker/project"
 	"gpu-worker/worker"
 )
-
-// common holds the flags every command that talks to projects shares.
-type common struct {
-	token, gitlabURL, projectDir, projects *string
-}
-
-func addCommon(s *config.Set) *common {
-	c := &common{
-		token:      s.String("token", "", "GitLab token with api scope"),
-		gitlabURL:  s.String("gitlab-url", "https://gitlab.com", "GitLab base URL"),
-		projectDir: s.String("project-dir", "", "serve one local Codex project folder instead of GitLab"),
-		projects:   s.String("projects", "", "comma-separated project ids or paths to restrict the scan to (default: all the token can see)"),
-	}
-	s.Env("token", "GITLAB_TOKEN")
-	s.Env("gitlab-url", "GITLAB_URL")
-	s.Env("project-dir", "GPU_WORKER_PROJECT_DIR")
-	s.Env("projects", "GPU_WORKER_PROJECTS")
-	return c
-}
-
-// source builds the project source the flags name.
-func (c *common) source(log *slog.Logger, hc *http.Client) (worker.Source, error) {
-	if *c.projectDir != "" {
-		p, err := local.Open(*c.projectDir)
-		if err != nil {
-			return nil, fmt.Errorf("open project dir: %w", err)
-		}
-		return staticSource{p}, nil
-	}
-	if *c.token == "" {
-		return nil, fmt.Errorf("%w: no GitLab token (set --token or GITLAB_TOKEN), or use --project-dir for a local project", errUsage)
-	}
-	client, err := gitlab.New(gitlab.Config{BaseURL: *c.gitlabURL, Token: *c.token, HTTPClient: hc, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	return gitlab.NewSource(client, splitList(*c.projects)), nil
-}
-
-type staticSource []project.Project
-
-func (s staticSource) Projects(context.Context) ([]project.Project, error) { return s, nil }
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
 
 // runFlags are the settings of `gpu-worker run`.
 type runFlags struct {
@@ -197,10 +142,14 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	m := metrics.New(metrics.Options{Version: version, GPUs: host.lister})
-	src, err := f.source(log, &http.Client{Transport: m.Transport(nil)})
+	b, err := f.backend(log, backendOptions{http: &http.Client{Transport: m.Transport(nil)}})
+	if errors.Is(err, errNoBackend) {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
 	if err != nil {
 		return err
 	}
+	src := b.source()
 	cfg.CanRun, cfg.Slots, cfg.Hooks = host.canRun, host.slots, m.Hooks()
 	runner := &engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace}
 	w := worker.New(cfg, src, handlers.Registry(f.handlersConfig(runner)), log)
