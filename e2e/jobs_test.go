@@ -146,7 +146,7 @@ func TestInsufficientDataFailsClearly(t *testing.T) {
 	e.setManifest(job("thin", "tts", "training", "StableTTS", "    epochs: 2\n"))
 	e.run("w1")
 	r := e.wantState("thin", manifest.StateFailed)
-	if r.ErrorMessage == nil || !strings.Contains(*r.ErrorMessage, "only 1 verses have both text and usable audio") {
+	if r.ErrorMessage == nil || !strings.Contains(*r.ErrorMessage, "needs at least 2 verses with both human text and a usable human recording; the project has 1") {
 		t.Fatalf("error_message = %v", r.ErrorMessage)
 	}
 }

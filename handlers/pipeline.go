@@ -127,8 +127,8 @@ func (r *run) prepareTrainingSet(ctx context.Context) error {
 		r.out.Result["training_skipped"] = summarizeSkips(skips)
 	}
 	if len(items) < min {
-		return fmt.Errorf("only %d verses have both human text and a usable human recording; %s training needs at least %d (record more verses, validate generated ones, or widen training.include_verses)",
-			len(items), r.model.Spec.Name, min)
+		return fmt.Errorf("%s training needs at least %d verses with both human text and a usable human recording; the project has %d (record more verses, validate generated ones, or widen training.include_verses)",
+			r.model.Spec.Name, min, len(items))
 	}
 	ds, dir, err := buildDataset(ctx, r.JobEnv, items, "dataset", r.model.SampleRate(r.Job))
 	if err != nil {
