@@ -175,3 +175,20 @@ class ETA:
         if worked <= 0:
             return None
         return (time.monotonic() - self.t0) / worked * max(self.total - done, 0)
+
+
+class Pace:
+    """When a progress event is due: every `steps` steps, and at the latest
+    `seconds` after the last one, so the worker can show a person how far a
+    job is even when steps are slow."""
+
+    def __init__(self, steps: int, seconds: float = 5.0, clock=time.monotonic):
+        self.steps, self.seconds, self.clock = max(1, steps), seconds, clock
+        self.last = clock()
+
+    def due(self, step: int) -> bool:
+        now = self.clock()
+        if step % self.steps == 0 or now - self.last >= self.seconds:
+            self.last = now
+            return True
+        return False

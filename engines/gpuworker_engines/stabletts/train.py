@@ -124,6 +124,7 @@ def run(config: dict, stop) -> dict:
     panel = TrainingMetrics(tc.output_dir, LOSSES, resume_epoch=resumed_at) if rank == 0 else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     eta = events.ETA(total, step)
+    pace = events.Pace(tc.progress_every_steps)
     n_params = sum(p.numel() for p in model.parameters())
     events.log(f"train: {len(train_set)} train / {len(val_set)} val items, frontend {fe.kind}, "
                f"{len(fe)} symbols, {n_params / 1e6:.1f} M params from {meta.origin}, {device}, "
@@ -186,7 +187,7 @@ def run(config: dict, stop) -> dict:
             events.log(f"epoch {epoch + 1}/{tc.epochs} step {step}/{total} loss {total_loss:.4f} "
                        + " ".join(f"{k} {v:.4f}" for k, v in parts.items())
                        + f" lr {lr:.2e} eta {_fmt_eta(left)}")
-            if step % max(1, tc.progress_every_steps) == 0:
+            if pace.due(step):
                 events.emit("progress", epoch=epoch + 1, epochs=tc.epochs, step=step, steps=total,
                             loss=total_loss, losses=parts, lr=lr, eta_s=left)
             if not math.isfinite(total_loss):
