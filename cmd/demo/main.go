@@ -1,6 +1,8 @@
 // Command demo builds a small Codex project (the Gospel of Mark, World
-// English Bible, read by espeak-ng), queues an ASR and a TTS job at the tiny
-// size, runs gpu-worker on it and shows what the translation team would see.
+// English Bible, read by espeak-ng), queues an ASR and a TTS job (at the
+// tiny size unless told otherwise), runs gpu-worker on each and shows what
+// the translation team would see. Arguments after "--" go to gpu-worker
+// run (e.g. the operator's model settings for --size default).
 package main
 
 import (
@@ -24,19 +26,102 @@ func main() {
 	workDir := flag.String("work-dir", "demo-work", "the worker's work folder")
 	bin := flag.String("worker", "bin/gpu-worker", "the gpu-worker binary")
 	quick := flag.Bool("quick", false, "fewer verses and epochs (for CI)")
+	size := flag.String("size", "tiny", "model size of both jobs: tiny (CPU) or default (a GPU, and the models README names)")
+	from := flag.String("project-from", "", "copy this already built demo project instead of building one (no espeak-ng or Bible text needed)")
+	buildOnly := flag.Bool("build-only", false, "build the project and stop (for --project-from elsewhere)")
 	flag.Parse()
-	if err := run(*dir, *workDir, *bin, *quick); err != nil {
+	if *size != "tiny" && *size != "default" {
+		fmt.Fprintln(os.Stderr, "demo: --size is tiny or default")
+		os.Exit(2)
+	}
+	o := options{dir: *dir, workDir: *workDir, bin: *bin, size: *size, quick: *quick, from: *from, buildOnly: *buildOnly, workerArgs: flag.Args()}
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir, workDir, bin string, quick bool) error {
-	ctx := context.Background()
+// options are the demo's flags.
+type options struct {
+	dir, workDir, bin, size, from string
+	quick, buildOnly              bool
+	workerArgs                    []string
+}
+
+func run(o options) error {
 	start := time.Now()
-	train, ttsOnly, asrOnly, epochsTTS, epochsASR := 20, 4, 4, 60, 60
-	if quick {
-		train, ttsOnly, asrOnly, epochsTTS, epochsASR = 8, 2, 2, 3, 3
+	dir, workDir, bin, size := o.dir, o.workDir, o.bin, o.size
+	epochsTTS, epochsASR := 60, 60
+	if o.quick {
+		epochsTTS, epochsASR = 3, 3
+	}
+	if err := buildProject(o); err != nil {
+		return err
+	}
+	if o.buildOnly {
+		fmt.Printf("Built the demo project in %s.\n", dir)
+		return nil
+	}
+	now := time.Now().UTC()
+	asrJob := fmt.Sprintf(`  - job_id: "demo_asr"
+    name: "Mark transcription (demo)"
+    job_type: asr
+    mode: training_and_inference
+    submitted_at: "%s"
+    model: {type: W2V2BERT, size: %s}
+    epochs: %d
+    allow_cpu: true
+`, now.Add(-time.Minute).Format(time.RFC3339), size, epochsASR)
+	ttsJob := fmt.Sprintf(`  - job_id: "demo_tts"
+    name: "Mark voice (demo)"
+    job_type: tts
+    mode: training_and_inference
+    submitted_at: "%s"
+    model: {type: StableTTS, size: %s}
+    epochs: %d
+    allow_cpu: true
+    audio_format: webm
+`, now.Format(time.RFC3339), size, epochsTTS)
+	if err := os.MkdirAll(filepath.Join(dir, "gpu_jobs"), 0o755); err != nil {
+		return err
+	}
+	// One job after the other, each timed: the transcription first, then
+	// the voice (which, training on human work only, ignores what the
+	// transcription wrote).
+	jobs := ""
+	for _, phase := range []struct{ name, entry string }{{"asr", asrJob}, {"tts", ttsJob}} {
+		jobs += phase.entry
+		if err := os.WriteFile(filepath.Join(dir, manifest.Path), []byte("version: 1\njobs:\n"+jobs), 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("Queued the %s job in %s. Running the worker (%s models)...\n\n", phase.name, manifest.Path, size)
+		args := append([]string{"run", "--project-dir", dir, "--work-dir", workDir, "--loop-interval", "-1",
+			"--allow-cpu", "--worker-id", "demo-worker", "--heartbeat-interval", "1m", "--cancel-check-interval", "10s"}, o.workerArgs...)
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		t0 := time.Now()
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		fmt.Printf("\nphase %s took %.1f s\n\n", phase.name, time.Since(t0).Seconds())
+	}
+	return summary(dir, time.Since(start))
+}
+
+// buildProject generates the project (Mark 1 read by espeak-ng), or
+// copies one built earlier.
+func buildProject(o options) error {
+	if err := os.RemoveAll(o.dir); err != nil {
+		return err
+	}
+	if o.from != "" {
+		fmt.Printf("Copying the demo project %s to %s...\n", o.from, o.dir)
+		return os.CopyFS(o.dir, os.DirFS(o.from))
+	}
+	ctx, dir := context.Background(), o.dir
+	train, ttsOnly, asrOnly := 20, 4, 4
+	if o.quick {
+		train, ttsOnly, asrOnly = 8, 2, 2
 	}
 	n := train + ttsOnly + asrOnly
 	verses, err := demoproject.MarkVerses(ctx, 1, n)
@@ -58,49 +143,11 @@ func run(dir, workDir, bin string, quick bool) error {
 	if err != nil {
 		return err
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
 	if err := p.WriteDir(dir); err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	man := fmt.Sprintf(`version: 1
-jobs:
-  - job_id: "demo_asr"
-    name: "Mark transcription (demo)"
-    job_type: asr
-    mode: training_and_inference
-    submitted_at: "%s"
-    model: {type: W2V2BERT, size: tiny}
-    epochs: %d
-    allow_cpu: true
-    text_normalization: {lowercase: true, remove_punctuation: true}
-  - job_id: "demo_tts"
-    name: "Mark voice (demo)"
-    job_type: tts
-    mode: training_and_inference
-    submitted_at: "%s"
-    model: {type: StableTTS, size: tiny}
-    epochs: %d
-    allow_cpu: true
-    audio_format: webm
-`, now.Add(-time.Minute).Format(time.RFC3339), epochsASR, now.Format(time.RFC3339), epochsTTS)
-	if err := os.MkdirAll(filepath.Join(dir, "gpu_jobs"), 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, manifest.Path), []byte(man), 0o644); err != nil {
-		return err
-	}
 	gitInit(dir)
-	fmt.Printf("Queued 2 jobs in %s. Running the worker (CPU, tiny models)...\n\n", manifest.Path)
-	cmd := exec.Command(bin, "run", "--project-dir", dir, "--work-dir", workDir, "--loop-interval", "-1",
-		"--allow-cpu", "--worker-id", "demo-worker", "--heartbeat-interval", "1m", "--cancel-check-interval", "10s")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("worker: %w", err)
-	}
-	return summary(dir, time.Since(start))
+	return nil
 }
 
 // summary prints what the team would see in the editor.
