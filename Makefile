@@ -4,10 +4,11 @@ GO ?= go
 ENV_DIR = $(shell scripts/engines-env.sh)
 PYTHON = $(ENV_DIR)/bin/python
 
-.PHONY: build deps engines test go-test py-test fuzz bench demo clean
+.PHONY: build deps engines test go-test py-test fuzz bench demo gpu-check gpu-check-prepare clean
 
 build:
 	$(GO) build -o bin/gpu-worker ./cmd/gpu-worker
+	$(GO) build -o bin/demo ./cmd/demo
 
 deps:
 	scripts/install-deps.sh
@@ -20,7 +21,8 @@ test: deps engines build
 	GPU_WORKER_PYTHON=$(PYTHON) $(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) fuzz
 	cd engines && $(PYTHON) -m pytest -q
-	$(MAKE) demo DEMO_FLAGS=--quick
+	# the GPU check on the CPU at tiny sizes (its worker step is the quick demo)
+	rm -rf gpu-check-out && scripts/gpu-check.sh --dry-run --out gpu-check-out
 
 go-test: build
 	GPU_WORKER_PYTHON=$(PYTHON) $(GO) test -count=1 ./...
@@ -42,8 +44,16 @@ DEMO_FLAGS ?=
 demo: deps engines build
 	GPU_WORKER_PYTHON=$(PYTHON) $(GO) run ./cmd/demo --dir demo-project --work-dir demo-work --worker bin/gpu-worker $(DEMO_FLAGS)
 
+# The GPU check (see scripts/gpu_check.py): prepare here, run where the GPU is.
+GPU_CHECK_OUT ?= gpu-check-out
+gpu-check-prepare: deps engines
+	scripts/gpu-check.sh --prepare
+
+gpu-check: build
+	scripts/gpu-check.sh --out $(GPU_CHECK_OUT)
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:
-	rm -rf bin demo-project demo-work
+	rm -rf bin demo-project demo-work gpu-check-out .gpu-check

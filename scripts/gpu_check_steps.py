@@ -173,17 +173,20 @@ def oom(ctx: Context) -> dict:
 
 def worker(ctx: Context) -> dict:
     """The whole worker on the local demo project: ASR and TTS training_and_inference."""
-    for tool in ("ffmpeg", "ffprobe", "espeak-ng"):
+    built = os.environ.get("GPU_CHECK_DEMO_PROJECT", "")  # carried: no espeak-ng needed
+    for tool in ("ffmpeg", "ffprobe") + (() if built else ("espeak-ng", "diatheke")):
         if not shutil.which(tool):
             raise Mismatch(f"{tool} is not on this machine; the worker step needs it", {})
     w = ctx.work / "worker"
     args = [str(ctx.worker.parent / "demo"), "--dir", str(w / "project"), "--work-dir", str(w / "work"),
             "--worker", str(ctx.worker)]
+    if built:
+        args += ["--project-from", built]
     if ctx.dry:
         args.append("--quick")
     else:
         tts_dir = ctx.work / "tts"
-        args += ["--size", "default", "--tts-base-model", str(tts_dir / "checkpoint_0.pt"),
+        args += ["--size", "default", "--", "--tts-base-model", str(tts_dir / "checkpoint_0.pt"),
                  "--tts-vocoder", str(tts_dir / "vocos.pt"), "--w2v2bert-base-model", str(ctx.work / "asr" / "w2v-bert-2.0")]
     t0 = time.monotonic()
     out = subprocess.run(args, capture_output=True, text=True, timeout=1800)
