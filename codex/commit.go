@@ -43,7 +43,7 @@ type Guard interface {
 	// attempt, after the patches were re-applied to the current notebooks.
 	Final(plan *CommitReport) []project.Action
 	// Landed records the id of a commit that carried the guard's actions.
-	Landed(commitID string)
+	Landed(res *project.CommitResult)
 }
 
 // CommitReport says what landed.
@@ -75,7 +75,7 @@ type nbState struct {
 	patches  []Patch
 	base     *Notebook
 	baseData []byte // first version read, the base when the caller gave none
-	commitID string // LastCommitID of the version nb was built on
+	guard    string // Guard of the version nb was built on
 	content  []byte // nil when nothing changed
 	applied  int
 	skipped  []Skip
@@ -161,7 +161,7 @@ func Commit(ctx context.Context, p project.Project, message string, patches map[
 					committed[path] = true
 				}
 				if opts.Guard != nil {
-					opts.Guard.Landed(res.ID)
+					opts.Guard.Landed(res)
 				}
 				log.Info("codex commit", "commit", res.ID, "actions", len(actions))
 				break
@@ -235,7 +235,7 @@ func reloadChanged(ctx context.Context, p project.Project, batch []string, state
 	for _, path := range batch {
 		st := states[path]
 		info, err := p.StatFile(ctx, path)
-		if err == nil && info.LastCommitID == st.commitID {
+		if err == nil && info.Guard == st.guard {
 			continue
 		}
 		if err != nil && !errors.Is(err, project.ErrNotFound) {
@@ -275,7 +275,7 @@ func (st *nbState) load(ctx context.Context, p project.Project) error {
 	if st.baseData == nil {
 		st.baseData = f.Content
 	}
-	st.commitID = f.LastCommitID
+	st.guard = f.Guard
 	st.applied, st.skipped = Apply(nb, st.base, st.patches)
 	st.content = nil
 	if st.applied > 0 {
@@ -327,7 +327,7 @@ func batchActions(batch []string, states map[string]*nbState) []project.Action {
 			continue
 		}
 		actions = append(actions, project.Action{
-			Kind: project.Update, Path: path, Content: st.content, LastCommitID: st.commitID,
+			Kind: project.Update, Path: path, Content: st.content, Guard: st.guard,
 		})
 	}
 	return actions

@@ -14,7 +14,7 @@ import (
 )
 
 // memProject is an in-memory project with GitLab's compare-and-swap rules:
-// a stale LastCommitID or a create of an existing path fails the whole
+// a stale Guard or a create of an existing path fails the whole
 // commit with a *ConflictError.
 type memProject struct {
 	mu      sync.Mutex
@@ -56,7 +56,7 @@ func (m *memProject) ReadFile(ctx context.Context, path string) (*project.File, 
 		return nil, fmt.Errorf("read %s: %w", path, project.ErrNotFound)
 	}
 	return &project.File{
-		FileInfo: project.FileInfo{Path: path, BlobID: fmt.Sprint(len(f.content)), LastCommitID: f.commit, Size: int64(len(f.content))},
+		FileInfo: project.FileInfo{Path: path, BlobID: fmt.Sprint(len(f.content)), Guard: f.commit, Size: int64(len(f.content))},
 		Content:  append([]byte(nil), f.content...),
 	}, nil
 }
@@ -102,7 +102,7 @@ func (m *memProject) Commit(ctx context.Context, message string, actions []proje
 			if !exists {
 				return nil, fmt.Errorf("update %s: %w", a.Path, project.ErrNotFound)
 			}
-			if a.LastCommitID != "" && a.LastCommitID != f.commit {
+			if a.Guard != "" && a.Guard != f.commit {
 				return nil, &project.ConflictError{Kind: project.ChangedSince, Path: a.Path}
 			}
 		}
@@ -187,7 +187,7 @@ func responseUpdate(t testing.TB, p *memProject) project.Action {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return project.Action{Kind: project.Update, Path: f.Path, Content: []byte("state: completed\n"), LastCommitID: f.LastCommitID}
+	return project.Action{Kind: project.Update, Path: f.Path, Content: []byte("state: completed\n"), Guard: f.Guard}
 }
 
 func TestCommitRaceKeepsUserTextEdits(t *testing.T) {

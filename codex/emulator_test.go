@@ -61,7 +61,7 @@ func TestCommitRaceAgainstEmulator(t *testing.T) {
 	for i := 1; i <= 50; i++ {
 		patches = append(patches, textPatch(uuidOf(fmt.Sprintf("JHN 1:%d", i)), fmt.Sprintf("ours %d", i), 1764000000000))
 	}
-	extra := []project.Action{{Kind: project.Update, Path: resp, Content: []byte("state: completed\n"), LastCommitID: respFile.LastCommitID}}
+	extra := []project.Action{{Kind: project.Update, Path: resp, Content: []byte("state: completed\n"), Guard: respFile.Guard}}
 	rep, err := Commit(ctx, p, "results [skip ci]", map[string][]Patch{path: patches}, extra, CommitOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ type chainGuard struct {
 
 func (g *chainGuard) Step() []project.Action {
 	g.steps++
-	return []project.Action{{Kind: project.Update, Path: guardPath, Content: []byte(fmt.Sprintf("state: running\nstep: %d\n", g.steps)), LastCommitID: g.last}}
+	return []project.Action{{Kind: project.Update, Path: guardPath, Content: []byte(fmt.Sprintf("state: running\nstep: %d\n", g.steps)), Guard: g.last}}
 }
 
 func (g *chainGuard) Final(plan *CommitReport) []project.Action {
@@ -34,12 +34,12 @@ func (g *chainGuard) Final(plan *CommitReport) []project.Action {
 	for _, v := range plan.Applied {
 		n += v
 	}
-	return []project.Action{{Kind: project.Update, Path: guardPath, Content: []byte(fmt.Sprintf("state: completed\nwritten: %d\nkept: %d\n", n, len(plan.Skipped))), LastCommitID: g.last}}
+	return []project.Action{{Kind: project.Update, Path: guardPath, Content: []byte(fmt.Sprintf("state: completed\nwritten: %d\nkept: %d\n", n, len(plan.Skipped))), Guard: g.last}}
 }
 
-func (g *chainGuard) Landed(id string) {
-	g.last = id
-	g.landed = append(g.landed, id)
+func (g *chainGuard) Landed(res *project.CommitResult) {
+	g.last = res.GuardOf(guardPath)
+	g.landed = append(g.landed, res.ID)
 }
 
 // fourBooks puts four 40-verse notebooks in p and patches every verse.
@@ -110,7 +110,7 @@ func TestCommitSplitStopsWhenLeaseLostOnEmulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &chainGuard{last: f.LastCommitID}
+	g := &chainGuard{last: f.Guard}
 	// After our first commit lands, another worker takes the job over.
 	p := &afterFirst{Project: gp, then: func() {
 		s.UserCommit(t, repo, "take over", map[string][]byte{guardPath: []byte("state: running\nworker_id: other\n")})
@@ -168,7 +168,7 @@ func TestCommitFinalBuiltFromCurrentPlan(t *testing.T) {
 		func(c *Cell, i int) { userEdit(c, fmt.Sprintf("user %d", i), 1770000000000+int64(i)) },
 	)
 	f, _ := p.ReadFile(context.Background(), guardPath)
-	g := &chainGuard{last: f.LastCommitID}
+	g := &chainGuard{last: f.Guard}
 	if _, err := Commit(context.Background(), p, "results", patches, nil, CommitOptions{Guard: g}); err != nil {
 		t.Fatal(err)
 	}

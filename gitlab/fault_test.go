@@ -53,9 +53,9 @@ func TestFaultySequence(t *testing.T) {
 			commits++
 		case k < 5: // guarded update of two files at once
 			a, b := names[rng.IntN(len(names))], names[rng.IntN(len(names))]
-			actions := []project.Action{{Kind: project.Update, Path: a, Content: []byte(fmt.Sprintf("beat %d\n", op)), LastCommitID: last[a]}}
+			actions := []project.Action{{Kind: project.Update, Path: a, Content: []byte(fmt.Sprintf("beat %d\n", op)), Guard: last[a]}}
 			if b != a {
-				actions = append(actions, project.Action{Kind: project.Update, Path: b, Content: []byte(fmt.Sprintf("beat %d b\n", op)), LastCommitID: last[b]})
+				actions = append(actions, project.Action{Kind: project.Update, Path: b, Content: []byte(fmt.Sprintf("beat %d b\n", op)), Guard: last[b]})
 			}
 			res, err := p.Commit(ctx, fmt.Sprintf("heartbeat %d [skip ci]", op), actions)
 			if err != nil {
@@ -71,13 +71,13 @@ func TestFaultySequence(t *testing.T) {
 			if err != nil {
 				t.Fatalf("op %d read: %v", op, err)
 			}
-			if !bytes.Equal(f.Content, files[name]) || f.LastCommitID != last[name] {
-				t.Fatalf("op %d read %s: %q at %s, want %q at %s", op, name, f.Content, f.LastCommitID, files[name], last[name])
+			if !bytes.Equal(f.Content, files[name]) || f.Guard != last[name] {
+				t.Fatalf("op %d read %s: %q at %s, want %q at %s", op, name, f.Content, f.Guard, files[name], last[name])
 			}
 		case k < 8: // stat, and a missing file
 			name := names[rng.IntN(len(names))]
 			st, err := p.StatFile(ctx, name)
-			if err != nil || st.LastCommitID != last[name] {
+			if err != nil || st.Guard != last[name] {
 				t.Fatalf("op %d stat %s: %+v, %v", op, name, st, err)
 			}
 			if _, err := p.StatFile(ctx, name+".missing"); !errors.Is(err, project.ErrNotFound) {

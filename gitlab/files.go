@@ -34,7 +34,7 @@ func (p *Project) ReadFile(ctx context.Context, name string) (*project.File, err
 		return nil, fmt.Errorf("read %s: content: %w", name, err)
 	}
 	return &project.File{
-		FileInfo: project.FileInfo{Path: name, BlobID: f.BlobID, LastCommitID: f.LastCommitID, Size: int64(len(content))},
+		FileInfo: project.FileInfo{Path: name, BlobID: f.BlobID, Guard: f.LastCommitID, Size: int64(len(content))},
 		Content:  content,
 	}, nil
 }
@@ -50,7 +50,7 @@ func (p *Project) StatFile(ctx context.Context, name string) (*project.FileInfo,
 	if err != nil {
 		return nil, p.fileErr("stat", name, err)
 	}
-	return &project.FileInfo{Path: name, BlobID: f.BlobID, LastCommitID: f.LastCommitID, Size: f.Size}, nil
+	return &project.FileInfo{Path: name, BlobID: f.BlobID, Guard: f.LastCommitID, Size: f.Size}, nil
 }
 
 func (p *Project) fileErr(op, name string, err error) error {
@@ -118,7 +118,7 @@ func (p *Project) Commit(ctx context.Context, message string, actions []project.
 	for attempt := 0; ; attempt++ {
 		c, _, err := p.c.api.Commits.CreateCommit(p.pid(), opts, gl.WithContext(ctx))
 		if err == nil {
-			return &project.CommitResult{ID: c.ID}, nil
+			return result(c.ID, actions), nil
 		}
 		if conflict, notFound := p.refusal(err, actions); conflict != nil {
 			// A moved branch means nothing was applied: safe to resend,
@@ -144,7 +144,7 @@ func (p *Project) Commit(ctx context.Context, message string, actions []project.
 		}
 		id, found, ferr := p.findCommit(ctx, mark)
 		if found {
-			return &project.CommitResult{ID: id}, nil
+			return result(id, actions), nil
 		}
 		if ferr != nil {
 			return nil, fmt.Errorf("commit outcome unknown: %w (check: %w)", p.c.clean(err), p.c.clean(ferr))
@@ -154,6 +154,18 @@ func (p *Project) Commit(ctx context.Context, message string, actions []project.
 			return nil, fmt.Errorf("commit outcome unknown: %w", p.c.clean(err))
 		}
 	}
+}
+
+// result is a landed commit: on GitLab the guard of every path it wrote is
+// the commit itself (the path's last_commit_id).
+func result(id string, actions []project.Action) *project.CommitResult {
+	r := &project.CommitResult{ID: id, Guards: map[string]string{}}
+	for _, a := range actions {
+		if a.Kind != project.Delete {
+			r.Guards[a.Path] = id
+		}
+	}
+	return r
 }
 
 // commitActions turns actions into the API's form. Creating an LFS pointer
@@ -166,8 +178,8 @@ func commitActions(actions []project.Action, mark string) []*gl.CommitActionOpti
 			Action:   gl.Ptr(gl.FileActionValue(a.Kind)),
 			FilePath: gl.Ptr(a.Path),
 		}
-		if a.LastCommitID != "" {
-			o.LastCommitID = gl.Ptr(a.LastCommitID)
+		if a.Guard != "" {
+			o.LastCommitID = gl.Ptr(a.Guard)
 		}
 		if a.PreviousPath != "" {
 			o.PreviousPath = gl.Ptr(a.PreviousPath)

@@ -76,7 +76,7 @@ func (a codexGuard) Final(plan *codex.CommitReport) []project.Action {
 	return a.g.Final(a.c.written(plan))
 }
 
-func (a codexGuard) Landed(commitID string) { a.g.Landed(commitID) }
+func (a codexGuard) Landed(res *project.CommitResult) { a.g.Landed(res) }
 
 // transcriptions are an ASR job's text patches.
 func transcriptions(patches map[string][]codex.Patch, bases map[string]*codex.Notebook, log *slog.Logger) *cellChanges {

@@ -28,7 +28,7 @@ func BenchmarkHeartbeat(b *testing.B) {
 			b.Fatal(err)
 		}
 		if _, err := p.Commit(ctx, "beat", []project.Action{{Kind: project.Update, Path: path,
-			Content: []byte("state: running\n"), LastCommitID: st.LastCommitID}}); err != nil {
+			Content: []byte("state: running\n"), Guard: st.Guard}}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -120,7 +120,13 @@ func (p *Project) Commit(ctx context.Context, message string, actions []project.
 		return nil, err
 	}
 	slog.Debug("local commit", "project", p.root, "id", rec.ID, "actions", len(rec.Actions))
-	return &project.CommitResult{ID: rec.ID}, nil
+	res := &project.CommitResult{ID: rec.ID, Guards: map[string]string{}}
+	for _, a := range rec.Actions {
+		if a.BlobID != "" {
+			res.Guards[a.Path] = a.BlobID // a folder's guard is the content's hash
+		}
+	}
+	return res, nil
 }
 
 // check is what a path must hold when the commit replaces it: the content
@@ -159,14 +165,7 @@ func (p *Project) plan(actions []project.Action) (map[string]*target, []plannedA
 		if err != nil {
 			return fmt.Errorf("check %s: %w", rel, err)
 		}
-		p.mu.Lock()
-		err = p.hist.refresh(p.historyPath())
-		cur := p.hist.lastCommit(rel, blob)
-		p.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		if cur != want {
+		if blob != want {
 			return &project.ConflictError{Kind: project.ChangedSince, Path: rel}
 		}
 		if _, seen := checks[rel]; !seen {
@@ -195,7 +194,7 @@ func (p *Project) plan(actions []project.Action) (map[string]*target, []plannedA
 			if !state(rel).exists {
 				return nil, nil, nil, fmt.Errorf("%s %s: %w", a.Kind, rel, project.ErrNotFound)
 			}
-			if err := guard(rel, a.LastCommitID); err != nil {
+			if err := guard(rel, a.Guard); err != nil {
 				return nil, nil, nil, err
 			}
 			pa.t = &target{exists: a.Kind == project.Update, data: nonNil(a.Content)}
@@ -213,7 +212,7 @@ func (p *Project) plan(actions []project.Action) (map[string]*target, []plannedA
 			if !src.exists {
 				return nil, nil, nil, fmt.Errorf("move %s: %w", prev, project.ErrNotFound)
 			}
-			if err := guard(prev, a.LastCommitID); err != nil {
+			if err := guard(prev, a.Guard); err != nil {
 				return nil, nil, nil, err
 			}
 			if state(rel).exists {

@@ -60,7 +60,7 @@ func TestEditorSaveAfterPlanIsKept(t *testing.T) {
 			p.beforeApply = func() { editorSave(t, dir, "m.codex", "saved by the translator", inPlace) }
 			_, err = p.Commit(context.Background(), "results", []project.Action{
 				{Kind: project.Update, Path: "a.codex", Content: []byte("a2")},
-				{Kind: project.Update, Path: "m.codex", Content: []byte("m2"), LastCommitID: f.LastCommitID},
+				{Kind: project.Update, Path: "m.codex", Content: []byte("m2"), Guard: f.Guard},
 				create("new.txt", "n"),
 			})
 			if !project.IsConflict(err, project.ChangedSince) {
@@ -90,7 +90,7 @@ func TestEditorSaveDuringSwapIsKept(t *testing.T) {
 		}
 	}
 	_, err := p.Commit(context.Background(), "results", []project.Action{
-		{Kind: project.Update, Path: "m.codex", Content: []byte("m2"), LastCommitID: f.LastCommitID},
+		{Kind: project.Update, Path: "m.codex", Content: []byte("m2"), Guard: f.Guard},
 		{Kind: project.Delete, Path: "z.codex"},
 	})
 	if !project.IsConflict(err, project.ChangedSince) {

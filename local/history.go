@@ -36,45 +36,19 @@ type RecordAction struct {
 	BlobID       string `json:"blob_id,omitempty"`
 }
 
-type indexEntry struct {
-	commit string
-	blob   string
-}
-
-// history is the per-path index built from commits.jsonl, read
-// incrementally: other processes append to the file, we read what is new.
+// history follows commits.jsonl, read incrementally (other processes
+// append to it, we read what is new), to know the last commit that landed.
 type history struct {
-	idx    map[string]indexEntry
 	off    int64
 	fi     os.FileInfo
 	lastID string
 }
 
-func newHistory() history { return history{idx: map[string]indexEntry{}} }
+func newHistory() history { return history{} }
 
 func (p *Project) historyPath() string { return filepath.Join(p.meta, "commits.jsonl") }
 
-func (h *history) lastCommit(rel, blob string) string {
-	if e, ok := h.idx[rel]; ok && e.blob == blob {
-		return e.commit
-	}
-	return syntheticCommit(blob)
-}
-
-func (h *history) apply(r CommitRecord) {
-	for _, a := range r.Actions {
-		switch a.Action {
-		case "delete":
-			delete(h.idx, a.Path)
-		case "move":
-			delete(h.idx, a.PreviousPath)
-			h.idx[a.Path] = indexEntry{commit: r.ID, blob: a.BlobID}
-		default:
-			h.idx[a.Path] = indexEntry{commit: r.ID, blob: a.BlobID}
-		}
-	}
-	h.lastID = r.ID
-}
+func (h *history) apply(r CommitRecord) { h.lastID = r.ID }
 
 // refresh reads records appended since the last call. A replaced or
 // truncated file is read again from the start.

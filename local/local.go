@@ -15,10 +15,9 @@
 //	.gpu-worker/journal.json   present only while a commit is being applied
 //	.gpu-worker/tmp/           staged content and backups of a commit in flight
 //
-// A file's LastCommitID is the id of our last commit that touched it while
-// the file still holds the content that commit wrote; a file changed by
-// anything else (a user's editor, git pull) gets an id derived from its
-// current content instead, so a stale guard fails either way.
+// A file's Guard is the hash of its content (its git blob id): a guarded
+// update fails when anything — a commit, a user's editor, git pull —
+// changed the file since the guard was read.
 //
 // LFS objects live where git-lfs keeps them, .git/lfs/objects/ab/cd/<oid>.
 // A commit that writes an LFS pointer under .project/attachments/pointers/
@@ -142,12 +141,8 @@ func (p *Project) ReadFile(ctx context.Context, rel string) (*project.File, erro
 		return nil, fmt.Errorf("read %s: %w", clean, err)
 	}
 	blob := blobID(data)
-	cid, err := p.lastCommit(clean, blob)
-	if err != nil {
-		return nil, err
-	}
 	return &project.File{
-		FileInfo: project.FileInfo{Path: clean, BlobID: blob, LastCommitID: cid, Size: int64(len(data))},
+		FileInfo: project.FileInfo{Path: clean, BlobID: blob, Guard: blob, Size: int64(len(data))},
 		Content:  data,
 	}, nil
 }
@@ -165,11 +160,7 @@ func (p *Project) StatFile(ctx context.Context, rel string) (*project.FileInfo, 
 	if err != nil {
 		return nil, fmt.Errorf("stat %s: %w", clean, err)
 	}
-	cid, err := p.lastCommit(clean, blob)
-	if err != nil {
-		return nil, err
-	}
-	return &project.FileInfo{Path: clean, BlobID: blob, LastCommitID: cid, Size: size}, nil
+	return &project.FileInfo{Path: clean, BlobID: blob, Guard: blob, Size: size}, nil
 }
 
 // ListTree lists every regular file below dir ("" = the whole folder),
@@ -222,24 +213,6 @@ func (p *Project) ListTree(ctx context.Context, dir string) ([]project.TreeEntry
 		return nil, fmt.Errorf("list tree: %w", err)
 	}
 	return out, nil
-}
-
-// lastCommit is the version token of path holding content blob.
-func (p *Project) lastCommit(rel, blob string) (string, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.hist.refresh(p.historyPath()); err != nil {
-		return "", err
-	}
-	return p.hist.lastCommit(rel, blob), nil
-}
-
-// syntheticCommit is the token of content nobody committed through us.
-// It is a pure function of the content, so the token changes exactly when
-// the content does.
-func syntheticCommit(blob string) string {
-	h := sha1.Sum([]byte("gpu-worker worktree\x00" + blob))
-	return hex.EncodeToString(h[:])
 }
 
 // blobID is git's object id for content: sha1("blob <n>\0" + content).

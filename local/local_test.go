@@ -124,37 +124,41 @@ func TestListTreeSkipsMetadataAndGit(t *testing.T) {
 	}
 }
 
-// A user edit that restores the committed content restores the commit id;
-// any other content gets a content-derived id.
-func TestLastCommitIDFollowsContent(t *testing.T) {
+// A folder's guard is its content's hash: it changes with every edit, by
+// us or by a user's editor, a stale one is refused, and the guard a commit
+// reports is the one a later read gives — in this process and another.
+func TestGuardFollowsContent(t *testing.T) {
 	p, dir := open(t)
 	ctx := context.Background()
-	c1 := mustCommit(t, p, create("f.txt", "one"))
+	res, err := p.Commit(ctx, "one", []project.Action{create("f.txt", "one")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g1 := res.GuardOf("f.txt")
+	if f, _ := p.ReadFile(ctx, "f.txt"); f.Guard != g1 || g1 == "" {
+		t.Fatalf("read guard %s, commit reported %s", f.Guard, g1)
+	}
 	userWrite(t, dir, map[string][]byte{"f.txt": []byte("two")})
 	f2, _ := p.ReadFile(ctx, "f.txt")
-	if f2.LastCommitID == c1 || f2.LastCommitID == "" {
-		t.Fatalf("edited file kept id %s", f2.LastCommitID)
+	if f2.Guard == g1 || f2.Guard == "" {
+		t.Fatalf("edited file kept guard %s", f2.Guard)
 	}
 	userWrite(t, dir, map[string][]byte{"f.txt": []byte("three")})
 	f3, _ := p.ReadFile(ctx, "f.txt")
-	if f3.LastCommitID == f2.LastCommitID {
-		t.Fatal("second edit kept the id")
+	if f3.Guard == f2.Guard {
+		t.Fatal("second edit kept the guard")
 	}
-	// A guard taken on an edited file holds until the file changes again.
-	_, err := p.Commit(ctx, "stale", []project.Action{{Kind: project.Update, Path: "f.txt", Content: []byte("x"), LastCommitID: f2.LastCommitID}})
+	_, err = p.Commit(ctx, "stale", []project.Action{{Kind: project.Update, Path: "f.txt", Content: []byte("x"), Guard: f2.Guard}})
 	if !project.IsConflict(err, project.ChangedSince) {
 		t.Fatalf("got %v, want ChangedSince", err)
 	}
-	c4 := mustCommit(t, p, project.Action{Kind: project.Update, Path: "f.txt", Content: []byte("four"), LastCommitID: f3.LastCommitID})
-	userWrite(t, dir, map[string][]byte{"f.txt": []byte("edited")})
-	userWrite(t, dir, map[string][]byte{"f.txt": []byte("four")})
-	if f, _ := p.ReadFile(ctx, "f.txt"); f.LastCommitID != c4 {
-		t.Fatalf("restored content has id %s, want %s", f.LastCommitID, c4)
+	res, err = p.Commit(ctx, "four", []project.Action{{Kind: project.Update, Path: "f.txt", Content: []byte("four"), Guard: f3.Guard}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Another instance (another process) agrees, reading only the history.
 	q, _ := Open(dir)
-	if f, _ := q.ReadFile(ctx, "f.txt"); f.LastCommitID != c4 {
-		t.Fatalf("second instance sees %s, want %s", f.LastCommitID, c4)
+	if f, _ := q.ReadFile(ctx, "f.txt"); f.Guard != res.GuardOf("f.txt") {
+		t.Fatalf("second instance sees %s, the commit reported %s", f.Guard, res.GuardOf("f.txt"))
 	}
 }
 
@@ -194,7 +198,8 @@ func TestFailureWhileApplyingRollsBack(t *testing.T) {
 func TestJournalRecovery(t *testing.T) {
 	p, dir := open(t)
 	ctx := context.Background()
-	c1 := mustCommit(t, p, create("a.txt", "old"))
+	mustCommit(t, p, create("a.txt", "old"))
+	before, _ := p.ReadFile(ctx, "a.txt")
 
 	// Simulate a crash after the renames and before the record.
 	tmp := filepath.Join(dir, ".gpu-worker", "tmp")
@@ -211,8 +216,8 @@ func TestJournalRecovery(t *testing.T) {
 	}
 	missing(t, dir, "new")
 	missing(t, dir, ".gpu-worker/journal.json")
-	if f, _ := p.ReadFile(ctx, "a.txt"); f.LastCommitID != c1 {
-		t.Fatalf("a.txt id %s, want %s", f.LastCommitID, c1)
+	if f, _ := p.ReadFile(ctx, "a.txt"); f.Guard != before.Guard {
+		t.Fatalf("a.txt guard %s, want the one before the crash, %s", f.Guard, before.Guard)
 	}
 
 	// Simulate a crash after the record: the commit stands.
@@ -238,13 +243,14 @@ func writeJournal(t *testing.T, dir string, j journal) {
 func TestTornHistoryTail(t *testing.T) {
 	p, dir := open(t)
 	ctx := context.Background()
-	c1 := mustCommit(t, p, create("a.txt", "a"))
+	mustCommit(t, p, create("a.txt", "a"))
+	before, _ := p.ReadFile(ctx, "a.txt")
 	hist := filepath.Join(dir, ".gpu-worker", "commits.jsonl")
 	f, _ := os.OpenFile(hist, os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString(`{"id":"torn","actions":[{"action":"update","path":"a.t`)
 	f.Close()
 	q, _ := Open(dir)
-	if got, err := q.ReadFile(ctx, "a.txt"); err != nil || got.LastCommitID != c1 {
+	if got, err := q.ReadFile(ctx, "a.txt"); err != nil || got.Guard != before.Guard {
 		t.Fatalf("read with torn tail: %+v, %v", got, err)
 	}
 	c2 := mustCommit(t, q, create("b.txt", "b"))
@@ -252,24 +258,27 @@ func TestTornHistoryTail(t *testing.T) {
 	if err != nil || len(recs) != 2 || recs[1].ID != c2 {
 		t.Fatalf("history %+v, %v", recs, err)
 	}
-	if f, _ := p.ReadFile(ctx, "b.txt"); f.LastCommitID != c2 {
-		t.Fatalf("first instance sees b.txt id %s, want %s", f.LastCommitID, c2)
+	if f, _ := p.ReadFile(ctx, "b.txt"); f.Guard != recs[1].Actions[0].BlobID {
+		t.Fatalf("first instance sees b.txt guard %s, the history says %s", f.Guard, recs[1].Actions[0].BlobID)
 	}
 }
 
 func TestCreateThenMoveInOneCommit(t *testing.T) {
 	p, dir := open(t)
-	id := mustCommit(t, p,
+	res, err := p.Commit(context.Background(), "move", []project.Action{
 		create("gpu_jobs/job_1/audio.tmp", "pointer text"),
-		project.Action{Kind: project.Move, PreviousPath: "gpu_jobs/job_1/audio.tmp", Path: "gpu_jobs/job_1/audio.webm"},
-	)
+		{Kind: project.Move, PreviousPath: "gpu_jobs/job_1/audio.tmp", Path: "gpu_jobs/job_1/audio.webm"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	missing(t, dir, "gpu_jobs/job_1/audio.tmp")
 	if got := readString(t, dir, "gpu_jobs/job_1/audio.webm"); got != "pointer text" {
 		t.Fatalf("moved content %q", got)
 	}
 	f, _ := p.ReadFile(context.Background(), "gpu_jobs/job_1/audio.webm")
-	if f.LastCommitID != id {
-		t.Fatalf("last commit %s, want %s", f.LastCommitID, id)
+	if f.Guard != res.GuardOf("gpu_jobs/job_1/audio.webm") {
+		t.Fatalf("guard %s, the commit reported %s", f.Guard, res.GuardOf("gpu_jobs/job_1/audio.webm"))
 	}
 }
 

@@ -74,7 +74,7 @@ func increment(ctx context.Context, p *Project, n int) (int, error) {
 			return conflicts, err
 		}
 		_, err = p.Commit(ctx, "increment", []project.Action{{Kind: project.Update, Path: "counter.txt",
-			Content: []byte(strconv.Itoa(v+1) + "\n"), LastCommitID: f.LastCommitID}})
+			Content: []byte(strconv.Itoa(v+1) + "\n"), Guard: f.Guard}})
 		if project.IsConflict(err, project.ChangedSince) {
 			conflicts++
 			continue
@@ -145,7 +145,7 @@ func TestCrossProcessCreateRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 1 || recs[0].ID != f.LastCommitID {
+	if len(recs) != 1 || recs[0].Actions[0].BlobID != f.Guard {
 		t.Fatalf("history %+v, want the winner's commit only", recs)
 	}
 }

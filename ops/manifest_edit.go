@@ -96,7 +96,7 @@ func readManifestDoc(ctx context.Context, p project.Project) (*yaml.Node, projec
 		}
 		return nil, project.Action{}, fmt.Errorf("%w: %s", manifest.ErrVersion, v.Value)
 	}
-	return doc, project.Action{Kind: project.Update, Path: manifest.Path, LastCommitID: f.LastCommitID}, nil
+	return doc, project.Action{Kind: project.Update, Path: manifest.Path, Guard: f.Guard}, nil
 }
 
 func parseDoc(data []byte) (*yaml.Node, error) {

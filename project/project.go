@@ -31,13 +31,15 @@ type Project interface {
 	PutLFS(ctx context.Context, src string) (Pointer, error)
 }
 
-// FileInfo is a file's version: BlobID changes with content, LastCommitID is
-// the commit that last touched the path (the compare-and-swap token).
+// FileInfo is a file's version: BlobID changes with content; Guard is the
+// backend's compare-and-swap token for the path, opaque to callers: the
+// commit that last touched it on GitLab, a hash of its content in a local
+// folder.
 type FileInfo struct {
-	Path         string
-	BlobID       string
-	LastCommitID string
-	Size         int64
+	Path   string
+	BlobID string
+	Guard  string
+	Size   int64
 }
 
 // File is a FileInfo with the bytes.
@@ -62,19 +64,30 @@ const (
 	Move   ActionKind = "move"
 )
 
-// Action is one change of a commit. LastCommitID, when set, guards
+// Action is one change of a commit. Guard, when set, guards
 // update/delete/move: the commit fails if the path changed since.
 type Action struct {
 	Kind         ActionKind
 	Path         string
 	PreviousPath string // for Move
 	Content      []byte // for Create/Update; Move keeps the old content when nil
-	LastCommitID string
+	Guard        string
 }
 
-// CommitResult names the commit that landed.
+// CommitResult names the commit that landed and the new guard of every
+// path it wrote.
 type CommitResult struct {
-	ID string
+	ID     string
+	Guards map[string]string
+}
+
+// GuardOf is the guard a later update of path must carry; "" when the
+// commit did not write it.
+func (r *CommitResult) GuardOf(path string) string {
+	if r == nil {
+		return ""
+	}
+	return r.Guards[path]
 }
 
 // ErrNotFound reports a missing file, object or project.
@@ -86,7 +99,7 @@ type ConflictKind int
 const (
 	// AlreadyExists: a create action named an existing path.
 	AlreadyExists ConflictKind = iota + 1
-	// ChangedSince: an action's LastCommitID is no longer the path's.
+	// ChangedSince: an action's Guard is no longer the path's.
 	ChangedSince
 	// BranchMoved: another commit landed while ours was being applied.
 	BranchMoved

@@ -201,10 +201,10 @@ func (g *leaseGuard) Final(w Written) []project.Action {
 	return append([]project.Action{act}, g.extra...)
 }
 
-func (g *leaseGuard) Landed(commitID string) {
+func (g *leaseGuard) Landed(res *project.CommitResult) {
 	g.l.mu.Lock()
 	defer g.l.mu.Unlock()
-	g.l.resp, g.l.lastCommitID = g.next, commitID
+	g.l.resp, g.l.guard = g.next, res.GuardOf(manifest.ResponsePath(g.l.jobID))
 }
 
 // finishQueue holds final writes that did not land.

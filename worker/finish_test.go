@@ -161,7 +161,7 @@ func (c *conflictingChanges) Commit(ctx context.Context, p project.Project, mess
 	acts := g.Final(Written{Result: map[string]any{"cells_transcribed": 1}, Message: "completed: 1 cell"})
 	res, err := p.Commit(ctx, message, acts)
 	if err == nil {
-		g.Landed(res.ID)
+		g.Landed(res)
 	}
 	return err
 }

@@ -103,7 +103,7 @@ type Guard interface {
 	// each attempt, once the changes were planned against the current files.
 	Final(w Written) []project.Action
 	// Landed records a commit that carried Step's or Final's actions.
-	Landed(commitID string)
+	Landed(res *project.CommitResult)
 }
 
 // Written is what the commits of Changes write, for the final response.

@@ -36,15 +36,15 @@ type lease struct {
 	workerID string
 	owner    string // this process's owner token
 
-	mu           sync.Mutex
-	resp         manifest.Response
-	lastCommitID string
+	mu    sync.Mutex
+	resp  manifest.Response
+	guard string
 }
 
 const commitRetries = 5
 
 // claim creates response.yaml (the claim) or takes over a stale one. stale
-// is the response read during the scan, with its LastCommitID; nil = new.
+// is the response read during the scan, with its Guard; nil = new.
 func claim(ctx context.Context, p project.Project, jobID string, me owner, now time.Time, stale *staleClaim, first manifest.Response, extra ...project.Action) (*lease, error) {
 	path := manifest.ResponsePath(jobID)
 	first.WorkerID = me.workerID
@@ -54,17 +54,17 @@ func claim(ctx context.Context, p project.Project, jobID string, me owner, now t
 	msg := fmt.Sprintf("Claim job %s by %s [skip ci]", jobID, me.workerID)
 	if stale != nil {
 		first.RetryCount = stale.resp.RetryCount + 1
-		act = project.Action{Kind: project.Update, Path: path, LastCommitID: stale.lastCommitID}
+		act = project.Action{Kind: project.Update, Path: path, Guard: stale.guard}
 		msg = fmt.Sprintf("Take over job %s by %s (retry %d) [skip ci]", jobID, me.workerID, first.RetryCount)
 	}
 	act.Content = first.Marshal()
-	newLease := func(r manifest.Response, commitID string) *lease {
-		return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, resp: r, lastCommitID: commitID}
+	newLease := func(r manifest.Response, guard string) *lease {
+		return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, resp: r, guard: guard}
 	}
 	for attempt := 0; ; attempt++ {
 		res, err := p.Commit(ctx, msg, append([]project.Action{act}, extra...))
 		if err == nil {
-			return newLease(first, res.ID), nil
+			return newLease(first, res.GuardOf(path)), nil
 		}
 		c := project.ConflictOf(err)
 		if c == nil {
@@ -90,7 +90,7 @@ func claim(ctx context.Context, p project.Project, jobID string, me owner, now t
 			return nil, &claimUnsureError{err: fmt.Errorf("claim job %s: check after %v: %w", jobID, c, rerr)}
 		}
 		if r, perr := manifest.ParseResponse(f.Content); perr == nil && me.holds(r) {
-			return newLease(*r, f.LastCommitID), nil
+			return newLease(*r, f.Guard), nil
 		}
 		return nil, ErrTaken
 	}
@@ -117,13 +117,13 @@ func (e *claimUnsureError) Unwrap() error { return e.err }
 // adopt takes up a claim of ours whose commit landed although we were told
 // it had not: no write is needed, the file already names us.
 func adopt(p project.Project, jobID string, me owner, own *staleClaim) *lease {
-	return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, resp: own.resp, lastCommitID: own.lastCommitID}
+	return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, resp: own.resp, guard: own.guard}
 }
 
 // staleClaim is a response.yaml another worker abandoned.
 type staleClaim struct {
-	resp         manifest.Response
-	lastCommitID string
+	resp  manifest.Response
+	guard string
 }
 
 // write updates response.yaml (plus extra actions) if we still hold the
@@ -136,10 +136,10 @@ func (l *lease) write(ctx context.Context, message string, update func(r *manife
 	next.WorkerID, next.OwnerToken = l.workerID, l.owner
 	for attempt := 0; ; attempt++ {
 		acts := append([]project.Action{{Kind: project.Update, Path: manifest.ResponsePath(l.jobID),
-			Content: next.Marshal(), LastCommitID: l.lastCommitID}}, extra...)
+			Content: next.Marshal(), Guard: l.guard}}, extra...)
 		res, err := l.proj.Commit(ctx, message+" [skip ci]", acts)
 		if err == nil {
-			l.resp, l.lastCommitID = next, res.ID
+			l.resp, l.guard = next, res.GuardOf(manifest.ResponsePath(l.jobID))
 			return nil
 		}
 		c := project.ConflictOf(err)
@@ -175,7 +175,7 @@ func (l *lease) recheck(ctx context.Context) error {
 	if err != nil || !(owner{l.workerID, l.owner}).holds(r) {
 		return ErrLeaseLost
 	}
-	l.lastCommitID = f.LastCommitID
+	l.guard = f.Guard
 	return nil
 }
 
@@ -188,7 +188,7 @@ func (l *lease) finalAction(update func(r *manifest.Response)) (project.Action, 
 	update(&next)
 	next.WorkerID, next.OwnerToken = l.workerID, l.owner
 	return project.Action{Kind: project.Update, Path: manifest.ResponsePath(l.jobID),
-		Content: next.Marshal(), LastCommitID: l.lastCommitID}, next
+		Content: next.Marshal(), Guard: l.guard}, next
 }
 
 // renewed is when the lease was last renewed, as other workers see it.

@@ -89,9 +89,9 @@ type projectState struct {
 }
 
 type cachedResponse struct {
-	blobID       string
-	lastCommitID string
-	resp         *manifest.Response
+	blobID string
+	guard  string
+	resp   *manifest.Response
 }
 
 func newScanner(claimTimeout time.Duration, runnable func(*manifest.Job) bool, log *slog.Logger) *scanner {
@@ -191,7 +191,7 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 				s.log.Warn("unreadable response.yaml; leaving the job alone", "project", p.Name(), "job", job.ID, "err", perr)
 				r = &manifest.Response{State: "unreadable"}
 			}
-			c = cachedResponse{blobID: f.BlobID, lastCommitID: f.LastCommitID, resp: r}
+			c = cachedResponse{blobID: f.BlobID, guard: f.Guard, resp: r}
 			st.responses[path] = c
 		}
 		switch {
@@ -201,14 +201,14 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 			// worker stopped): close it, or it would show running forever.
 			if c.resp.Stale(now, s.claimTimeout) || s.self.restarted(c.resp) {
 				out = append(out, candidate{proj: p, job: job, closeCanceled: true,
-					stale: &staleClaim{resp: *c.resp, lastCommitID: c.lastCommitID}})
+					stale: &staleClaim{resp: *c.resp, guard: c.guard}})
 			}
 		case s.self.owner.holds(c.resp) && s.self.unsure(p.Name(), job.ID):
-			out = append(out, candidate{proj: p, job: job, own: &staleClaim{resp: *c.resp, lastCommitID: c.lastCommitID}})
+			out = append(out, candidate{proj: p, job: job, own: &staleClaim{resp: *c.resp, guard: c.guard}})
 		case s.self.restarted(c.resp):
-			out = append(out, candidate{proj: p, job: job, stale: &staleClaim{resp: *c.resp, lastCommitID: c.lastCommitID}})
+			out = append(out, candidate{proj: p, job: job, stale: &staleClaim{resp: *c.resp, guard: c.guard}})
 		case c.resp.Stale(now, s.claimTimeout):
-			out = append(out, candidate{proj: p, job: job, stale: &staleClaim{resp: *c.resp, lastCommitID: c.lastCommitID}})
+			out = append(out, candidate{proj: p, job: job, stale: &staleClaim{resp: *c.resp, guard: c.guard}})
 		case c.resp.State == manifest.StateRunning:
 			at := c.resp.Timestamp.Add(s.claimTimeout + time.Second)
 			if st.recheckAt.IsZero() || at.Before(st.recheckAt) {

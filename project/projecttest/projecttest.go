@@ -80,6 +80,8 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// commit lands actions and returns the guard the commit reports for the
+// first action's path (what a later guarded update must carry).
 func commit(t *testing.T, p project.Project, msg string, actions ...project.Action) string {
 	t.Helper()
 	res, err := p.Commit(ctx(t), msg, actions)
@@ -89,7 +91,15 @@ func commit(t *testing.T, p project.Project, msg string, actions ...project.Acti
 	if res == nil || res.ID == "" {
 		t.Fatalf("commit %q: no commit id", msg)
 	}
-	return res.ID
+	for _, a := range actions {
+		if a.Kind != project.Delete && res.GuardOf(a.Path) == "" {
+			t.Fatalf("commit %q: no guard for %s", msg, a.Path)
+		}
+	}
+	if actions[0].Kind == project.Delete {
+		return res.ID
+	}
+	return res.GuardOf(actions[0].Path)
 }
 
 func create(path string, content []byte) project.Action {
@@ -142,19 +152,19 @@ func testMissing(t *testing.T, e Env, dir string) {
 
 func testCreateReadStat(t *testing.T, e Env, dir string) {
 	content := []byte("hello\nworld — ü\n")
-	id := commit(t, e.Project, "create", create(dir+"a.txt", content))
+	guard := commit(t, e.Project, "create", create(dir+"a.txt", content))
 	f := mustRead(t, e.Project, dir+"a.txt")
 	if !bytes.Equal(f.Content, content) {
 		t.Fatalf("content %q, want %q", f.Content, content)
 	}
-	if f.BlobID == "" || f.LastCommitID != id || f.Size != int64(len(content)) {
-		t.Fatalf("read info %+v, want last commit %s and size %d", f.FileInfo, id, len(content))
+	if f.BlobID == "" || f.Guard != guard || f.Size != int64(len(content)) {
+		t.Fatalf("read info %+v, want the guard the commit reported, %s, and size %d", f.FileInfo, guard, len(content))
 	}
 	st, err := e.Project.StatFile(ctx(t), dir+"a.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.BlobID != f.BlobID || st.LastCommitID != id || st.Size != f.Size {
+	if st.BlobID != f.BlobID || st.Guard != guard || st.Size != f.Size {
 		t.Fatalf("stat %+v, read %+v", *st, f.FileInfo)
 	}
 }
@@ -279,23 +289,23 @@ func testCreateRace(t *testing.T, e Env, dir string) {
 func testStaleUpdate(t *testing.T, e Env, dir string) {
 	p, path := e.Project, dir+"lease.yaml"
 	c1 := commit(t, p, "claim", create(path, []byte("v1")))
-	c2 := commit(t, p, "beat", project.Action{Kind: project.Update, Path: path, Content: []byte("v2"), LastCommitID: c1})
+	c2 := commit(t, p, "beat", project.Action{Kind: project.Update, Path: path, Content: []byte("v2"), Guard: c1})
 	if c2 == c1 {
-		t.Fatal("update returned the old commit id")
+		t.Fatal("update left the path's guard unchanged")
 	}
-	_, err := p.Commit(ctx(t), "stale", []project.Action{{Kind: project.Update, Path: path, Content: []byte("v3"), LastCommitID: c1}})
+	_, err := p.Commit(ctx(t), "stale", []project.Action{{Kind: project.Update, Path: path, Content: []byte("v3"), Guard: c1}})
 	wantConflict(t, err, project.ChangedSince)
-	_, err = p.Commit(ctx(t), "stale delete", []project.Action{{Kind: project.Delete, Path: path, LastCommitID: c1}})
+	_, err = p.Commit(ctx(t), "stale delete", []project.Action{{Kind: project.Delete, Path: path, Guard: c1}})
 	wantConflict(t, err, project.ChangedSince)
 	wantContent(t, p, path, []byte("v2"))
-	if f := mustRead(t, p, path); f.LastCommitID != c2 {
-		t.Fatalf("last commit %s, want %s", f.LastCommitID, c2)
+	if f := mustRead(t, p, path); f.Guard != c2 {
+		t.Fatalf("guard %s, want %s", f.Guard, c2)
 	}
 }
 
 func testAtomic(t *testing.T, e Env, dir string) {
 	p := e.Project
-	c1 := commit(t, p, "base", create(dir+"a.txt", []byte("a1")), create(dir+"b.txt", []byte("b1")))
+	c1 := commit(t, p, "base", create(dir+"b.txt", []byte("b1")), create(dir+"a.txt", []byte("a1")))
 	commit(t, p, "bump b", project.Action{Kind: project.Update, Path: dir + "b.txt", Content: []byte("b2")})
 
 	_, err := p.Commit(ctx(t), "exists", []project.Action{
@@ -308,7 +318,7 @@ func testAtomic(t *testing.T, e Env, dir string) {
 	_, err = p.Commit(ctx(t), "guard", []project.Action{
 		create(dir+"new2.txt", []byte("n")),
 		{Kind: project.Delete, Path: dir + "a.txt"},
-		{Kind: project.Update, Path: dir + "b.txt", Content: []byte("b3"), LastCommitID: c1},
+		{Kind: project.Update, Path: dir + "b.txt", Content: []byte("b3"), Guard: c1},
 	})
 	wantConflict(t, err, project.ChangedSince)
 
@@ -338,7 +348,7 @@ func testMove(t *testing.T, e Env, dir string) {
 func testDelete(t *testing.T, e Env, dir string) {
 	p := e.Project
 	c := commit(t, p, "base", create(dir+"gone.txt", []byte("bye")), create(dir+"kept.txt", []byte("stay")))
-	commit(t, p, "delete", project.Action{Kind: project.Delete, Path: dir + "gone.txt", LastCommitID: c})
+	commit(t, p, "delete", project.Action{Kind: project.Delete, Path: dir + "gone.txt", Guard: c})
 	wantMissing(t, p, dir+"gone.txt")
 	wantContent(t, p, dir+"kept.txt", []byte("stay"))
 	if _, err := p.Commit(ctx(t), "again", []project.Action{{Kind: project.Delete, Path: dir + "gone.txt"}}); err == nil {
@@ -368,13 +378,13 @@ func testUserWrite(t *testing.T, e Env, dir string) {
 	e.UserWrite(t, map[string][]byte{path: []byte(`{"cells":[1]}`), dir + "user.txt": []byte("u")})
 	wantContent(t, p, dir+"user.txt", []byte("u"))
 	f := mustRead(t, p, path)
-	if f.LastCommitID == c1 {
-		t.Fatal("user write did not change the file's last commit")
+	if f.Guard == c1 {
+		t.Fatal("user write did not change the file's guard")
 	}
-	_, err := p.Commit(ctx(t), "guarded", []project.Action{{Kind: project.Update, Path: path, Content: []byte(`{"cells":[2]}`), LastCommitID: c1}})
+	_, err := p.Commit(ctx(t), "guarded", []project.Action{{Kind: project.Update, Path: path, Content: []byte(`{"cells":[2]}`), Guard: c1}})
 	wantConflict(t, err, project.ChangedSince)
 	wantContent(t, p, path, []byte(`{"cells":[1]}`))
-	commit(t, p, "retried", project.Action{Kind: project.Update, Path: path, Content: []byte(`{"cells":[1,2]}`), LastCommitID: f.LastCommitID})
+	commit(t, p, "retried", project.Action{Kind: project.Update, Path: path, Content: []byte(`{"cells":[1,2]}`), Guard: f.Guard})
 	e.UserWrite(t, map[string][]byte{dir + "user.txt": nil})
 	wantMissing(t, p, dir+"user.txt")
 }
