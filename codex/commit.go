@@ -82,7 +82,7 @@ type nbState struct {
 }
 
 // Commit writes patches (by notebook path) and the extra actions in one
-// commit, each notebook update guarded by the last commit id Commit read.
+// commit, each notebook update carrying the guard of the version Commit read.
 // When a notebook changed meanwhile, Commit re-reads it, re-applies the
 // patches to the new version (keeping newer user edits, see Apply) and
 // tries again, at most MaxRetries times. A conflict on an extra or guard

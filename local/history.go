@@ -90,9 +90,8 @@ func (h *history) refresh(path string) error {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		// A damaged record only costs its paths their commit ids: they fall
-		// back to content-derived ids, which can fail a guard but never pass
-		// a stale one.
+		// A damaged record is skipped: guards are content hashes, so
+		// nothing but the record of that commit is lost.
 		if json.Unmarshal(line, &rec) == nil {
 			h.apply(rec)
 		}

@@ -186,7 +186,7 @@ type leaseGuard struct {
 
 func (g *leaseGuard) Step() []project.Action {
 	g.steps++
-	// Each step's content differs, so the file's last commit moves with it.
+	// Each step's content differs, so the file's guard moves with it.
 	act, next := g.l.finalAction(func(r *manifest.Response) {
 		r.Timestamp = g.now()
 		r.StatusMessage = fmt.Sprintf("writing results (part %d)", g.steps)

@@ -28,8 +28,8 @@ func (e *TimeoutError) Error() string {
 	return "timeout reached at " + e.At.UTC().Format(time.RFC3339)
 }
 
-// lease is this worker's claim on a job: response.yaml and the commit that
-// last wrote it. Every write is an update guarded by that commit id.
+// lease is this worker's claim on a job: response.yaml and its guard as our
+// last write left it. Every write is an update carrying that guard.
 type lease struct {
 	proj     project.Project
 	jobID    string
@@ -162,7 +162,7 @@ func (l *lease) write(ctx context.Context, message string, update func(r *manife
 }
 
 // recheck re-reads response.yaml after a conflict: still ours → adopt its
-// commit id; anyone else's → the lease is lost.
+// guard; anyone else's → the lease is lost.
 func (l *lease) recheck(ctx context.Context) error {
 	f, err := l.proj.ReadFile(ctx, manifest.ResponsePath(l.jobID))
 	if errors.Is(err, project.ErrNotFound) {
