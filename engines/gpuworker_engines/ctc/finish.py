@@ -77,7 +77,7 @@ def finish(recipe, cfg, run: Run) -> dict:
         "train_hours": round(sum(e.duration for e in run.train) / 3600, 4), "skipped_items": len(run.skipped),
         "hyperparameters": run.hyperparameters, "lm": lm_info, "transmorgrifier": tm_info,
         "config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **{k: v for k, v in run.info.items() if k not in ("base_source",)},
+        **{k: v for k, v in run.info.items() if k not in ("base_source", "hyperparameters")},
     }
     artifact.write_text(os.path.join(run.best_dir, artifact.README), card.render({
         **card_info, "title": f"{recipe.title} speech recognition"

@@ -71,6 +71,7 @@ def train(recipe, cfg, stop) -> dict:
     built = recipe.restore(cfg, state) if state else recipe.build(cfg, [e.text for e in examples])
     model, fe, vocab = built.model, built.fe, built.vocab
     hp["add_adapter"] = bool(getattr(model.config, "add_adapter", False))
+    hp.update(built.info.get("hyperparameters") or {})  # what only this engine has, e.g. adapter size
     vocab_path = os.path.join(out, "vocab.json")
     if dist.main:
         text_mod.save(vocab, vocab_path)
