@@ -85,3 +85,17 @@ def test_sigterm_ends_post_correction_within_ten_seconds(tmp_path, to_group):
     assert code == events.EXIT_INTERRUPTED
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # the catboost process is gone too
+
+
+def test_gpu_request_uses_the_gpu_or_falls_back_to_the_cpu(tmp_path, capsys):
+    from gpuworker_engines.ctc.corrector_job import gpu_available
+
+    pairs = [(_asr_like(s), s) for s in _sentences(12, 3)]
+    summary = corrector.train(pairs, pairs[:3], corrector.Options(iterations=20, device="gpu"),
+                              str(tmp_path / corrector.FILENAME), events.StopFlag())
+    log = capsys.readouterr().err
+    if gpu_available():
+        assert summary["device"] == "GPU"
+    else:
+        assert summary is not None and summary["device"] == "CPU" and "training on the CPU" in log
+    assert corrector.load(str(tmp_path)) is not None

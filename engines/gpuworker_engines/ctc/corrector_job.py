@@ -55,8 +55,9 @@ def fit(x, y, xv, yv, job: dict, name: str):
     cat = [i for i, c in enumerate(x.columns) if c[0] in "ftu"]  # the library's context columns
     cap = int(job["iterations"])
     params = dict(iterations=cap, learning_rate=float(job["learning_rate"]), allow_writing_files=False,
-                  # one-hot splits on the context letters: ~15x faster per iteration than
-                  # catboost's target statistics here, at the same held-out error
+                  # one-hot splits on the context letters: about 15x faster per iteration than
+                  # catboost's default target statistics on these features (0.035 s against
+                  # 0.49 s on 400 verse pairs, 2 CPU threads)
                   one_hot_max_size=255, thread_count=job.get("threads") or -1)
     params.update(job.get("catboost") or {})
     if job["task_type"] == "GPU":
@@ -69,10 +70,16 @@ def fit(x, y, xv, yv, job: dict, name: str):
             params.update(early_stopping_rounds=int(job["early_stopping_rounds"]), use_best_model=True)
     say(f"{name} model: {len(x)} rows, up to {cap} iterations"
         + (f", early stopping after {job['early_stopping_rounds']} without gain" if eval_set else ""))
-    model = CatBoostClassifier(**params)
     t0 = time.monotonic()
-    model.fit(Pool(x, y, cat_features=cat), eval_set=eval_set,
-              verbose=max(1, cap // LOG_LINES_PER_MODEL), log_cout=sys.stdout, log_cerr=sys.stdout)
+    try:
+        model = _fit(CatBoostClassifier(**params), Pool(x, y, cat_features=cat), eval_set, cap)
+    except Exception as e:  # noqa: BLE001 - a GPU catboost cannot use: carry on on the CPU
+        if params.get("task_type") != "GPU":
+            raise
+        say(f"{name} model: catboost on the GPU failed ({e}); training on the CPU")
+        params.pop("task_type"), params.pop("devices")
+        job["task_type"] = "CPU"
+        model = _fit(CatBoostClassifier(**params), Pool(x, y, cat_features=cat), eval_set, cap)
     done = model.tree_count_
     best = model.get_best_iteration()
     say(f"{name} model: {done} trees kept"
@@ -80,6 +87,12 @@ def fit(x, y, xv, yv, job: dict, name: str):
         + f", {time.monotonic() - t0:.1f}s")
     return model, {"trees": done, "best_iteration": best, "rows": len(x),
                    "seconds": round(time.monotonic() - t0, 2)}
+
+
+def _fit(model, pool, eval_set, cap: int):
+    model.fit(pool, eval_set=eval_set, verbose=max(1, cap // LOG_LINES_PER_MODEL), log_cout=sys.stdout,
+              log_cerr=sys.stdout)
+    return model
 
 
 def main(path: str) -> int:
@@ -96,7 +109,7 @@ def main(path: str) -> int:
     if job.get("val"):
         xv, yv = parse(st, job["val"], context, "validation pairs")
     say(f"catboost on {job['task_type']}")
-    summary = {"device": job["task_type"]}
+    summary = {}
     action, summary["action"] = fit(x, y["action"], xv, None if yv is None else yv["action"], job, "edit")
     inserts = y["action"] == st.INSERT_TO
     tm = st.Transmorgrifier()
@@ -109,6 +122,7 @@ def main(path: str) -> int:
     else:  # one letter (or none) is ever inserted: the library stores it as a constant
         chars = y["char"][inserts].unique()
         tm.constant_output = chars[0] if len(chars) else " "
+    summary["device"] = job["task_type"]  # after any fall-back to the CPU
     tm.leading_context = tm.trailing_context = context
     tm.iterations = int(job["iterations"])
     tm.save(job["out"])

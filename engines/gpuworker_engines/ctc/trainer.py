@@ -219,6 +219,10 @@ def train(recipe, cfg, stop) -> dict:
 
     if not (state and epoch0 >= cfg.epochs):
         save(cfg.epochs, 0)  # training done: a resume goes straight to the finishing steps
+    opt.state.clear()  # the finishing steps load the best model afresh: free what training held
+    if device.type == "cuda":
+        model.to("cpu")
+        torch.cuda.empty_cache()
     result = None
     if dist.main:
         loss_png = metrics.plot(["train_loss", "val_loss"], f"{recipe.title} CTC fine-tuning")
