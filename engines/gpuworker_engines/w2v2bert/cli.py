@@ -1,5 +1,5 @@
-"""Commands of the w2v2bert engine: train (fine-tune + post-correction + pack) and transcribe."""
-from . import SAMPLE_RATE  # noqa: F401 - the worker reads the rate the engine wants
+"""Commands of the w2v2bert engine: train (fine-tune + LM + post-correction + pack) and transcribe."""
+from ..ctc import SAMPLE_RATE  # noqa: F401 - the worker reads the rate the engine wants
 from .train import train
 from .transcribe import run as transcribe
 

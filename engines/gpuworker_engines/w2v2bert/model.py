@@ -1,61 +1,36 @@
-"""Models, feature extractors and tokenizers for both architectures.
+"""Models, feature extractors and the fine-tuning recipe of the w2v2bert engine.
 
 W2V2-BERT takes 80-bin fbank frames stacked in pairs (160 dims); classic
 wav2vec2 / XLS-R / MMS takes the raw waveform. The base model's config
 `model_type` decides which; `size: "tiny"` builds a small random model in code.
+The whole model is fine-tuned (wav2vec2's convolutional front end stays frozen).
 """
-import json
 import os
 
-import numpy as np
-import soundfile as sf
 import torch
 from transformers import (AutoConfig, AutoFeatureExtractor, SeamlessM4TFeatureExtractor,
                           Wav2Vec2BertConfig, Wav2Vec2BertForCTC, Wav2Vec2Config,
-                          Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC)
+                          Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC)
 
-from ..events import EngineError
-from . import SAMPLE_RATE, artifact
-from .vocab import DELIM, PAD, UNK
+from ..ctc import artifact, card
+from ..ctc import text as text_mod
+from ..ctc.tinyhub import feature_extractor as default_feature_extractor
+from ..ctc.tinyhub import tiny_config
+from ..ctc.trainer import Built
+from ..events import EngineError, log, warning
 
 MODEL_TYPES = {"wav2vec2-bert": "w2v2bert", "wav2vec2": "wav2vec2"}
 CLASSES = {"w2v2bert": Wav2Vec2BertForCTC, "wav2vec2": Wav2Vec2ForCTC}
+CONFIGS = {"w2v2bert": Wav2Vec2BertConfig, "wav2vec2": Wav2Vec2Config}
+EXTRACTORS = {"w2v2bert": SeamlessM4TFeatureExtractor, "wav2vec2": Wav2Vec2FeatureExtractor}
 
 
-def tiny_config(arch: str, vocab_size: int, add_adapter: bool = False, hidden: int = 48):
-    if arch == "w2v2bert":
-        return Wav2Vec2BertConfig(
-            vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=hidden * 2, feature_projection_input_dim=160,
-            conv_depthwise_kernel_size=15, add_adapter=add_adapter, adapter_kernel_size=3,
-            adapter_stride=2, num_adapter_layers=1, pad_token_id=0)
-    return Wav2Vec2Config(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=hidden * 2, conv_dim=(32, 32, 32, 32), conv_kernel=(10, 8, 4, 4),
-        conv_stride=(5, 4, 4, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        feat_extract_norm="layer", do_stable_layer_norm=True, pad_token_id=0)
-
-
-def default_feature_extractor(arch: str):
-    if arch == "w2v2bert":
-        # as published with facebook/w2v-bert-2.0
-        return SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=SAMPLE_RATE,
-                                           padding_value=1.0, stride=2)
-    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-                                    do_normalize=True, return_attention_mask=True)
-
-
-def tokenizer_from_vocab(vocab_path: str) -> Wav2Vec2CTCTokenizer:
-    return Wav2Vec2CTCTokenizer(vocab_path, unk_token=UNK, pad_token=PAD, word_delimiter_token=DELIM,
-                                bos_token=None, eos_token=None)
-
-
-def _recipe_overrides(cfg, vocab_size: int, arch: str) -> dict:
+def recipe_overrides(cfg, vocab_size: int, arch: str, pad_id: int, keep_adapter: bool = False) -> dict:
     d = cfg.dropout
-    o = dict(vocab_size=vocab_size, pad_token_id=0, ctc_loss_reduction="mean", ctc_zero_infinity=True,
+    o = dict(vocab_size=vocab_size, pad_token_id=pad_id, ctc_loss_reduction="mean", ctc_zero_infinity=True,
              hidden_dropout=d, attention_dropout=d, activation_dropout=d, feat_proj_dropout=d,
-             final_dropout=d, layerdrop=d, mask_time_prob=cfg.mask_time_prob)
-    if arch == "w2v2bert":
+             final_dropout=d, layerdrop=cfg.layerdrop, mask_time_prob=cfg.mask_time_prob)
+    if arch == "w2v2bert" and not keep_adapter:
         o["add_adapter"] = cfg.add_adapter  # halves the frame rate; wav2vec2's adapter would cut it 8x
     return o
 
@@ -68,63 +43,20 @@ def arch_of(model_type: str) -> str:
     return arch
 
 
-def resolve_base(cfg) -> str:
-    """A hub id or local folder to load from; a packed ASR artifact is unpacked first."""
-    src = cfg.base_model
-    if os.path.isfile(src):
-        src = artifact.unpack(src, os.path.join(os.path.abspath(cfg.output_dir), "base_model"))
-    return src
-
-
-def base_vocab(src: str) -> dict | None:
+def earlier_vocab(src: str) -> dict | None:
     """The vocab of a base this engine fine-tuned before (its CTC head is worth keeping), else None."""
     path = os.path.join(src, "vocab.json")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        v = json.load(f)
-    ours = v.get(PAD) == 0 and v.get(UNK) == 1 and v.get(DELIM) == 2
-    if ours and sorted(v.values()) == list(range(len(v))):
-        return v
-    return None
+    v = text_mod.load(path)
+    return v if text_mod.is_ctc_vocab(v) else None
 
 
-def load_base(cfg, vocab_size: int, src: str | None = None, keep_head: int = 0):
-    """The model to fine-tune and its feature extractor: (model, feature_extractor, arch).
-
-    keep_head: rows of the base's CTC head to keep (a base fine-tuned by this
-    engine, whose vocab was extended); new rows start random.
-    """
-    if cfg.size == "tiny":
-        arch = cfg.architecture
-        conf = tiny_config(arch, vocab_size, add_adapter=cfg.add_adapter)
-        for k, v in _recipe_overrides(cfg, vocab_size, arch).items():
-            setattr(conf, k, v)
-        return CLASSES[arch](conf), default_feature_extractor(arch), arch
-    src = src or cfg.base_model
-    local = os.path.isdir(src)
-    try:
-        conf = AutoConfig.from_pretrained(src, local_files_only=local)
-    except Exception as e:  # noqa: BLE001 - hub and file errors come in many types
-        raise EngineError(f"load base model {src}: {e}") from None
-    arch = arch_of(conf.model_type)
-    overrides = _recipe_overrides(cfg, keep_head or vocab_size, arch)
-    try:
-        model = CLASSES[arch].from_pretrained(src, local_files_only=local, ignore_mismatched_sizes=True,
-                                              **overrides)
-    except Exception as e:  # noqa: BLE001
-        raise EngineError(f"load base model {src}: {e}") from None
-    if keep_head and vocab_size > keep_head:
-        _grow_head(model, vocab_size)
-    try:
-        fe = AutoFeatureExtractor.from_pretrained(src, local_files_only=local)
-    except Exception:  # noqa: BLE001 - bare checkpoints ship without a preprocessor config
-        fe = default_feature_extractor(arch)
-    return model, fe, arch
-
-
-def _grow_head(model, vocab_size: int) -> None:
+def grow_head(model, vocab_size: int) -> None:
+    """New output rows for new letters; the old rows (and their ids) stay as trained."""
     old = model.lm_head
+    if old.out_features >= vocab_size:
+        return
     new = torch.nn.Linear(old.in_features, vocab_size)
     with torch.no_grad():
         new.weight[:old.out_features] = old.weight
@@ -134,51 +66,129 @@ def _grow_head(model, vocab_size: int) -> None:
 
 
 def load_trained(directory: str, device: str = "cpu"):
-    """A fine-tuned model folder: (model, feature_extractor, tokenizer, arch)."""
+    """A fine-tuned model folder: (model, feature_extractor, tokenizer)."""
     try:
         conf = AutoConfig.from_pretrained(directory, local_files_only=True)
         arch = arch_of(conf.model_type)
         model = CLASSES[arch].from_pretrained(directory, local_files_only=True)
         fe = AutoFeatureExtractor.from_pretrained(directory, local_files_only=True)
-        tok = Wav2Vec2CTCTokenizer.from_pretrained(directory, local_files_only=True)
+        tok = text_mod.tokenizer(os.path.join(directory, "vocab.json"))
     except EngineError:
         raise
     except Exception as e:  # noqa: BLE001
         raise EngineError(f"load ASR model {directory}: {e}") from None
-    return model.to(device).eval(), fe, tok, arch
+    return model.to(device).eval(), fe, tok
 
 
-def save_trained(model, fe, tok, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    getattr(model, "module", model).save_pretrained(directory)
-    fe.save_pretrained(directory)
-    tok.save_pretrained(directory)
+class Recipe:
+    """Full fine-tuning of a W2V2-BERT or wav2vec2 base (see ctc/trainer.py for the interface)."""
 
+    engine, title = "w2v2bert", "W2V2-BERT"
 
-def load_audio(path: str) -> np.ndarray:
-    """Mono float32 at SAMPLE_RATE; other rates are resampled."""
-    try:
-        wav, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as e:  # noqa: BLE001 - soundfile raises several types
-        raise EngineError(f"read audio {path}: {e}") from None
-    wav = wav.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        from math import gcd
+    def __init__(self):
+        self._src = None
 
-        from scipy.signal import resample_poly
-        g = gcd(sr, SAMPLE_RATE)
-        wav = resample_poly(wav, SAMPLE_RATE // g, sr // g).astype(np.float32)
-    return wav
+    def source(self, cfg) -> str:
+        """A hub id or local folder to load from; a packed ASR artifact is unpacked first."""
+        if self._src is None:
+            src = cfg.base_checkpoint or cfg.base_model
+            if os.path.isfile(src):
+                src = artifact.unpack(src, os.path.join(os.path.abspath(cfg.output_dir), "base_model"))
+            self._src = src
+        return self._src
 
+    def arch(self, cfg) -> str:
+        if cfg.size == "tiny":
+            return cfg.architecture
+        src = self.source(cfg)
+        try:
+            conf = AutoConfig.from_pretrained(src, local_files_only=os.path.isdir(src))
+        except Exception as e:  # noqa: BLE001 - hub and file errors come in many types
+            raise EngineError(f"load base model {src}: {e}") from None
+        return arch_of(conf.model_type)
 
-def featurize(fe, arch: str, waves: list[np.ndarray]) -> dict:
-    """Padded model inputs for a batch: {input_features|input_values, attention_mask}."""
-    out = fe(waves, sampling_rate=SAMPLE_RATE, padding=True, return_attention_mask=True,
-             return_tensors="pt")
-    key = "input_features" if arch == "w2v2bert" else "input_values"
-    return {key: out[key], "attention_mask": out["attention_mask"]}
+    def build(self, cfg, texts: list[str]) -> Built:
+        vocab, dropped = text_mod.build(texts, cfg.min_char_count)
+        if dropped:
+            warning(f"{len(dropped)} rare characters map to the unknown token: {''.join(dropped)}")
+        if cfg.size == "tiny":
+            arch = cfg.architecture
+            conf = tiny_config(arch, len(vocab), add_adapter=cfg.add_adapter)
+            for k, v in recipe_overrides(cfg, len(vocab), arch, 0).items():
+                setattr(conf, k, v)
+            model, fe = CLASSES[arch](conf), default_feature_extractor(arch)
+            info = {"base_model": "tiny (random)", "licence": None, "new_characters": []}
+        else:
+            model, fe, vocab, info = self._from_base(cfg, vocab)
+            arch = arch_of(model.config.model_type)
+        if arch == "wav2vec2":
+            model.freeze_feature_encoder()  # the XLS-R/MMS recipe keeps the CNN front end fixed
+        info["arch"] = arch
+        return Built(model, fe, vocab, arch, info)
 
+    def _from_base(self, cfg, vocab):
+        src = self.source(cfg)
+        local = os.path.isdir(src)
+        old = earlier_vocab(src) if local else None
+        info = {"base_model": src, "base_source": src, "licence": card.base_licence(src), "new_characters": []}
+        if old:  # continuing an earlier fine-tune: its letters keep their ids and output rows
+            vocab, info["new_characters"] = text_mod.extend(old, vocab)
+            earlier = artifact.read_card(src)
+            info.update(base_model=earlier.get("base_model") or src, licence=earlier.get("licence"),
+                        continued_from=cfg.base_checkpoint or cfg.base_model)
+            log(f"continuing an earlier model: vocabulary {len(old)} tokens, "
+                f"{len(info['new_characters'])} new: {''.join(info['new_characters'])}")
+        conf = AutoConfig.from_pretrained(src, local_files_only=local)
+        arch = arch_of(conf.model_type)
+        pad = vocab[text_mod.specials(vocab)["pad"]]
+        overrides = recipe_overrides(cfg, len(old) if old else len(vocab), arch, pad, keep_adapter=bool(old))
+        try:
+            model = CLASSES[arch].from_pretrained(src, local_files_only=local, ignore_mismatched_sizes=True,
+                                                  **overrides)
+        except Exception as e:  # noqa: BLE001
+            raise EngineError(f"load base model {src}: {e}") from None
+        grow_head(model, len(vocab))
+        try:
+            fe = AutoFeatureExtractor.from_pretrained(src, local_files_only=local)
+        except Exception:  # noqa: BLE001 - bare checkpoints ship without a preprocessor config
+            fe = default_feature_extractor(arch)
+        return model, fe, vocab, info
 
-def output_lengths(model, attention_mask: torch.Tensor) -> torch.Tensor:
-    m = getattr(model, "module", model)
-    return m._get_feat_extract_output_lengths(attention_mask.sum(-1)).to(torch.long)
+    def restore(self, cfg, state) -> Built:
+        arch = state["arch"]
+        model = CLASSES[arch](CONFIGS[arch].from_dict(state["model_config"]))
+        model.load_state_dict(state["model"])
+        if arch == "wav2vec2":
+            model.freeze_feature_encoder()
+        fe = EXTRACTORS[arch].from_dict(state["fe_config"])
+        return Built(model, fe, state["vocab"], arch, dict(state.get("info") or {}))
+
+    def weights(self, model) -> dict:
+        return model.state_dict()
+
+    def save_model(self, model, fe, tok, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        getattr(model, "module", model).save_pretrained(directory)
+        fe.save_pretrained(directory)
+        tok.save_pretrained(directory)
+
+    def load_model(self, directory: str, device: str, _base=None):
+        return load_trained(directory, device)
+
+    def usage(self, info: dict) -> str:
+        lm = "\n".join([
+            "", "With the language model (beam search, `pip install pyctcdecode kenlm`):", "", "```python",
+            "from pyctcdecode import BeamSearchDecoderCTC",
+            "decoder = BeamSearchDecoderCTC.load_from_dir(\"asr_model\")",
+            "log_probs = model(**inputs).logits.log_softmax(-1)[0].detach().numpy()",
+            "print(decoder.decode(log_probs))", "```"]) if info.get("decoder") == "lm" else ""
+        return "\n".join([
+            "Unpack `asr_model.tar` into a folder (here `asr_model`); it loads with plain transformers:", "",
+            "```python", "import soundfile as sf",
+            "from transformers import AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer",
+            "model = AutoModelForCTC.from_pretrained(\"asr_model\")",
+            "features = AutoFeatureExtractor.from_pretrained(\"asr_model\")",
+            "tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(\"asr_model\")",
+            "audio, rate = sf.read(\"verse.wav\")  # mono, 16 kHz",
+            "inputs = features(audio, sampling_rate=16000, return_tensors=\"pt\")",
+            "print(tokenizer.batch_decode(model(**inputs).logits.argmax(-1)))", "```"]) + lm

@@ -1,17 +1,15 @@
-"""Training examples: checks, train/validation split, length-grouped batches, collation."""
+"""Training examples: checks, the train / validation / test split, length-grouped
+batches, collation."""
 import random
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from .. import dataset, events
 from ..events import EngineError
-from .model import featurize, load_audio
-from .vocab import normalize
-
-SILENCE_PEAK = 1e-3  # about -60 dBFS: nothing a microphone would call speech
+from .audio import duration, featurize, is_silent, load_audio
+from .text import normalize
 
 
 @dataclass
@@ -21,17 +19,7 @@ class Example:
     original: str  # as written in the project: what post-correction aims for
     audio: str
     duration: float
-
-
-def is_silent(wav: np.ndarray) -> bool:
-    return wav.size == 0 or float(np.max(np.abs(wav))) < SILENCE_PEAK
-
-
-def frames_per_second(arch: str, add_adapter: bool) -> float:
-    # fbank 100 Hz stacked in pairs -> 50 Hz; the adapter halves it; wav2vec2's CNN gives 50 Hz
-    if arch == "w2v2bert":
-        return 25.0 if add_adapter else 50.0
-    return 50.0
+    cell_id: str = ""
 
 
 def prepare(dataset_dir: str, norm: dict, max_duration_s: float) -> tuple[list[Example], list[dict]]:
@@ -43,18 +31,14 @@ def prepare(dataset_dir: str, norm: dict, max_duration_s: float) -> tuple[list[E
         if not text:
             skipped.append({"id": it.id, "reason": "text is empty after normalisation"})
             continue
-        try:
-            info = sf.info(it.audio)
-        except Exception as e:  # noqa: BLE001
-            raise EngineError(f"item {it.id}: unreadable audio {it.audio}: {e}") from None
-        duration = info.frames / info.samplerate
-        if duration > max_duration_s:
+        seconds = duration(it.audio)
+        if seconds > max_duration_s:
             skipped.append({"id": it.id, "reason": f"audio longer than {max_duration_s:g}s"})
             continue
         if is_silent(load_audio(it.audio)):
             skipped.append({"id": it.id, "reason": "audio is silent"})
             continue
-        examples.append(Example(it.id, text, it.text.strip(), it.audio, duration))
+        examples.append(Example(it.id, text, it.text.strip(), it.audio, seconds, it.cell_id or it.id))
     for s in skipped:
         events.warning(f"skipped item {s['id']}: {s['reason']}")
     if not examples:
@@ -80,16 +64,31 @@ def drop_too_short(examples: list[Example], tok, fps: float) -> tuple[list[Examp
     return kept, skipped
 
 
-def split(examples: list[Example], val_split: float, seed: int) -> tuple[list[Example], list[Example]]:
-    order = list(range(len(examples)))
+def split(examples: list, val_split: float, test_split: float, seed: int) -> tuple[list, list, list]:
+    """(train, validation, test), a pure function of the seed.
+
+    From 4 items on, a non-zero share gets at least one item, so even a tiny set has a
+    held-out item for model selection and one for the report; below 4 everything
+    trains. Training always keeps at least half the items.
+    """
+    n = len(examples)
+    order = list(range(n))
     random.Random(seed).shuffle(order)
-    n_val = int(round(val_split * len(examples)))
-    if val_split > 0 and len(examples) >= 4:
-        n_val = max(1, n_val)
-    n_val = min(n_val, len(examples) - 1)
-    val = [examples[i] for i in sorted(order[:n_val])]
-    train = [examples[i] for i in sorted(order[n_val:])]
-    return train, val
+    n_test, n_val = int(round(test_split * n)), int(round(val_split * n))
+    if n >= 4:
+        n_test = max(1, n_test) if test_split > 0 else 0
+        n_val = max(1, n_val) if val_split > 0 else 0
+    else:
+        n_test = n_val = 0
+    while n - n_test - n_val < max(1, (n + 1) // 2) and (n_test or n_val):
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    test = [examples[i] for i in sorted(order[:n_test])]
+    val = [examples[i] for i in sorted(order[n_test:n_test + n_val])]
+    train = [examples[i] for i in sorted(order[n_test + n_val:])]
+    return train, val, test
 
 
 def epoch_batches(durations: list[float], batch_size: int, seed: int, epoch: int,
@@ -112,15 +111,14 @@ def epoch_batches(durations: list[float], batch_size: int, seed: int, epoch: int
 
 
 class Collate:
-    """Turns a list of examples into model inputs plus -100-padded labels."""
+    """Turns a list of example indices into model inputs plus -100-padded labels."""
 
-    def __init__(self, examples: list[Example], fe, tok, arch: str):
-        self.examples, self.fe, self.tok, self.arch = examples, fe, tok, arch
+    def __init__(self, examples: list[Example], fe, tok):
+        self.examples, self.fe, self.tok = examples, fe, tok
 
     def __call__(self, indices: list[int]) -> dict:
         exs = [self.examples[i] for i in indices]
-        batch = featurize(self.fe, self.arch, [load_audio(e.audio) for e in exs])
+        batch = featurize(self.fe, [load_audio(e.audio) for e in exs])
         labels = [torch.tensor(self.tok(e.text).input_ids, dtype=torch.long) for e in exs]
         batch["labels"] = torch.nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=-100)
         return batch
-

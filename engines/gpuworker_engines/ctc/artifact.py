@@ -1,17 +1,20 @@
 """The trained ASR model as ONE file for upload: an uncompressed tar of the model
-folder (weights, feature extractor, tokenizer + vocab.json, optional
-transmorgrifier.tm) plus card.json (metrics, config, architecture).
+folder (weights or adapter, feature extractor, tokenizer + vocab.json, README.md
+model card, optional language_model/ + alphabet.json and transmorgrifier.tm) plus
+card.json (metrics, config, architecture) for the engines themselves.
 """
 import io
 import json
 import os
 import tarfile
+import time
 
 from ..checkpoint import atomic_open
 from ..events import EngineError
 
 NAME = "asr_model.tar"
 CARD = "card.json"
+README = "README.md"
 
 
 def pack(model_dir: str, out_path: str, card: dict) -> str:
@@ -19,11 +22,11 @@ def pack(model_dir: str, out_path: str, card: dict) -> str:
     with atomic_open(out_path) as f:
         with tarfile.open(fileobj=f, mode="w") as tar:  # weights barely compress
             for name in sorted(os.listdir(model_dir)):
-                if name != CARD:
+                if name != CARD and not name.startswith("."):
                     tar.add(os.path.join(model_dir, name), arcname=name)
             data = json.dumps(card, ensure_ascii=False, indent=1, default=str).encode()
             info = tarfile.TarInfo(CARD)
-            info.size = len(data)
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
             tar.addfile(info, io.BytesIO(data))
     return out_path
 
@@ -31,8 +34,8 @@ def pack(model_dir: str, out_path: str, card: dict) -> str:
 def unpack(src: str, into: str) -> str:
     """A folder to load the model from: src itself when it is a folder, else the tar extracted."""
     if os.path.isdir(src):
-        if not os.path.exists(os.path.join(src, "config.json")):
-            raise EngineError(f"{src} is not an ASR model folder (no config.json)")
+        if not _is_model_dir(src):
+            raise EngineError(f"{src} is not an ASR model folder (no config.json or card.json)")
         return src
     if not os.path.exists(src):
         raise EngineError(f"ASR model not found: {src}")
@@ -41,9 +44,13 @@ def unpack(src: str, into: str) -> str:
             tar.extractall(into, filter="data")  # refuses absolute paths and links out of the folder
     except (tarfile.TarError, OSError) as e:
         raise EngineError(f"unpack ASR model {src}: {e}") from None
-    if not os.path.exists(os.path.join(into, "config.json")):
-        raise EngineError(f"{src} is not an ASR model artifact (no config.json inside)")
+    if not _is_model_dir(into):
+        raise EngineError(f"{src} is not an ASR model artifact (no config.json or card.json inside)")
     return into
+
+
+def _is_model_dir(d: str) -> bool:
+    return any(os.path.exists(os.path.join(d, n)) for n in ("config.json", CARD))
 
 
 def read_card(directory: str) -> dict:
@@ -52,3 +59,9 @@ def read_card(directory: str) -> dict:
         return {}
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text.encode("utf-8"))
+    os.chmod(path, 0o644)  # a document to read, not a secret

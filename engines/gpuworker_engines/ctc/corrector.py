@@ -1,0 +1,132 @@
+"""SentenceTransmorgrifier post-correction: learns (ASR output -> true text) edits.
+
+Training runs in a child process (corrector_job.py) so that a stop request is
+honoured at once: the parent polls its stop flag while relaying the child's
+summary lines to the log, and ends the child on SIGTERM. Applying a trained
+corrector happens in-process; the library prints on stdout and writes temp
+files in the working directory, so those calls run in a scratch folder with
+stdout sent to stderr (stdout belongs to the JSON-lines protocol).
+"""
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+
+from .. import events
+
+FILENAME = "transmorgrifier.tm"
+KILL_AFTER_S = 3.0  # grace between SIGTERM and SIGKILL for the child
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass
+class Options:
+    enabled: bool = True
+    iterations: int = 1000  # cap per catboost model
+    early_stopping_rounds: int = 50  # on the validation pairs
+    device: str = "auto"  # auto (GPU when catboost sees one) | cpu | gpu
+    context: int = 7  # letters of context each side
+    learning_rate: float = 0.1
+    threads: int | None = None
+    catboost: dict | None = None  # extra CatBoostClassifier parameters (benchmarks, experts)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Options":
+        d = d or {}
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and v is not None}
+        return cls(**known)
+
+
+def train(pairs: list[tuple[str, str]], val_pairs: list[tuple[str, str]], opts: Options, out_path: str,
+          stop) -> dict | None:
+    """Trains and saves a corrector at out_path: returns the child's summary, or None
+    when it failed (warned). Raises events.Interrupted on a stop request."""
+    with tempfile.TemporaryDirectory(prefix="transmorgrifier-") as tmp:
+        job = {"train": pairs, "val": val_pairs, "out": os.path.abspath(out_path),
+               "summary": os.path.join(tmp, "summary.json"), "iterations": opts.iterations,
+               "early_stopping_rounds": opts.early_stopping_rounds, "device": opts.device,
+               "context": opts.context, "learning_rate": opts.learning_rate, "threads": opts.threads,
+               "catboost": opts.catboost or {}}
+        job_path = os.path.join(tmp, "job.json")
+        with open(job_path, "w", encoding="utf-8") as f:
+            json.dump(job, f, ensure_ascii=False)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        proc = subprocess.Popen([sys.executable, "-m", "gpuworker_engines.ctc.corrector_job", job_path],
+                                cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace")
+        events.log(f"post-correction: training in process {proc.pid}")
+        lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=_relay, args=(proc.stdout, lines), daemon=True)
+        reader.start()
+        while proc.poll() is None or not lines.empty() or reader.is_alive():
+            if stop:
+                _end(proc)
+                raise events.Interrupted("stopped during post-correction training")
+            try:
+                events.log("post-correction: " + lines.get(timeout=0.2))
+            except queue.Empty:
+                pass
+        if stop:
+            raise events.Interrupted("stopped during post-correction training")
+        if proc.returncode != 0 or not os.path.exists(job["summary"]):
+            events.warning(f"post-correction not trained: its training step exited with code {proc.returncode}")
+            return None
+        with open(job["summary"], encoding="utf-8") as f:
+            return json.load(f)
+
+
+def _relay(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        line = line.rstrip()
+        if line:
+            lines.put(line)
+    stream.close()
+
+
+def _end(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=KILL_AFTER_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def _sandbox():
+    cwd = os.getcwd()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryDirectory(prefix="transmorgrifier-") as tmp:
+        os.dup2(2, 1)
+        os.chdir(tmp)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                yield tmp
+        finally:
+            sys.stdout.flush()
+            os.chdir(cwd)
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def load(directory: str):
+    """The post-corrector stored with a model, or None when it has none."""
+    path = os.path.abspath(os.path.join(directory, FILENAME))
+    if not os.path.exists(path):
+        return None
+    from sentence_transmorgrifier.transmorgrify import Transmorgrifier
+
+    with _sandbox():
+        return Transmorgrifier().load(path)
+
+
+def apply(tm, sentences: list[str]) -> list[str]:
+    with _sandbox():
+        return [" ".join(s.split()) if s else s for s in tm.execute(list(sentences))]

@@ -1,0 +1,88 @@
+"""The `transcribe` command of the CTC engines: every dataset item with audio gets a text.
+
+Text in the dataset is ignored. Decoding uses the artifact's language model when it
+has one (`decoder: auto`, the default), and its post-corrector when it has one.
+"""
+import tempfile
+import time
+
+import torch
+
+from .. import dataset, events
+from ..events import EngineError
+from . import SAMPLE_RATE, artifact, corrector, infer, lm
+from .audio import duration, is_silent, load_audio
+from .decode import Beam, Greedy, Labels
+
+
+def pick_device(name: str) -> str:
+    if name in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError(f"device {name} requested but no CUDA GPU is available")
+    return name
+
+
+def choose_decoder(choice: str, directory: str, labels: Labels, beam_width: int):
+    if choice not in ("auto", "lm", "greedy"):
+        raise EngineError(f"config: decoder must be auto, lm or greedy, not {choice!r}")
+    if choice != "greedy":
+        decoder = lm.load(directory, labels)
+        if decoder is not None:
+            return Beam(decoder, labels, beam_width)
+        if choice == "lm":
+            events.warning("this model has no usable language model: decoding greedily")
+    return Greedy(labels)
+
+
+def run(recipe, config: dict, stop) -> dict:
+    src = config.get("model")
+    if not src:
+        raise EngineError("config: model (an ASR artifact or unpacked folder) is required")
+    if not config.get("dataset"):
+        raise EngineError("config: dataset is required")
+    opts = infer.Options.from_config(config)
+    device = pick_device(config.get("device", "auto"))
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    items = dataset.load(config["dataset"], need_audio=True, need_text=False)  # cheap checks first
+    with tempfile.TemporaryDirectory(prefix="asr-model-") as tmp:
+        directory = artifact.unpack(src, tmp)
+        card = artifact.read_card(directory)
+        model, fe, tok = recipe.load_model(directory, device, config.get("base_model"))
+        labels = Labels(tok.get_vocab())
+        decode = choose_decoder(config.get("decoder") or "auto", directory, labels,
+                                int(config.get("beam_width") or 64))
+        tm = corrector.load(directory)
+        tr = infer.Transcriber(model, fe, device, opts)
+        kept, skipped = [], []
+        for it in items:
+            if duration(it.audio) > opts.max_audio_seconds:
+                skipped.append({"id": it.id, "reason": f"audio longer than {opts.max_audio_seconds:g}s"})
+            elif is_silent(load_audio(it.audio)):
+                skipped.append({"id": it.id, "reason": "audio is silent"})
+            else:
+                kept.append(it)
+        for s in skipped:
+            events.warning(f"skipped item {s['id']}: {s['reason']}")
+        audio_seconds = sum(duration(it.audio) for it in kept)
+        events.log(f"transcribing {len(kept)} items ({audio_seconds:.1f}s of audio) on {device} in "
+                   f"{str(tr.dtype).removeprefix('torch.')}, decoder {decode.name}"
+                   f"{', with post-correction' if tm else ''}")
+        t0 = time.monotonic()
+        eta = events.ETA(len(kept))
+        for n, (i, lp) in enumerate(tr.stream([it.audio for it in kept]), 1):
+            raw = decode([lp])[0]
+            text = corrector.apply(tm, [raw])[0] if tm and raw else raw
+            events.emit("item", id=kept[i].id, text=text, raw_text=raw)
+            if n % 50 == 0 or n == len(kept):
+                left = eta(n)
+                events.log(f"transcribed {n}/{len(kept)}" + (f" eta {left:.0f}s" if left is not None else ""))
+            if stop:
+                raise events.Interrupted("stop requested during transcription")
+        elapsed = time.monotonic() - t0
+    return {"items": len(kept), "count": len(kept), "skipped": skipped, "decoder": decode.name,
+            "audio_seconds": round(audio_seconds, 3), "seconds": round(elapsed, 3),
+            "rtf": round(elapsed / audio_seconds, 5) if audio_seconds else None,
+            "precision": str(tr.dtype).removeprefix("torch."), "post_corrected": tm is not None,
+            "sample_rate": SAMPLE_RATE, "model_card": {k: card.get(k) for k in ("engine", "arch", "metrics")}}

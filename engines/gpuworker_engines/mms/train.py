@@ -1,0 +1,8 @@
+"""The `train` command: adapter fine-tuning by the shared CTC trainer with this engine's recipe."""
+from ..ctc import trainer
+from .config import TrainConfig
+from .model import Recipe
+
+
+def train(config: dict, stop) -> dict:
+    return trainer.train(Recipe(), TrainConfig.from_dict(config), stop)
