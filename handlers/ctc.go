@@ -134,9 +134,10 @@ func trainCTC(ctx context.Context, r *run, engineName string, extra map[string]a
 	out["checkpoint_path"] = modelPath(job.ID, name)
 	out["metrics_path"] = modelPath(job.ID, "metrics.csv")
 	copyKeys(out, res, "best_epoch", "epochs_completed", "gpu_memory_peak", "hyperparameters",
-		"val_cer", "val_wer", "test_cer", "test_wer", "test_cer_lm", "test_wer_lm",
-		"test_cer_corrected", "test_wer_corrected", "transmorgrifier", "language_model",
-		"train_items", "val_items", "test_items", "vocabulary_size", "new_characters", "adapter")
+		"val_cer", "val_wer", "val_cer_lm", "val_wer_lm", "val_cer_corrected", "val_wer_corrected",
+		"test_cer", "test_wer", "test_cer_lm", "test_wer_lm", "test_cer_corrected", "test_wer_corrected",
+		"transmorgrifier", "lm", "decoder", "post_corrected", "train_items", "val_items", "test_items",
+		"vocabulary_size", "new_characters", "base_model")
 	return artifact, nil
 }
 
