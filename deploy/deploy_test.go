@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"gpu-worker/handlers"
+
 	"bufio"
 	"encoding/json"
 	"errors"
@@ -42,7 +44,13 @@ func binarySettings(t *testing.T) (flags, env map[string]bool) {
 			env[m[1]] = true
 		}
 	}
-	for _, want := range []string{"listen-address", "gpus", "work-dir", "token"} {
+	// The models' own settings become flags and variables at run time.
+	for _, m := range handlers.Models() {
+		for _, st := range m.Settings {
+			flags[st.Flag], env[st.Env] = true, true
+		}
+	}
+	for _, want := range []string{"listen-address", "gpus", "work-dir", "token", "tts-vocoder"} {
 		if !flags[want] {
 			t.Fatalf("flag scan missed %q: %v", want, flags)
 		}
