@@ -108,13 +108,14 @@ def asr(ctx: Context) -> dict:
     then 100 clips transcribed greedy and with the language model."""
     w = ctx.work / "asr"
     base = ctx.data.w2v_bert_snapshot(w / "w2v-bert-2.0", full=not ctx.dry)
-    ds = ctx.data.dataset(w / "dataset", 8 if ctx.dry else 120, 2.0 if ctx.dry else 8.0, 16000, seed=1)
+    # 200 items: 160 train after the validation and test splits, 20 steps an epoch at batch 8
+    ds = ctx.data.dataset(w / "dataset", 8 if ctx.dry else 200, 2.0 if ctx.dry else 8.0, 16000, seed=1)
     corpus = w / "lm_corpus.jsonl"
     corpus.write_text("".join(json.dumps({"cell_id": f"x{i}", "text": v}) + "\n"
                               for i, v in enumerate(ctx.data.VERSES * 4)))
     cfg = {"dataset": str(ds), "output_dir": str(w / "train"), "device": ctx.device, "size": "default",
-           "base_model": str(base), "architecture": "w2v2bert", "epochs": 1 if ctx.dry else 1000,
-           "stop_at_step": 3 if ctx.dry else 200, "batch_size": 2 if ctx.dry else 8,
+           "base_model": str(base), "architecture": "w2v2bert", "epochs": 1 if ctx.dry else 10,
+           "batch_size": 2 if ctx.dry else 8,
            "gradient_accumulation_steps": 1, "learning_rate": 5e-5, "warmup_steps": 10,
            "gradient_checkpointing": True, "precision": "auto", "val_split": 0.1, "test_split": 0.1,
            "save_interval": 100000, "progress_every_steps": 1 if ctx.dry else 10,
@@ -152,7 +153,7 @@ def oom(ctx: Context) -> dict:
         else ctx.work / "asr" / "w2v-bert-2.0"
     big = 4 if ctx.dry else 256
     cfg = {"dataset": str(ds), "output_dir": str(w / "train"), "device": ctx.device, "size": "default",
-           "base_model": str(base), "architecture": "w2v2bert", "epochs": 1, "stop_at_step": 1,
+           "base_model": str(base), "architecture": "w2v2bert", "epochs": 1,
            "gradient_checkpointing": False, "precision": "fp32", "val_split": 0.1, "test_split": 0.1,
            "learning_rate": 5e-5, "transmorgrifier": {"enabled": False}, "lm": {"enabled": False}}
     figures: dict = {"batch_tried": big}
