@@ -107,3 +107,39 @@ func TestTTSWithoutVocoderFailsAtOnce(t *testing.T) {
 		t.Error("a model was trained anyway")
 	}
 }
+
+// doctor loads the operator's vocoder and base model through the engine
+// and says what it found; a vocoder that is not one fails the check.
+func TestDoctorLoadsTheTTSFiles(t *testing.T) {
+	proj := t.TempDir()
+	base := publishedBase(t)
+	args := []string{"doctor", "--project-dir", proj, "--allow-cpu", "--min-free-disk", "0", "--python", python, "--engines-dir", enginesDir}
+	out, _ := exec.Command(binary, append(args, "--tts-vocoder", publishedVocoder(), "--tts-base-model", base)...).CombinedOutput()
+	if !strings.Contains(string(out), "vocoder loads") || !strings.Contains(string(out), "base model loads (parameters 31644545") {
+		t.Errorf("doctor with the TTS files:\n%s", out)
+	}
+	out, _ = exec.Command(binary, append(args, "--tts-vocoder", base)...).CombinedOutput()
+	if !strings.Contains(string(out), "TTS vocoder and base model") || !strings.Contains(string(out), "not a Vocos") {
+		t.Errorf("doctor with a checkpoint for a vocoder:\n%s", out)
+	}
+}
+
+// A TTS job in a project with an ASR model from an earlier job scores its
+// voice by transcribing the held-out verses it synthesised.
+func TestTTSRoundTripCERWithTheProjectsASRModel(t *testing.T) {
+	e := newEnv(t, verses(6, 0, 0))
+	e.setManifest(job("asr", "asr", "training", "W2V2BERT", "    epochs: 2\n    transmorgrifier: {enabled: false}\n"))
+	e.run("w1")
+	e.wantState("asr", manifest.StateCompleted)
+	e.setManifest(job("asr", "asr", "training", "W2V2BERT", "    epochs: 2\n    transmorgrifier: {enabled: false}\n"),
+		job("voice", "tts", "training", "StableTTS", "    epochs: 2\n"))
+	e.run("w1")
+	r := e.wantState("voice", manifest.StateCompleted)
+	cer, ok := r.Result["round_trip_cer"].(float64)
+	if !ok || cer < 0 {
+		t.Fatalf("round_trip_cer = %v (result %v)", r.Result["round_trip_cer"], r.Result)
+	}
+	if r.Result["round_trip_asr_model"] != manifest.JobDir("asr")+"/models/asr_model.tar" {
+		t.Errorf("scored with %v", r.Result["round_trip_asr_model"])
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -417,7 +418,11 @@ func describe(v any) string {
 	}
 	var parts []string
 	for _, k := range []string{"parameters", "sample_rate", "symbols", "frontend"} {
-		if x, ok := m[k]; ok {
+		switch x := m[k].(type) {
+		case nil:
+		case float64: // JSON numbers: counts read better without an exponent
+			parts = append(parts, fmt.Sprintf("%s %s", k, strconv.FormatFloat(x, 'f', -1, 64)))
+		default:
 			parts = append(parts, fmt.Sprintf("%s %v", k, x))
 		}
 	}

@@ -131,6 +131,7 @@ def train(recipe, cfg, stop) -> dict:
     greedy = Greedy(Labels(vocab))
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
     eta = events.ETA(total, step)
+    pace = events.Pace(cfg.progress_every_steps)
 
     def save(epoch: int, group: int) -> None:
         if dist.main:
@@ -185,7 +186,7 @@ def train(recipe, cfg, stop) -> dict:
             if dist.main:
                 events.log(f"epoch {epoch + 1}/{cfg.epochs} step {step}/{total} loss {step_loss:.4f} "
                            f"lr {lr:.2e} eta {_fmt(left)}")
-            if dist.main and (step % max(1, cfg.progress_every_steps) == 0):
+            if dist.main and pace.due(step):
                 events.emit("progress", epoch=epoch + 1, epochs=cfg.epochs, step=step, steps=total,
                             loss=step_loss, losses={"ctc": step_loss}, lr=lr, eta_s=left)
             stopping = dist.any(bool(stop), device)
