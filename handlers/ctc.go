@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,20 +70,9 @@ func trainCTC(ctx context.Context, r *run, engineName string, extra map[string]a
 	if err != nil {
 		return "", err
 	}
-	cfg := map[string]any{
-		"dataset":                     r.trainDir,
-		"output_dir":                  outDir,
-		"device":                      "auto",
-		"size":                        or(job.ModelSize, "default"),
-		"epochs":                      job.Epochs,
-		"batch_size":                  job.BatchSize,
-		"gradient_accumulation_steps": job.GradientAccumulationSteps,
-		"learning_rate":               job.LearningRate,
-		"warmup_steps":                job.WarmupSteps,
-		"val_split":                   job.ValSplit,
-		"test_split":                  job.OptFloat("test_split"),
-		"save_interval":               job.SaveInterval,
-		"progress_every_steps":        50,
+	cfg := r.trainConfig(outDir)
+	maps.Copy(cfg, map[string]any{
+		"test_split": job.OptFloat("test_split"),
 		"text_normalization": map[string]bool{
 			"lowercase":          job.OptBool("text_normalization.lowercase"),
 			"remove_punctuation": job.OptBool("text_normalization.remove_punctuation"),
@@ -91,13 +81,11 @@ func trainCTC(ctx context.Context, r *run, engineName string, extra map[string]a
 		"transmorgrifier": map[string]any{"enabled": job.OptBool("transmorgrifier.enabled"), "device": "auto"},
 		"lm":              map[string]any{"enabled": job.OptBool("lm.enabled"), "order": job.OptInt("lm.order")},
 		"lm_corpus":       corpus,
-	}
+	})
 	if v, ok := job.Opt("dropout").(float64); ok {
 		cfg["dropout"] = v
 	}
-	for k, v := range extra {
-		cfg[k] = v
-	}
+	maps.Copy(cfg, extra)
 	if job.ModelSize == "tiny" {
 		// a small corrector, so a tiny job stays a matter of minutes
 		cfg["transmorgrifier"].(map[string]any)["iterations"] = 30
@@ -193,9 +181,7 @@ func transcribeCTC(ctx context.Context, r *run, engineName, model string, extra 
 		"batch_seconds": 240, "chunk_seconds": 30, "stride_seconds": 5, "max_audio_seconds": 600,
 		"output_dir": filepath.Join(r.WorkDir, "transcription"),
 	}
-	for k, v := range extra {
-		cfg[k] = v
-	}
+	maps.Copy(cfg, extra)
 	res, err := r.engine(ctx, engineName, "transcribe", cfg, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" {
 			if t, ok := ev.Fields["text"].(string); ok {

@@ -75,6 +75,26 @@ func (m *Model) run(ctx context.Context, env *worker.JobEnv, cfg Config) (*worke
 	return r.out, err
 }
 
+// trainConfig is the engine configuration every train command gets: the
+// prepared set, the job's common knobs (defaults resolved by its model).
+func (r *run) trainConfig(outDir string) map[string]any {
+	j := r.Job
+	return map[string]any{
+		"dataset":                     r.trainDir,
+		"output_dir":                  outDir,
+		"device":                      "auto",
+		"size":                        or(j.ModelSize, "default"),
+		"epochs":                      j.Epochs,
+		"batch_size":                  j.BatchSize,
+		"gradient_accumulation_steps": j.GradientAccumulationSteps,
+		"learning_rate":               j.LearningRate,
+		"warmup_steps":                j.WarmupSteps,
+		"val_split":                   j.ValSplit,
+		"save_interval":               j.SaveInterval,
+		"progress_every_steps":        50,
+	}
+}
+
 // setting is an operator setting's value.
 func (r *run) setting(flag string) string { return r.cfg.Settings[flag] }
 

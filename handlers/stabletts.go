@@ -154,22 +154,9 @@ func trainTTS(ctx context.Context, r *run) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cfg := map[string]any{
-		"dataset":                     r.trainDir,
-		"output_dir":                  outDir,
-		"device":                      "auto",
-		"size":                        or(job.ModelSize, "default"),
-		"epochs":                      job.Epochs,
-		"batch_size":                  job.BatchSize,
-		"gradient_accumulation_steps": job.GradientAccumulationSteps,
-		"learning_rate":               job.LearningRate,
-		"warmup_steps":                job.WarmupSteps,
-		"val_split":                   job.ValSplit,
-		"save_interval":               job.SaveInterval,
-		"progress_every_steps":        50,
-		"frontend":                    ttsFrontend(job),
-		"from_scratch":                job.OptBool("model.from_scratch"),
-	}
+	cfg := r.trainConfig(outDir)
+	cfg["frontend"] = ttsFrontend(job)
+	cfg["from_scratch"] = job.OptBool("model.from_scratch")
 	if base != "" {
 		cfg["base_checkpoint"] = base
 	}

@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2ForCTC
 
 from ..ctc import artifact, card
 from ..ctc import text as text_mod
+from ..ctc.head import grow_head
 from ..ctc.tinyhub import feature_extractor, tiny_config
 from ..ctc.trainer import Built
 from ..events import EngineError, log, warning
@@ -84,19 +85,6 @@ def apply_adapter(model, path: str) -> None:
         model.lm_head = torch.nn.Linear(model.lm_head.in_features, n)
         model.config.vocab_size = n
     model.load_state_dict(state, strict=False)
-
-
-def grow_head(model, vocab_size: int) -> None:
-    """New output rows for new letters; the old rows (and their ids) stay as trained."""
-    old = model.lm_head
-    if old.out_features >= vocab_size:
-        return
-    new = torch.nn.Linear(old.in_features, vocab_size)
-    with torch.no_grad():
-        new.weight[:old.out_features] = old.weight
-        new.bias[:old.out_features] = old.bias
-    model.lm_head = new
-    model.config.vocab_size = vocab_size
 
 
 def load_base(src: str, adapter_dim: int, vocab_size: int, pad_id: int, overrides: dict | None = None):

@@ -14,6 +14,7 @@ from transformers import (AutoConfig, AutoFeatureExtractor, SeamlessM4TFeatureEx
 
 from ..ctc import artifact, card
 from ..ctc import text as text_mod
+from ..ctc.head import grow_head
 from ..ctc.tinyhub import feature_extractor as default_feature_extractor
 from ..ctc.tinyhub import tiny_config
 from ..ctc.trainer import Built
@@ -50,19 +51,6 @@ def earlier_vocab(src: str) -> dict | None:
         return None
     v = text_mod.load(path)
     return v if text_mod.is_ctc_vocab(v) else None
-
-
-def grow_head(model, vocab_size: int) -> None:
-    """New output rows for new letters; the old rows (and their ids) stay as trained."""
-    old = model.lm_head
-    if old.out_features >= vocab_size:
-        return
-    new = torch.nn.Linear(old.in_features, vocab_size)
-    with torch.no_grad():
-        new.weight[:old.out_features] = old.weight
-        new.bias[:old.out_features] = old.bias
-    model.lm_head = new
-    model.config.vocab_size = vocab_size
 
 
 def load_trained(directory: str, device: str = "cpu"):
