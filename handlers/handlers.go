@@ -100,7 +100,7 @@ func Registry(cfg Config) worker.Registry {
 		for _, mode := range []string{manifest.Training, manifest.Inference, manifest.TrainingAndInference} {
 			job := &manifest.Job{JobType: m.Spec.JobType, ModelType: m.Spec.Name, Mode: mode}
 			r[job.Kind()] = worker.HandlerFunc(func(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
-				return m.run(ctx, env, cfg)
+				return m.execute(ctx, env, cfg)
 			})
 		}
 	}

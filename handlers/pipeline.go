@@ -34,9 +34,9 @@ type run struct {
 	trainDir string
 }
 
-// run is the one pipeline every model shares: notebooks → (training set →
+// execute is the one pipeline every model shares: notebooks → (training set →
 // train) → (model → inference) → the outcome the worker commits.
-func (m *Model) run(ctx context.Context, env *worker.JobEnv, cfg Config) (*worker.Outcome, error) {
+func (m *Model) execute(ctx context.Context, env *worker.JobEnv, cfg Config) (*worker.Outcome, error) {
 	r := &run{JobEnv: env, model: m, cfg: cfg, out: &worker.Outcome{Result: map[string]any{}}}
 	if m.Prepare != nil {
 		if err := m.Prepare(ctx, r); err != nil {

@@ -157,6 +157,17 @@ func TestModelSpellings(t *testing.T) {
 	}
 }
 
+// An empty path is a path left out, as clients write it.
+func TestEmptyRepoPathIsAbsent(t *testing.T) {
+	m, err := testCatalog.Parse([]byte("version: 1\njobs:\n  - {job_id: j1, job_type: tts, mode: training, model: {type: StableTTS}, voice_reference: \"\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := m.Jobs[0]; j.Invalid != nil || j.OptString("voice_reference") != "" {
+		t.Errorf("invalid %v, voice_reference %q", j.Invalid, j.OptString("voice_reference"))
+	}
+}
+
 // A job with several bad fields names every one of them.
 func TestEveryBadFieldReported(t *testing.T) {
 	m, err := testCatalog.Parse([]byte("version: 1\njobs:\n  - {job_id: j1, job_type: tts, mode: inference, model: {type: StableTTS, frontend: klingon}, voice_reference: ../v.webm, epochs: ten}\n"))

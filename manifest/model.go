@@ -194,6 +194,9 @@ func (p *parser) field(raw map[string]any, f Field) any {
 		return f.Default
 	case RepoPath:
 		v := p.str(m, f.Key)
+		if v == "" {
+			return f.Default
+		}
 		if err := ValidateRepoPath(v, ""); err != nil {
 			p.fail(f.Key, "%v", err)
 			return f.Default
