@@ -11,7 +11,8 @@ import (
 )
 
 // progressEvery is how often at most the console shows a job's progress.
-const progressEvery = 10 * time.Second
+// Engines report at least every 2 s, so a line comes every 8–10 s.
+const progressEvery = 8 * time.Second
 
 // Line is the progress as a person reads it, e.g. "training: epoch 2/10,
 // step 40/200, loss 0.4321, ETA 3m20s". A report without a phase is its

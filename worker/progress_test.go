@@ -47,8 +47,8 @@ func TestProgressOnConsoleAndInStatus(t *testing.T) {
 	reg := registryOf(func(ctx context.Context, env *JobEnv) (*Outcome, error) {
 		fmt.Fprintln(env.LogWriter, "0:\tlearn: 0.6931\ttotal: 12ms\tremaining: 1.2s")
 		fmt.Fprintln(env.LogWriter, "Training:  45%|████▌     | 45/100 [00:03<00:04]")
-		// Reports at 0, 3, 9.9, 10.5, 12, 25 s: the console shows 0, 10.5 and 25.
-		for i, at := range []time.Duration{0, 3 * time.Second, 9900 * time.Millisecond, 10500 * time.Millisecond, 12 * time.Second, 25 * time.Second} {
+		// Reports at 0, 3, 7.9, 8.5, 12, 25 s: the console shows 0, 8.5 and 25.
+		for i, at := range []time.Duration{0, 3 * time.Second, 7900 * time.Millisecond, 8500 * time.Millisecond, 12 * time.Second, 25 * time.Second} {
 			clock.set(at, start)
 			env.Report(Progress{Phase: "training", Epoch: 2, Epochs: 10, Step: 40 + i, Steps: 200, Loss: &loss, ETA: 90 * time.Second, Message: "val cer 0.3100"})
 		}
@@ -82,7 +82,7 @@ func TestProgressOnConsoleAndInStatus(t *testing.T) {
 		}
 	}
 	if len(lines) != 3 {
-		t.Fatalf("%d progress lines on the console, want 3 (one per 10 s):\n%s", len(lines), strings.Join(lines, "\n"))
+		t.Fatalf("%d progress lines on the console, want 3 (one per 8 s):\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 	for i, step := range []string{"step=40/200", "step=43/200", "step=45/200"} {
 		for _, part := range []string{"job=j1", "phase=training", "epoch=2/10", step, "loss=0.5000", "eta=1m30s"} {

@@ -180,9 +180,9 @@ class ETA:
 class Pace:
     """When a progress event is due: every `steps` steps, and at the latest
     `seconds` after the last one, so the worker can show a person how far a
-    job is even when steps are slow."""
+    job is (a console line every 8–10 s) even when steps are slow."""
 
-    def __init__(self, steps: int, seconds: float = 5.0, clock=time.monotonic):
+    def __init__(self, steps: int, seconds: float = 2.0, clock=time.monotonic):
         self.steps, self.seconds, self.clock = max(1, steps), seconds, clock
         self.last = clock()
 
