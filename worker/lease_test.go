@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -283,7 +282,7 @@ func TestCancelCheckErrorsLogged(t *testing.T) {
 		}
 		return next(ctx, path)
 	}}
-	var logs lockedBuffer
+	var logs syncBuffer
 	w := testWorker(t, "w1", single{p}, registryOf(func(ctx context.Context, env *JobEnv) (*Outcome, error) {
 		jobRunning.Store(true)
 		for failed.Load() < 5 {
@@ -300,23 +299,6 @@ func TestCancelCheckErrorsLogged(t *testing.T) {
 	if n := strings.Count(out, "cancel check failed"); n != 1 || !strings.Contains(out, "connection reset by peer") {
 		t.Fatalf("%d cancel-check warnings after %d failures:\n%s", n, failed.Load(), out)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // finishes fails the test if f has not returned after a minute: a hang
