@@ -21,16 +21,7 @@ import (
 // at once, long before the claim timeout.
 func TestShutdownHandsBackWithKnownState(t *testing.T) {
 	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
-	started := make(chan string, 1)
-	w1 := testWorker(t, "w1", single{tp.p}, registryOf(blockUntilDone(started)), nil)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- w1.Run(ctx) }()
-	<-started
-	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	shutDownWhileRunning(t, tp)
 	raw, err := os.ReadFile(filepath.Join(tp.dir, manifest.ResponsePath("j1")))
 	if err != nil {
 		t.Fatal(err)
@@ -246,16 +237,7 @@ func TestShutdownVerdict(t *testing.T) {
 // the next scan, not left "running" for ever; it does not run.
 func TestCanceledHandedBackJobIsClosed(t *testing.T) {
 	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
-	started := make(chan string, 1)
-	w1 := testWorker(t, "w1", single{tp.p}, registryOf(blockUntilDone(started)), nil)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- w1.Run(ctx) }()
-	<-started
-	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	shutDownWhileRunning(t, tp)
 	if r := tp.response("j1"); !r.HandedBack() {
 		t.Fatalf("not handed back: %+v", r)
 	}
@@ -271,5 +253,21 @@ func TestCanceledHandedBackJobIsClosed(t *testing.T) {
 	r := tp.response("j1")
 	if ran || r.State != manifest.StateCanceled || r.TerminationReason == nil || *r.TerminationReason != manifest.ReasonCanceled {
 		t.Fatalf("ran %v, response %+v", ran, r)
+	}
+}
+
+// shutDownWhileRunning runs worker w1 on tp and shuts it down while its job
+// is running.
+func shutDownWhileRunning(t *testing.T, tp *testProject) {
+	t.Helper()
+	started := make(chan string, 1)
+	w1 := testWorker(t, "w1", single{tp.p}, registryOf(blockUntilDone(started)), nil)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w1.Run(ctx) }()
+	<-started
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -288,16 +288,7 @@ func TestHeartbeatWritesProgressAndDetectsLostLease(t *testing.T) {
 
 func TestShutdownInterruptsAndAnotherWorkerResumes(t *testing.T) {
 	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
-	started := make(chan string, 1)
-	w1 := testWorker(t, "w1", single{tp.p}, registryOf(blockUntilDone(started)), nil)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- w1.Run(ctx) }()
-	<-started
-	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	shutDownWhileRunning(t, tp)
 	if r := tp.response("j1"); !r.HandedBack() {
 		t.Fatalf("after shutdown: %+v", r)
 	}
