@@ -73,6 +73,9 @@ type Runner struct {
 	Env        []string      // extra environment (CUDA_VISIBLE_DEVICES, ...)
 	// Launcher, when set, replaces "python -m" (e.g. torchrun for several GPUs).
 	Launcher []string
+	// Sandbox confines the engines (nil: they run as the worker's children
+	// with its user and network).
+	Sandbox *Sandbox
 }
 
 // Run writes config to <workDir>/<engine>-<command>.json, runs the engine
@@ -99,11 +102,21 @@ func (r *Runner) Run(ctx context.Context, engine, command string, config any, wo
 		args = []string{r.Python}
 	}
 	args = append(args, "-m", "gpuworker_engines", engine, command, "--config", cfgPath)
+	env := r.environ()
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	setDeathSignal(attr)
+	if r.Sandbox != nil {
+		extra, err := r.Sandbox.prepare(workDir, config)
+		if err != nil {
+			return nil, fmt.Errorf("start engine %s %s: %w", engine, command, err)
+		}
+		env = append(env, extra...)
+		args = r.Sandbox.wrap(args, attr)
+	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = r.EnginesDir
-	cmd.Env = r.environ()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setDeathSignal(cmd.SysProcAttr)
+	cmd.Env = env
+	cmd.SysProcAttr = attr
 	if log == nil {
 		log = io.Discard
 	}

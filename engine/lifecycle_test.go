@@ -14,8 +14,15 @@ import (
 	"time"
 )
 
-// TestMain doubles as a stand-in worker process (see startWorker).
+// TestMain doubles as a stand-in worker process (see startWorker), as the
+// sandbox shim, and as a worker whose kernel refuses namespaces.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == SandboxCommand {
+		os.Exit(SandboxMain(os.Args[2:]))
+	}
+	if os.Getenv(probeInNamespaceEnv) != "" {
+		os.Exit(probeWithoutUserNamespaces())
+	}
 	if spec := os.Getenv("ENGINE_TEST_WORKER"); spec != "" {
 		os.Exit(standInWorker(spec))
 	}
