@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"gpu-worker/limits"
 )
 
 // Path is where a project keeps its job manifest.
@@ -105,9 +107,20 @@ func (j *Job) Infers() bool { return j.Mode == Inference || j.Mode == TrainingAn
 // ErrVersion reports a manifest of a version this worker does not read.
 var ErrVersion = errors.New("unsupported manifest version")
 
-// Parse reads a manifest. An error means the whole file is unusable; problems
-// of single jobs are reported on the jobs themselves.
-func Parse(data []byte) (*Manifest, error) {
+// Parse reads a manifest within the default limits. An error means the
+// whole file is unusable; problems of single jobs are reported on the jobs
+// themselves.
+func Parse(data []byte) (*Manifest, error) { return ParseWith(data, limits.Default()) }
+
+// ParseWith reads a manifest within l: its size, its YAML aliases and how
+// many jobs it lists.
+func ParseWith(data []byte, l limits.Limits) (*Manifest, error) {
+	if err := limits.CheckBytes(Path, int64(len(data)), l.ManifestBytes, "max-manifest-bytes"); err != nil {
+		return nil, err
+	}
+	if err := checkYAML(data, "manifest", Path, l.YAMLAliases); err != nil {
+		return nil, err
+	}
 	var doc struct {
 		Version any         `yaml:"version"`
 		Jobs    []yaml.Node `yaml:"jobs"`
@@ -124,6 +137,10 @@ func Parse(data []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("%w: missing \"version\" (expected version: 1)", ErrVersion)
 	default:
 		return nil, fmt.Errorf("%w: %v (expected version: 1)", ErrVersion, v)
+	}
+	if l.ManifestJobs > 0 && len(doc.Jobs) > l.ManifestJobs {
+		return nil, &limits.Exceeded{Path: Path, What: fmt.Sprintf("lists %d jobs", len(doc.Jobs)),
+			Limit: fmt.Sprintf("%d jobs", l.ManifestJobs), Setting: "max-manifest-jobs"}
 	}
 	m := &Manifest{Version: 1}
 	seen := map[string]bool{}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"gpu-worker/limits"
 )
 
 // ModelSpec is what the manifest knows of one model: how clients spell it,
@@ -99,8 +101,11 @@ func (c Catalog) Names(jobType string) []string {
 }
 
 // Parse reads a manifest and resolves every job's model against c.
-func (c Catalog) Parse(data []byte) (*Manifest, error) {
-	m, err := Parse(data)
+func (c Catalog) Parse(data []byte) (*Manifest, error) { return c.ParseWith(data, limits.Default()) }
+
+// ParseWith reads a manifest within l and resolves every job's model.
+func (c Catalog) ParseWith(data []byte, l limits.Limits) (*Manifest, error) {
+	m, err := ParseWith(data, l)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"gpu-worker/limits"
 )
 
 // Job states as response.yaml carries them: the only ones the Codex job
@@ -74,8 +76,16 @@ func (r *Response) HandedBack() bool {
 	return r.State == StateRunning && r.TerminationReason != nil && *r.TerminationReason == ReasonHandedBack
 }
 
-// ParseResponse reads response.yaml.
+// ParseResponse reads response.yaml. Anyone with push rights can write
+// one, so it gets the manifest's default bounds.
 func ParseResponse(data []byte) (*Response, error) {
+	l := limits.Default()
+	if err := limits.CheckBytes("response.yaml", int64(len(data)), l.ManifestBytes, "max-manifest-bytes"); err != nil {
+		return nil, err
+	}
+	if err := checkYAML(data, "response", "response.yaml", l.YAMLAliases); err != nil {
+		return nil, err
+	}
 	var r Response
 	if err := yaml.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("parse response: %w", err)

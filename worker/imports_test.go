@@ -11,7 +11,7 @@ import (
 // Data flows one way: the worker knows manifests, projects and its own
 // interfaces; notebooks, engines, handlers and backends reach it through them.
 func TestWorkerDependsOnlyOnManifestAndProject(t *testing.T) {
-	allowed := map[string]bool{"gpu-worker/manifest": true, "gpu-worker/project": true}
+	allowed := map[string]bool{"gpu-worker/manifest": true, "gpu-worker/project": true, "gpu-worker/limits": true}
 	deps := map[string]bool{}
 	var walk func(dir string)
 	walk = func(dir string) {
@@ -37,7 +37,7 @@ func TestWorkerDependsOnlyOnManifestAndProject(t *testing.T) {
 	}
 	sort.Strings(bad)
 	if len(bad) > 0 {
-		t.Errorf("worker depends on %v; only manifest and project are allowed", bad)
+		t.Errorf("worker depends on %v; only manifest, project and limits are allowed", bad)
 	}
 	if !deps["gpu-worker/manifest"] || !deps["gpu-worker/project"] {
 		t.Errorf("import walk found %v; it should see manifest and project", deps)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
@@ -64,14 +65,16 @@ type scanner struct {
 	clock        func() time.Time // compared with GitLab's times, not the job clock
 	// models resolves each job's model; nil takes jobs as parsed.
 	models manifest.Catalog
+	// limits bound what a manifest may make us read.
+	limits limits.Limits
 }
 
 // parse reads a manifest, resolving its jobs' models.
 func (s *scanner) parse(data []byte) (*manifest.Manifest, error) {
 	if s.models == nil {
-		return manifest.Parse(data)
+		return manifest.ParseWith(data, s.limits)
 	}
-	return s.models.Parse(data)
+	return s.models.ParseWith(data, s.limits)
 }
 
 type projectState struct {
@@ -96,7 +99,7 @@ type cachedResponse struct {
 
 func newScanner(claimTimeout time.Duration, runnable func(*manifest.Job) bool, log *slog.Logger) *scanner {
 	return &scanner{claimTimeout: claimTimeout, runnable: runnable, log: log, states: map[string]*projectState{},
-		clock: time.Now,
+		clock: time.Now, limits: limits.Default(),
 		self:  scanSelf{runningHere: func(string, string) bool { return false }, unsure: func(string, string) bool { return false }}}
 }
 
@@ -129,6 +132,12 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 	}
 	st.lastActivity, st.checkedAt = last, checked
 	if info.BlobID == st.manifestBlob && !s.due(st, now) {
+		return nil, nil
+	}
+	if err := limits.CheckBytes(manifest.Path, info.Size, s.limits.ManifestBytes, "max-manifest-bytes"); err != nil && info.BlobID != st.manifestBlob {
+		s.log.Warn("skipping project: manifest over the limit", "project", p.Name(), "err", err)
+		st.manifestBlob, st.man = info.BlobID, nil
+		st.pending, st.recheckAt = false, time.Time{}
 		return nil, nil
 	}
 	if info.BlobID != st.manifestBlob {

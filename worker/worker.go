@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
@@ -56,6 +57,9 @@ type Config struct {
 	// Models resolves each job's model (its fields and defaults); nil
 	// takes jobs as parsed.
 	Models manifest.Catalog
+	// Limits bound what a project can make the worker read (zero: the
+	// defaults).
+	Limits limits.Limits
 	// CanRun says whether this host can run a job (engines, ffmpeg, GPU).
 	CanRun func(*manifest.Job) error
 	// Secrets are redacted from job logs.
@@ -165,6 +169,9 @@ func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
 		running: map[string]bool{}, unsure: map[string]bool{}}
 	w.scan = newScanner(cfg.ClaimTimeout, w.runnable, log)
 	w.scan.models = cfg.Models
+	if cfg.Limits != (limits.Limits{}) {
+		w.scan.limits = cfg.Limits
+	}
 	w.scan.self = scanSelf{owner: w.me, started: w.started, runningHere: w.isRunning, unsure: w.isUnsure}
 	return w
 }
