@@ -28,7 +28,17 @@ const (
 	NotAudio Reason = "not audio" // a readable file without an audio stream
 	Empty    Reason = "empty"     // decodes to no samples at all
 	Silent   Reason = "silent"    // nothing above the silence threshold
+	TooLong  Reason = "too long"  // longer than the worker decodes
 )
+
+// untrustedInput are the ffmpeg/ffprobe options for a file from a project:
+// only local files and pipes, and only the audio containers recorders
+// write. A text playlist (HLS, ffconcat) named .webm would otherwise make
+// ffmpeg read other local files or fetch a URL; it is refused as not audio.
+var untrustedInput = []string{
+	"-protocol_whitelist", "file,pipe",
+	"-format_whitelist", "wav,w64,matroska,webm,ogg,mp3,mov,mp4,m4a,flac,aac,aiff,caf",
+}
 
 // FileError is a file that was read but cannot be used, with the reason.
 type FileError struct {
@@ -141,6 +151,8 @@ func classify(path string, errs []string) *FileError {
 		return &FileError{Path: path, Reason: Missing}
 	case strings.Contains(low, "matches no streams"), strings.Contains(low, "does not contain any stream"):
 		return &FileError{Path: path, Reason: NotAudio, Detail: "no audio stream"}
+	case strings.Contains(low, "not on whitelist"):
+		return &FileError{Path: path, Reason: NotAudio, Detail: "not in an audio container this worker reads (a playlist, an image or another format)"}
 	}
 	return &FileError{Path: path, Reason: Corrupt, Detail: detail}
 }

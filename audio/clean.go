@@ -22,6 +22,9 @@ type CleanOptions struct {
 	PaddingMS int
 	// Normalize scales the sound to a common loudness.
 	Normalize bool
+	// MaxSeconds bounds what is decoded: a longer recording is TooLong
+	// (0 = no bound).
+	MaxSeconds float64
 }
 
 const (
@@ -62,7 +65,7 @@ func (o CleanOptions) padding() int {
 // audio, no samples, nothing above the threshold) comes back as a
 // *FileError and leaves dst untouched.
 func Clean(ctx context.Context, src, dst string, o CleanOptions) (durationSec float64, err error) {
-	p, err := decode(ctx, src, o.SampleRate)
+	p, err := decode(ctx, src, o.SampleRate, o.MaxSeconds)
 	if err != nil {
 		return 0, err
 	}
@@ -85,10 +88,11 @@ func Clean(ctx context.Context, src, dst string, o CleanOptions) (durationSec fl
 	return p.Duration(), nil
 }
 
-// decode runs ffmpeg to get mono 16-bit PCM of src at rate (0 = as is).
-// Decoder errors, and a decode clearly shorter than the container's stated
-// duration, make the file Corrupt.
-func decode(ctx context.Context, src string, rate int) (*PCM, error) {
+// decode runs ffmpeg to get mono 16-bit PCM of src at rate (0 = as is),
+// at most maxSec seconds of it (0 = all). Decoder errors, and a decode
+// clearly shorter than the container's stated duration, make the file
+// Corrupt; a longer one than maxSec is TooLong.
+func decode(ctx context.Context, src string, rate int, maxSec float64) (*PCM, error) {
 	if err := statInput(src); err != nil {
 		return nil, err
 	}
@@ -96,10 +100,14 @@ func decode(ctx context.Context, src string, rate int) (*PCM, error) {
 		return nil, err
 	}
 	in := toolPath(src)
-	args := []string{"-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info",
-		"-i", in, "-map", "0:a:0", "-ac", "1"}
+	args := append([]string{"-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"}, untrustedInput...)
+	args = append(args, "-i", in, "-map", "0:a:0", "-ac", "1")
 	if rate > 0 {
 		args = append(args, "-ar", strconv.Itoa(rate))
+	}
+	if maxSec > 0 {
+		// Decoding stops just past the bound, whatever the file claims.
+		args = append(args, "-t", strconv.FormatFloat(maxSec+1, 'f', 3, 64))
 	}
 	args = append(args, "-c:a", "pcm_s16le", "-map_metadata", "-1",
 		"-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", "wav", "pipe:1")
@@ -120,6 +128,10 @@ func decode(ctx context.Context, src string, rate int) (*PCM, error) {
 	}
 	if len(p.Samples) == 0 {
 		return nil, &FileError{Path: src, Reason: Empty, Detail: "no audio samples"}
+	}
+	if maxSec > 0 && (p.Duration() > maxSec || log.duration > maxSec) {
+		return nil, &FileError{Path: src, Reason: TooLong,
+			Detail: fmt.Sprintf("over %s s; this worker decodes recordings up to that (setting max-recording-seconds)", strconv.FormatFloat(maxSec, 'f', -1, 64))}
 	}
 	if got, want := p.Duration(), log.duration; want > 0 && !log.estimated &&
 		want-got > truncatedAbs && want-got > truncatedRel*want {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -176,6 +178,29 @@ func TestCleanRejects(t *testing.T) {
 		b := readBytes(t, src)
 		return writeBytes(t, dir, "cut."+ext, b[:len(b)/2&^3])
 	}
+	// A listener the URL playlist points at: nothing may connect to it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var connected atomic.Bool
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			connected.Store(true)
+			c.Close()
+		}
+	}()
+	listener := ln.Addr().String()
+	defer func() {
+		if connected.Load() {
+			t.Error("ffmpeg connected to the URL a playlist named")
+		}
+	}()
 	png := filepath.Join(dir, "image.png")
 	ffmpegT(t, "-f", "lavfi", "-i", "color=c=red:s=16x16", "-frames:v", "1", png)
 	silent := filepath.Join(dir, "quiet.ogg")
@@ -196,7 +221,12 @@ func TestCleanRejects(t *testing.T) {
 		{"truncated webm", truncate("webm"), Corrupt, ""},
 		{"truncated m4a", truncate("m4a"), Corrupt, ""},
 		{"text", writeBytes(t, dir, "notes.mp3", []byte("In the beginning was the Word.\n")), Corrupt, ""},
-		{"image", png, NotAudio, "no audio stream"},
+		{"image", png, NotAudio, "not in an audio container"},
+		// Text playlists named like recordings: ffmpeg would follow them to
+		// other local files or URLs.
+		{"hls playlist", writeBytes(t, dir, "hls.webm", []byte("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n"+base+"\n#EXT-X-ENDLIST\n")), NotAudio, "playlist"},
+		{"ffconcat", writeBytes(t, dir, "concat.webm", []byte("ffconcat version 1.0\nfile "+base+"\n")), NotAudio, "playlist"},
+		{"hls pointing at a URL", writeBytes(t, dir, "url.webm", []byte("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://"+listener+"/x.wav\n#EXT-X-ENDLIST\n")), NotAudio, "playlist"},
 		{"zero bytes", writeBytes(t, dir, "zero.wav", nil), Empty, ""},
 		{"no samples", noSamples, Empty, "no audio samples"},
 		{"silence", silent, Silent, "nothing above -40 dBFS"},
@@ -284,5 +314,22 @@ func TestCleanNameWithColon(t *testing.T) {
 	}
 	if _, err := Probe(context.Background(), "file:x.ogg"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A recording over the bound is refused as too long, without decoding it
+// all: the bound is a setting, named in the message.
+func TestCleanRefusesLongRecordings(t *testing.T) {
+	dir := t.TempDir()
+	src := toneFile(t, dir, "tone.wav", 0.3, 2.0, 0.3)
+	webm := transcode(t, src, filepath.Join(dir, "tone.webm"))
+	for _, in := range []string{src, webm} {
+		_, err := Clean(context.Background(), in, filepath.Join(dir, "out.wav"), CleanOptions{MaxSeconds: 1.5})
+		if ReasonOf(err) != TooLong || !strings.Contains(err.Error(), "max-recording-seconds") {
+			t.Fatalf("%s: err = %v, want too long naming the setting", in, err)
+		}
+		if _, err := Clean(context.Background(), in, filepath.Join(dir, "out.wav"), CleanOptions{MaxSeconds: 5}); err != nil {
+			t.Fatalf("%s within the bound: %v", in, err)
+		}
 	}
 }

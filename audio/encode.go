@@ -61,8 +61,9 @@ func Encode(ctx context.Context, srcWAV, dst, format string) (Meta, error) {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name()) // no-op after the rename
-	args := []string{"-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+error", "-y",
-		"-i", toolPath(srcWAV), "-map", "0:a:0", "-map_metadata", "-1"}
+	// The input is an engine's output: read it as untrusted too.
+	args := append([]string{"-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+error", "-y"}, untrustedInput...)
+	args = append(args, "-i", toolPath(srcWAV), "-map", "0:a:0", "-map_metadata", "-1")
 	args = append(append(args, of.args...), tmp.Name())
 	_, stderr, failed, err := runTool(ctx, "ffmpeg", args...)
 	if err != nil {
@@ -111,6 +112,10 @@ type probeOutput struct {
 	} `json:"format"`
 }
 
+// probeMaxSeconds bounds the decode Probe falls back on to count a
+// streamed file's samples.
+const probeMaxSeconds = 3600
+
 // Probe reads an audio file's metadata with ffprobe.
 func Probe(ctx context.Context, path string) (Meta, error) {
 	if err := statInput(path); err != nil {
@@ -120,10 +125,11 @@ func Probe(ctx context.Context, path string) (Meta, error) {
 	if err != nil {
 		return Meta{}, fmt.Errorf("probe %s: %w", path, err)
 	}
-	out, stderr, failed, err := runTool(ctx, "ffprobe", "-v", "error", "-of", "json",
-		"-select_streams", "a:0",
+	args := append([]string{"-v", "error"}, untrustedInput...)
+	args = append(args, "-of", "json", "-select_streams", "a:0",
 		"-show_entries", "stream=codec_name,sample_rate,channels,duration:format=format_name,duration,bit_rate",
 		toolPath(path))
+	out, stderr, failed, err := runTool(ctx, "ffprobe", args...)
 	if err != nil {
 		return Meta{}, err
 	}
@@ -154,7 +160,7 @@ func Probe(ctx context.Context, path string) (Meta, error) {
 	}
 	if m.DurationSec == 0 {
 		// Recorders that stream WebM leave the duration out: count samples.
-		p, err := decode(ctx, path, 0)
+		p, err := decode(ctx, path, 0, probeMaxSeconds)
 		if err != nil {
 			return Meta{}, err
 		}
