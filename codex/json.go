@@ -22,6 +22,7 @@ type parser struct {
 	src   string
 	i     int
 	depth int
+	limit int // deepest nesting accepted
 	slab  []Value
 	mems  []Member // stack of members being read
 	elems []*Value // stack of elements being read
@@ -266,8 +267,8 @@ func appendWTF8(b []byte, r rune) []byte {
 
 func (p *parser) enter() error {
 	p.depth++
-	if p.depth > maxDepth {
-		return p.fail("nesting too deep")
+	if p.depth > p.limit {
+		return p.fail(fmt.Sprintf("nesting deeper than %d levels", p.limit))
 	}
 	return nil
 }
@@ -361,7 +362,11 @@ func (p *parser) object() (*Value, error) {
 // (a leading byte-order mark, trailing whitespace) so they can be written
 // back as found.
 func ParseValue(b []byte) (v *Value, prefix, suffix string, err error) {
-	p := &parser{b: b, src: string(b)}
+	return parseValue(b, maxDepth)
+}
+
+func parseValue(b []byte, depth int) (v *Value, prefix, suffix string, err error) {
+	p := &parser{b: b, src: string(b), limit: min(depth, maxDepth)}
 	if len(b) >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF {
 		prefix = string(b[:3])
 		p.i = 3

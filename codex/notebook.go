@@ -47,7 +47,12 @@ var ErrNotNotebook = errors.New("not a notebook")
 // Parse reads notebook bytes. path is the notebook's path in the project
 // (may be empty).
 func Parse(path string, data []byte) (*Notebook, error) {
-	root, prefix, suffix, err := ParseValue(data)
+	return ParseLimited(path, data, maxDepth)
+}
+
+// ParseLimited is Parse refusing JSON nested deeper than maxNesting.
+func ParseLimited(path string, data []byte, maxNesting int) (*Notebook, error) {
+	root, prefix, suffix, err := parseValue(data, maxNesting)
 	if err != nil {
 		return nil, fmt.Errorf("parse notebook %s: %w", path, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"gpu-worker/audio"
+	"gpu-worker/limits"
 )
 
 // Source is one cell to put in the dataset.
@@ -40,6 +41,9 @@ type Options struct {
 	// stay in the index with no audio (inputs for synthesis).
 	NeedAudio bool
 	Logger    *slog.Logger
+	// Name, when set, learns which project file each downloaded copy
+	// holds, so that what a team sees names the project's path.
+	Name func(local, repoPath string)
 }
 
 // Entry is one line of the index.
@@ -58,7 +62,13 @@ type Result struct {
 	Items        []Entry        // in the order of the input
 	Rejected     map[string]int // reason → cells dropped for it
 	TotalSeconds float64
+	// Examples names, for each reason, the first few project files
+	// rejected for it.
+	Examples map[string][]string
 }
+
+// maxExamples is how many rejected files a reason names.
+const maxExamples = 3
 
 // item is one Source on its way through the pipeline.
 type item struct {
@@ -97,7 +107,7 @@ func Build(ctx context.Context, f Fetcher, items []Source, o Options) (*Result, 
 		return nil, fmt.Errorf("build dataset: %w", err)
 	}
 
-	res := &Result{Rejected: map[string]int{}}
+	res := &Result{Rejected: map[string]int{}, Examples: map[string][]string{}}
 	var mu sync.Mutex
 	reject := func(it *item, err error) {
 		reason := DownloadFailed
@@ -106,6 +116,10 @@ func Build(ctx context.Context, f Fetcher, items []Source, o Options) (*Result, 
 			reason, err = rj.reason, rj.err
 		} else if r := audio.ReasonOf(err); r != "" {
 			reason = string(r)
+		}
+		var ex *limits.Exceeded
+		if errors.As(err, &ex) {
+			reason = TooLarge
 		}
 		if !o.NeedAudio && reason != DuplicateID {
 			if reason != NoAudio {
@@ -117,6 +131,9 @@ func Build(ctx context.Context, f Fetcher, items []Source, o Options) (*Result, 
 		log.Warn("cell skipped", "cell", it.src.CellID, "ref", it.src.Reference, "audio", it.from, "reason", reason, "err", err)
 		mu.Lock()
 		res.Rejected[reason]++
+		if it.from != "" && len(res.Examples[reason]) < maxExamples {
+			res.Examples[reason] = append(res.Examples[reason], it.from)
+		}
 		mu.Unlock()
 	}
 
@@ -163,6 +180,9 @@ func Build(ctx context.Context, f Fetcher, items []Source, o Options) (*Result, 
 			return
 		}
 		it.local = local
+		if o.Name != nil {
+			o.Name(local, from)
+		}
 		select {
 		case fetched <- it:
 		case <-ctx.Done():
@@ -181,7 +201,7 @@ func Build(ctx context.Context, f Fetcher, items []Source, o Options) (*Result, 
 		}
 	}
 	if len(res.Items) == 0 {
-		return nil, fmt.Errorf("build dataset: no usable audio: %s", summary(res.Rejected, len(items)))
+		return nil, fmt.Errorf("build dataset: no usable audio: %s", summary(res.Rejected, res.Examples, len(items)))
 	}
 	res.Index = filepath.Join(o.Dir, IndexName)
 	if err := writeIndex(res.Index, res.Items); err != nil {
@@ -249,8 +269,9 @@ func fileName(id string) string {
 	return s
 }
 
-// summary says how many cells were rejected and why, largest count first.
-func summary(rejected map[string]int, total int) string {
+// summary says how many cells were rejected and why, largest count first,
+// naming a few of the files.
+func summary(rejected map[string]int, examples map[string][]string, total int) string {
 	reasons := make([]string, 0, len(rejected))
 	n := 0
 	for r, c := range rejected {
@@ -266,6 +287,9 @@ func summary(rejected map[string]int, total int) string {
 	parts := make([]string, len(reasons))
 	for i, r := range reasons {
 		parts[i] = fmt.Sprintf("%d %s", rejected[r], r)
+		if ex := examples[r]; len(ex) > 0 {
+			parts[i] += ": " + strings.Join(ex, ", ")
+		}
 	}
 	return fmt.Sprintf("%d of %d cells rejected (%s)", n, total, strings.Join(parts, ", "))
 }

@@ -32,6 +32,7 @@ const (
 	ObjectCorrupt  = "LFS object corrupt" // the store's bytes do not match the pointer
 	DownloadFailed = "download failed"    // any other read or download error
 	DuplicateID    = "duplicate id"       // an earlier item had the same id
+	TooLarge       = "too large"          // its LFS object is over the worker's bound
 )
 
 // rejection is a cell that cannot be used: a counted reason and the detail

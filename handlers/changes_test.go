@@ -15,6 +15,7 @@ import (
 	"gpu-worker/engine"
 	"gpu-worker/gitlab"
 	"gpu-worker/gitlab/gitlabtest"
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 	"gpu-worker/worker"
@@ -54,7 +55,7 @@ func emulatorProject(t *testing.T, books []string, verses int) (*gitlabtest.Serv
 // transcribeAll plans a transcription of every verse of the notebooks read,
 // as the ASR handler does; its result counts the plan.
 func transcribeAll(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, map[string]*codex.Notebook, error) {
-	nbs, _, err := loadNotebooks(ctx, env.Project)
+	nbs, _, err := loadNotebooks(ctx, env.Project, limits.Default())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -92,7 +92,7 @@ func trainCTC(ctx context.Context, r *run, engineName string, extra map[string]a
 	}
 	if job.BaseCheckpoint != "" {
 		base := filepath.Join(r.WorkDir, r.model.ModelFile)
-		if err := fetchModel(ctx, r.Project, job.BaseCheckpoint, base); err != nil {
+		if err := fetchModel(ctx, r.JobEnv, job.BaseCheckpoint, base); err != nil {
 			return "", err
 		}
 		cfg["base_checkpoint"] = base
@@ -167,7 +167,7 @@ func transcribeCTC(ctx context.Context, r *run, engineName, model string, extra 
 		r.out.Message = "completed: no verse needed text"
 		return nil
 	}
-	ds, dir, err := buildDataset(ctx, r.JobEnv, items, "transcription-input", asrRate)
+	ds, dir, err := r.buildDataset(ctx, items, "transcription-input", asrRate)
 	if err != nil {
 		return err
 	}

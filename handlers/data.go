@@ -31,21 +31,29 @@ func sources(items []codex.Item) []dataset.Source {
 // buildDataset fetches and cleans the items' audio into <work>/<name>.
 // Downloads share one cache per job, so training and inference fetch a
 // recording once.
-func buildDataset(ctx context.Context, env *worker.JobEnv, items []codex.Item, name string, rate int) (*dataset.Result, string, error) {
+func (r *run) buildDataset(ctx context.Context, items []codex.Item, name string, rate int) (*dataset.Result, string, error) {
+	env := r.JobEnv
 	dir := filepath.Join(env.WorkDir, name)
 	env.Report(worker.Progress{Message: fmt.Sprintf("preparing %d recordings", len(items))})
 	res, err := dataset.Build(ctx, env.Project, sources(items), dataset.Options{
 		Dir:       dir,
 		CacheDir:  filepath.Join(env.WorkDir, "download-cache"),
-		Clean:     audio.CleanOptions{SampleRate: rate, Trim: true, Normalize: true},
+		Clean:     r.cleanOptions(rate),
 		NeedAudio: true,
 		Logger:    env.Log,
+		Name:      env.Name,
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("prepare audio: %w", err)
 	}
 	env.Log.Info("dataset ready", "dir", dir, "items", len(res.Items), "seconds", math.Round(res.TotalSeconds), "rejected", res.Rejected)
 	return res, dir, nil
+}
+
+// cleanOptions prepare a recording for an engine at rate, within the
+// worker's bound on its length.
+func (r *run) cleanOptions(rate int) audio.CleanOptions {
+	return audio.CleanOptions{SampleRate: rate, Trim: true, Normalize: true, MaxSeconds: r.cfg.limits().RecordingSeconds}
 }
 
 // describeTraining records the training set in a job's result.
@@ -72,15 +80,16 @@ func voiceReference(ctx context.Context, r *run, rate int) (string, error) {
 			return "", fmt.Errorf("read voice_reference: %w", err)
 		}
 		raw := filepath.Join(env.WorkDir, "voice_reference_source"+path.Ext(ref))
+		env.Name(raw, ref)
 		if ptr, perr := project.ParsePointer(f.Content); perr == nil {
 			err = env.Project.GetLFS(ctx, ptr, raw)
 		} else {
 			err = os.WriteFile(raw, f.Content, 0o644)
 		}
 		if err != nil {
-			return "", fmt.Errorf("fetch voice_reference: %w", err)
+			return "", fmt.Errorf("fetch voice_reference %s: %w", ref, err)
 		}
-		if _, err := audio.Clean(ctx, raw, dst, audio.CleanOptions{SampleRate: rate, Trim: true, Normalize: true}); err != nil {
+		if _, err := audio.Clean(ctx, raw, dst, r.cleanOptions(rate)); err != nil {
 			return "", fmt.Errorf("voice_reference %s: %w", ref, err)
 		}
 		return dst, nil
@@ -94,7 +103,7 @@ func voiceReference(ctx context.Context, r *run, rate int) (string, error) {
 			items = items[:12]
 		}
 		var err error
-		trainSet, trainDir, err = buildDataset(ctx, env, items, "voice-candidates", rate)
+		trainSet, trainDir, err = r.buildDataset(ctx, items, "voice-candidates", rate)
 		if err != nil {
 			return "", fmt.Errorf("find a voice reference: %w", err)
 		}

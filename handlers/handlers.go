@@ -12,6 +12,7 @@ import (
 	"sort"
 
 	"gpu-worker/engine"
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 	"gpu-worker/ops"
 	"gpu-worker/worker"
@@ -57,6 +58,7 @@ type Setting struct {
 type Config struct {
 	Engine   *engine.Runner    // the engines' Python environment
 	Settings map[string]string // Setting.Flag → value
+	Limits   limits.Limits     // bounds on what a project makes a job read (zero: defaults)
 }
 
 // models are the descriptions, in file order; register adds one.

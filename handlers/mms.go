@@ -59,10 +59,10 @@ var mms = register(&Model{
 	ModelFile:        "base_adapter.tar",
 	Artifact:         "mms_adapter.tar",
 	Train: func(ctx context.Context, r *run) (string, error) {
-		return trainCTC(ctx, r, "mms", mmsSettings(r))
+		return trainCTC(ctx, r, "mms", mmsSettings(ctx, r))
 	},
 	Infer: func(ctx context.Context, r *run, model string) error {
-		return transcribeCTC(ctx, r, "mms", model, mmsSettings(r))
+		return transcribeCTC(ctx, r, "mms", model, mmsSettings(ctx, r))
 	},
 })
 
@@ -75,9 +75,13 @@ var iso6393 = regexp.MustCompile(`^[a-z]{3}$`)
 
 // mmsSettings are the engine settings of an MMS job: the base the adapter
 // belongs to and its language.
-func mmsSettings(r *run) map[string]any {
+func mmsSettings(ctx context.Context, r *run) map[string]any {
+	base := or(r.Job.OptString("model.base_model"), or(r.setting(mmsBaseFlag), defaultMMSBase))
+	if r.Job.ModelSize != "tiny" {
+		r.fetchHub(ctx, base)
+	}
 	s := map[string]any{
-		"base_model":     or(r.Job.OptString("model.base_model"), or(r.setting(mmsBaseFlag), defaultMMSBase)),
+		"base_model":     base,
 		"language":       r.Job.OptString("model.language"),
 		"mask_time_prob": 0.05,
 	}

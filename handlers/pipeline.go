@@ -12,6 +12,7 @@ import (
 	"gpu-worker/codex"
 	"gpu-worker/dataset"
 	"gpu-worker/engine"
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 	"gpu-worker/worker"
@@ -37,6 +38,9 @@ type run struct {
 // execute is the one pipeline every model shares: notebooks → (training set →
 // train) → (model → inference) → the outcome the worker commits.
 func (m *Model) execute(ctx context.Context, env *worker.JobEnv, cfg Config) (*worker.Outcome, error) {
+	bounded := *env
+	bounded.Project = boundedProject{Project: env.Project, maxLFS: cfg.limits().LFSObjectBytes}
+	env = &bounded
 	r := &run{JobEnv: env, model: m, cfg: cfg, out: &worker.Outcome{Result: map[string]any{}}}
 	if m.Prepare != nil {
 		if err := m.Prepare(ctx, r); err != nil {
@@ -44,7 +48,7 @@ func (m *Model) execute(ctx context.Context, env *worker.JobEnv, cfg Config) (*w
 		}
 	}
 	var err error
-	if r.nbs, r.readAt, err = loadNotebooks(ctx, env.Project); err != nil {
+	if r.nbs, r.readAt, err = loadNotebooks(ctx, env.Project, cfg.limits()); err != nil {
 		return nil, err
 	}
 	job := env.Job
@@ -64,7 +68,7 @@ func (m *Model) execute(ctx context.Context, env *worker.JobEnv, cfg Config) (*w
 	}
 	if trained == "" {
 		trained = filepath.Join(env.WorkDir, m.ModelFile)
-		if err := fetchModel(ctx, env.Project, job.BaseCheckpoint, trained); err != nil {
+		if err := fetchModel(ctx, env, job.BaseCheckpoint, trained); err != nil {
 			return nil, err
 		}
 	}
@@ -101,8 +105,9 @@ func (r *run) setting(flag string) string { return r.cfg.Settings[flag] }
 // notebookDirs are where Codex keeps translation notebooks.
 var notebookDirs = []string{"files/target"}
 
-// loadNotebooks reads every .codex notebook of the project and says when.
-func loadNotebooks(ctx context.Context, p project.Project) (map[string]*codex.Notebook, time.Time, error) {
+// loadNotebooks reads every .codex notebook of the project, within the
+// worker's bounds, and says when.
+func loadNotebooks(ctx context.Context, p project.Project, lim limits.Limits) (map[string]*codex.Notebook, time.Time, error) {
 	readAt := time.Now()
 	out := map[string]*codex.Notebook{}
 	for _, dir := range notebookDirs {
@@ -117,11 +122,21 @@ func loadNotebooks(ctx context.Context, p project.Project) (map[string]*codex.No
 			if path.Ext(e.Path) != ".codex" {
 				continue
 			}
+			info, err := p.StatFile(ctx, e.Path)
+			if err != nil {
+				return nil, readAt, fmt.Errorf("read notebook: %w", err)
+			}
+			if err := limits.CheckBytes(e.Path, info.Size, lim.NotebookBytes, "max-notebook-bytes"); err != nil {
+				return nil, readAt, err
+			}
 			f, err := p.ReadFile(ctx, e.Path)
 			if err != nil {
 				return nil, readAt, fmt.Errorf("read notebook: %w", err)
 			}
-			nb, err := codex.Parse(e.Path, f.Content)
+			if err := limits.CheckBytes(e.Path, int64(len(f.Content)), lim.NotebookBytes, "max-notebook-bytes"); err != nil {
+				return nil, readAt, err
+			}
+			nb, err := codex.ParseLimited(e.Path, f.Content, lim.JSONDepth)
 			if err != nil {
 				return nil, readAt, fmt.Errorf("notebook %s: %w", e.Path, err)
 			}
@@ -150,7 +165,7 @@ func (r *run) prepareTrainingSet(ctx context.Context) error {
 		return fmt.Errorf("%s training needs at least %d verses with both human text and a usable human recording; the project has %d (record more verses, validate generated ones, or widen training.include_verses)",
 			r.model.Spec.Name, min, len(items))
 	}
-	ds, dir, err := buildDataset(ctx, r.JobEnv, items, "dataset", r.model.SampleRate(r.Job))
+	ds, dir, err := r.buildDataset(ctx, items, "dataset", r.model.SampleRate(r.Job))
 	if err != nil {
 		return err
 	}

@@ -79,7 +79,7 @@ func (r *run) roundTripCER(ctx context.Context, wavs, texts map[string]string) (
 		return 0, "skipped: the project has no ASR model from an earlier job"
 	}
 	model := filepath.Join(r.WorkDir, "roundtrip", path.Base(art.path))
-	if err := fetchModel(ctx, r.Project, art.path, model); err != nil {
+	if err := fetchModel(ctx, r.JobEnv, art.path, model); err != nil {
 		return 0, "skipped: " + err.Error()
 	}
 	dir := filepath.Join(r.WorkDir, "roundtrip", "dataset")

@@ -61,8 +61,11 @@ type training struct {
 // engine's result. ErrInterrupted (with the context's cause) when stopped.
 func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any, error) {
 	env := t.env
+	// A resume checkpoint anyone could have committed: one that cannot be
+	// fetched or loaded fails the job, naming it; deleting it from the
+	// project trains from the start.
 	if ckpt, err := t.fetchResume(ctx); err != nil {
-		env.Log.Warn("resumable checkpoint not usable; training from the start", "err", err)
+		return nil, fmt.Errorf("%w (delete it from the project to train from the start)", err)
 	} else if ckpt != "" {
 		cfg["resume"] = ckpt
 		t.resumed = true
@@ -235,15 +238,16 @@ func (t *training) fetchResume(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("read %s: %w", resumePath(t.env.Job.ID), err)
 	}
 	ptr, err := project.ParsePointer(f.Content)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", resumePath(t.env.Job.ID), err)
+		return "", fmt.Errorf("resume checkpoint %s: not an LFS pointer: %w", resumePath(t.env.Job.ID), err)
 	}
 	dst := filepath.Join(t.env.WorkDir, "resume-from.pt")
+	t.env.Name(dst, resumePath(t.env.Job.ID))
 	if err := t.env.Project.GetLFS(ctx, ptr, dst); err != nil {
-		return "", err
+		return "", fmt.Errorf("download %s: %w", resumePath(t.env.Job.ID), err)
 	}
 	return dst, nil
 }
@@ -306,8 +310,8 @@ func fileAction(ctx context.Context, p project.Project, repoPath string, content
 // fetchModel downloads a model the manifest names (an LFS pointer or, for
 // small files, the file itself) into dst, with the JSON sidecar an engine
 // writes beside its model files (best_model.json) when the project has one.
-func fetchModel(ctx context.Context, p project.Project, repoPath, dst string) error {
-	if err := fetchFile(ctx, p, repoPath, dst); errors.Is(err, project.ErrNotFound) {
+func fetchModel(ctx context.Context, env *worker.JobEnv, repoPath, dst string) error {
+	if err := fetchFile(ctx, env, repoPath, dst); errors.Is(err, project.ErrNotFound) {
 		return fmt.Errorf("model.base_checkpoint %s does not exist in the project", repoPath)
 	} else if err != nil {
 		return err
@@ -315,14 +319,17 @@ func fetchModel(ctx context.Context, p project.Project, repoPath, dst string) er
 	if filepath.Ext(repoPath) == ".json" {
 		return nil
 	}
-	if err := fetchFile(ctx, p, sidecar(repoPath), sidecar(dst)); err != nil && !errors.Is(err, project.ErrNotFound) {
+	if err := fetchFile(ctx, env, sidecar(repoPath), sidecar(dst)); err != nil && !errors.Is(err, project.ErrNotFound) {
 		return err
 	}
 	return nil
 }
 
-// fetchFile downloads one project file (following an LFS pointer) to dst.
-func fetchFile(ctx context.Context, p project.Project, repoPath, dst string) error {
+// fetchFile downloads one project file (following an LFS pointer) to dst;
+// what the team sees names dst by repoPath.
+func fetchFile(ctx context.Context, env *worker.JobEnv, repoPath, dst string) error {
+	p := env.Project
+	env.Name(dst, repoPath)
 	f, err := p.ReadFile(ctx, repoPath)
 	if err != nil {
 		if errors.Is(err, project.ErrNotFound) {

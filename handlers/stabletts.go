@@ -103,11 +103,12 @@ const (
 
 // prepareTTS fails at once a job that would otherwise train for hours and
 // then speak through Griffin-Lim, or train from nothing.
-func prepareTTS(_ context.Context, r *run) error {
+func prepareTTS(ctx context.Context, r *run) error {
 	j := r.Job
 	if j.ModelSize == "tiny" {
 		return nil
 	}
+	defer r.fetchHub(ctx, r.setting(ttsBaseModelFlag), r.setting(ttsVocoderFlag))
 	if r.setting(ttsVocoderFlag) == "" {
 		return fmt.Errorf("no vocoder configured on this worker: the operator sets --%s (environment GPU_WORKER_TTS_VOCODER, config key %s) to the published vocos.pt; see README \"Models\"",
 			ttsVocoderFlag, ttsVocoderFlag)
@@ -140,7 +141,7 @@ func ttsBase(ctx context.Context, r *run) (string, error) {
 		return "", nil
 	case j.BaseCheckpoint != "":
 		base := filepath.Join(r.WorkDir, "base_model.pt")
-		return base, fetchModel(ctx, r.Project, j.BaseCheckpoint, base)
+		return base, fetchModel(ctx, r.JobEnv, j.BaseCheckpoint, base)
 	case j.ModelSize == "tiny":
 		return "", nil
 	}

@@ -50,6 +50,9 @@ var w2v2BERT = register(&Model{
 	Train: func(ctx context.Context, r *run) (string, error) {
 		base := or(r.Job.OptString("model.base_model"), or(r.setting(w2v2BERTBaseFlag), defaultW2V2BERTBase))
 		arch := asrArchitecture(base)
+		if r.Job.ModelSize != "tiny" {
+			r.fetchHub(ctx, base)
+		}
 		extra := map[string]any{"base_model": base, "architecture": arch, "add_adapter": arch == "w2v2bert"}
 		extra["mask_time_prob"] = 0.0
 		if arch == "wav2vec2" {

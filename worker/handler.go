@@ -36,6 +36,15 @@ type JobEnv struct {
 
 	report func(Progress)
 	commit func(ctx context.Context, message string, actions []project.Action) error
+	names  *pathNames
+}
+
+// Name says that the host file local holds the project file repoPath: what
+// the team sees (logs.txt, error_message) names repoPath instead.
+func (e *JobEnv) Name(local, repoPath string) {
+	if e.names != nil {
+		e.names.add(local, repoPath)
+	}
 }
 
 // Progress is what a handler knows about how far it is.

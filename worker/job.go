@@ -48,7 +48,7 @@ func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slo
 	console := &progressLog{log: w.log.With("job", job.ID), now: w.cfg.Now}
 	env := &JobEnv{
 		Job: job, Project: p, WorkDir: dir, Log: log, LogWriter: jl.raw,
-		RetryCount: l.resp.RetryCount, Slot: slot,
+		RetryCount: l.resp.RetryCount, Slot: slot, names: jl.names,
 		report: func(pr Progress) {
 			prog.set(pr)
 			console.show(pr)

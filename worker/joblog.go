@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 
@@ -26,6 +27,7 @@ type jobLog struct {
 	raw     io.Writer // redacting writer into the file
 	logger  *slog.Logger
 	secrets []string
+	names   *pathNames
 	jobID   string
 }
 
@@ -38,15 +40,16 @@ func openJobLog(dir, jobID string, secrets []string, parent slog.Handler) (*jobL
 	if err != nil {
 		return nil, err
 	}
-	jl := &jobLog{path: path, file: f, secrets: nonEmpty(secrets), jobID: jobID}
-	jl.raw = &redactor{w: f, secrets: jl.secrets}
+	jl := &jobLog{path: path, file: f, secrets: nonEmpty(secrets), jobID: jobID, names: newPathNames(dir)}
+	jl.raw = &redactor{w: f, secrets: jl.secrets, names: jl.names}
 	fileHandler := slog.NewTextHandler(jl.raw, &slog.HandlerOptions{Level: slog.LevelDebug})
 	jl.logger = slog.New(fanout{fileHandler, redactHandler{parent, jl.secrets}})
 	return jl, nil
 }
 
 func discardJobLog(jobID string, secrets []string, parent slog.Handler) *jobLog {
-	return &jobLog{jobID: jobID, raw: io.Discard, logger: slog.New(redactHandler{parent, nonEmpty(secrets)}), secrets: nonEmpty(secrets)}
+	return &jobLog{jobID: jobID, raw: io.Discard, logger: slog.New(redactHandler{parent, nonEmpty(secrets)}), secrets: nonEmpty(secrets),
+		names: newPathNames("")}
 }
 
 func (j *jobLog) Close() error {
@@ -56,11 +59,13 @@ func (j *jobLog) Close() error {
 	return j.file.Close()
 }
 
+// redact is what a team may see of s: no secret, and project paths where
+// the worker's host paths were.
 func (j *jobLog) redact(s string) string {
 	for _, sec := range j.secrets {
 		s = strings.ReplaceAll(s, sec, "[REDACTED]")
 	}
-	return s
+	return j.names.rewrite(s)
 }
 
 // action is the commit action uploading the log's current tail.
@@ -100,6 +105,7 @@ type redactor struct {
 	mu      sync.Mutex
 	w       io.Writer
 	secrets []string
+	names   *pathNames
 }
 
 func (r *redactor) Write(p []byte) (int, error) {
@@ -110,6 +116,9 @@ func (r *redactor) Write(p []byte) (int, error) {
 		if bytes.Contains(out, []byte(s)) {
 			out = bytes.ReplaceAll(out, []byte(s), []byte("[REDACTED]"))
 		}
+	}
+	if r.names != nil {
+		out = []byte(r.names.rewrite(string(out)))
 	}
 	if _, err := r.w.Write(out); err != nil {
 		return 0, err
@@ -218,4 +227,57 @@ func (j *jobLog) continueFrom(ctx context.Context, p project.Project) {
 		content = append(content, '\n')
 	}
 	_, _ = j.file.Write(append(content, "--- taken over ---\n"...))
+}
+
+// pathNames turn the worker's host paths into what a team knows: a file
+// fetched from the project is named by its project path, anything else in
+// the job's work folder by "[work]/…". A team never learns the host's
+// layout, and reads gpu_jobs/job_x/checkpoints/resume.pt where that is
+// the file meant.
+type pathNames struct {
+	mu    sync.Mutex
+	pairs []pathName // longest host path first
+}
+
+type pathName struct{ host, shown string }
+
+// workName stands for the job's work folder in what a team sees.
+const workName = "[work]"
+
+func newPathNames(workDir string) *pathNames {
+	n := &pathNames{}
+	if workDir != "" {
+		n.add(workDir, workName)
+	}
+	return n
+}
+
+func (n *pathNames) add(host, shown string) {
+	if host == "" {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, p := range n.pairs {
+		if p.host == host {
+			n.pairs[i].shown = shown
+			return
+		}
+	}
+	n.pairs = append(n.pairs, pathName{host, shown})
+	sort.SliceStable(n.pairs, func(a, b int) bool { return len(n.pairs[a].host) > len(n.pairs[b].host) })
+}
+
+func (n *pathNames) rewrite(s string) string {
+	if n == nil {
+		return s
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.pairs {
+		if strings.Contains(s, p.host) {
+			s = strings.ReplaceAll(s, p.host, p.shown)
+		}
+	}
+	return s
 }
