@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -21,20 +22,28 @@ import (
 // --token and --gitlab-url are GitLab's own; the rest name projects the
 // same way for either backend.
 type common struct {
-	token, gitlabURL, projectDir, projects *string
+	token, tokenFile, gitlabURL, projectDir, projects *string
+	// tokenFromFlag: the token was given as --token on the command line,
+	// where every process of the host can read it.
+	tokenFromFlag bool
+	set           *config.Set
+	loaded        bool
 }
 
 func addCommon(s *config.Set) *common {
 	c := &common{
-		token:      s.String("token", "", "GitLab token with api scope"),
+		token:      s.String("token", "", "GitLab token with api scope (prefer --token-file: a command line is visible to every process of the host)"),
+		tokenFile:  s.String("token-file", "", "file holding the GitLab token (e.g. a Kubernetes secret volume or systemd credential); the token then sits in no environment"),
 		gitlabURL:  s.String("gitlab-url", "https://gitlab.com", "GitLab base URL"),
 		projectDir: s.String("project-dir", "", "serve one local Codex project folder instead of GitLab"),
 		projects:   s.String("projects", "", "comma-separated projects to serve (GitLab ids or paths; default: all the token can see)"),
 	}
 	s.Env("token", "GITLAB_TOKEN")
+	s.Env("token-file", "GITLAB_TOKEN_FILE")
 	s.Env("gitlab-url", "GITLAB_URL")
 	s.Env("project-dir", "GPU_WORKER_PROJECT_DIR")
 	s.Env("projects", "GPU_WORKER_PROJECTS")
+	c.set = s
 	return c
 }
 
@@ -57,7 +66,39 @@ type backendOptions struct {
 // errNoBackend: neither a folder nor a token was given.
 var errNoBackend = errors.New("no GitLab token (set --token or GITLAB_TOKEN), or use --project-dir for a local project")
 
+// loadToken reads --token-file into the token (once; Parse must have run).
+func (c *common) loadToken() error {
+	if c.loaded {
+		return nil
+	}
+	c.loaded = true
+	c.set.Visit(func(f *flag.Flag) {
+		if f.Name == "token" {
+			c.tokenFromFlag = true
+		}
+	})
+	if *c.tokenFile == "" {
+		return nil
+	}
+	if *c.token != "" {
+		return fmt.Errorf("%w: give the token once: --token-file or --token (GITLAB_TOKEN), not both", errUsage)
+	}
+	b, err := os.ReadFile(*c.tokenFile)
+	if err != nil {
+		return fmt.Errorf("read token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return fmt.Errorf("read token file: %s is empty", *c.tokenFile)
+	}
+	*c.token = tok
+	return nil
+}
+
 func (c *common) backend(log *slog.Logger, o backendOptions) (*backend, error) {
+	if err := c.loadToken(); err != nil {
+		return nil, err
+	}
 	if *c.projectDir != "" {
 		p, err := local.Open(*c.projectDir)
 		if err != nil {

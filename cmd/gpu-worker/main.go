@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"gpu-worker/engine"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -48,6 +50,9 @@ func main() {
 }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == engine.SandboxCommand {
+		return engine.SandboxMain(args[1:])
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, usage)
 		if len(args) == 0 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"gpu-worker/handlers"
+	"gpu-worker/limits"
 )
 
 // `gpu-worker models` prints every description: names, fields, settings.
@@ -39,7 +40,7 @@ func TestModelSettingsAreFlags(t *testing.T) {
 	if err := s.Parse([]string{"--tts-base-model", "/models/checkpoint_0.pt"}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := f.handlersConfig(nil)
+	cfg := f.handlersConfig(nil, limits.Default())
 	if cfg.Settings["tts-base-model"] != "/models/checkpoint_0.pt" || cfg.Settings["tts-vocoder"] != "/models/vocos.pt" {
 		t.Errorf("settings %v", cfg.Settings)
 	}

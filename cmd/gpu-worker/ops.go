@@ -228,7 +228,11 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if py, dir, err := pythonAndEngines(*f.python, *f.enginesDir); err == nil {
 		runner = &engine.Runner{Python: py, EnginesDir: dir, Grace: *f.grace}
 	}
-	checks := append(ops.DoctorChecks(d), handlers.DoctorChecks(f.handlersConfig(runner))...)
+	lim, err := f.limits()
+	if err != nil {
+		return usageErr(stderr, "doctor", "%v", err)
+	}
+	checks := append(ops.DoctorChecks(d), handlers.DoctorChecks(f.handlersConfig(runner, lim))...)
 	fmt.Fprintf(stdout, "gpu-worker %s doctor\n", version)
 	if !ops.WriteReport(stdout, ops.RunChecks(ctx, checks, 2*time.Minute)) {
 		return errChecksFailed

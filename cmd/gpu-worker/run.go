@@ -21,6 +21,7 @@ import (
 	"gpu-worker/config"
 	"gpu-worker/engine"
 	"gpu-worker/handlers"
+	"gpu-worker/limits"
 	"gpu-worker/metrics"
 	"gpu-worker/worker"
 )
@@ -28,12 +29,14 @@ import (
 // runFlags are the settings of `gpu-worker run`.
 type runFlags struct {
 	*common
-	workerID, workDir, python, enginesDir, logFormat, listen, gpus *string
-	loop, keep, retries                                            *int
-	hb, cc, claimTimeout, grace, stopTimeout                       *time.Duration
-	allowCPU, memCheck                                             *bool
+	workerID, workDir, python, enginesDir, logFormat, listen, gpus, engineUser *string
+	loop, keep, retries                                                        *int
+	hb, cc, claimTimeout, grace, stopTimeout                                   *time.Duration
+	allowCPU, memCheck, isolate                                                *bool
 	// modelSettings are the models' own operator settings (handlers.Setting).
 	modelSettings map[string]*string
+	// limitSettings are the bounds on what projects make the worker read.
+	limitSettings map[string]*string
 }
 
 func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
@@ -58,6 +61,8 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	f.listen = s.String("listen-address", "", "serve Prometheus /metrics and /healthz here, e.g. :9402 (default: off)")
 	f.gpus = s.String("gpus", "auto", "GPUs to use: auto|all|none, or indices 0,1 (one job per GPU), 0+1,2+3 (slots spanning GPUs for jobs with gpus: N)")
 	f.memCheck = s.Bool("gpu-memory-check", true, "claim a job only when a slot's GPUs have the memory the job is estimated to need")
+	f.isolate = s.Bool("engine-isolation", true, "start engines in their own user and network namespace (loopback only, the token and config files hidden) where the kernel allows it")
+	f.engineUser = s.String("engine-user", "", "run engines as this user (the worker must run as root); it must not be able to read the config or token file")
 	s.Env("worker-id", "WORKER_ID")
 	s.Env("work-dir", "WORK_DIR")
 	s.Env("loop-interval", "LOOP_INTERVAL")
@@ -74,6 +79,14 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	s.Env("engine-grace", "GPU_WORKER_ENGINE_GRACE")
 	s.Env("stop-timeout", "GPU_WORKER_STOP_TIMEOUT")
 	s.Env("log-format", "GPU_WORKER_LOG_FORMAT")
+	s.Env("engine-isolation", "GPU_WORKER_ENGINE_ISOLATION")
+	s.Env("engine-user", "GPU_WORKER_ENGINE_USER")
+	f.limitSettings = map[string]*string{}
+	def := limits.Default()
+	for _, st := range limits.Settings() {
+		f.limitSettings[st.Flag] = s.String(st.Flag, st.Get(&def), st.Help)
+		s.Env(st.Flag, st.Env)
+	}
 	f.modelSettings = map[string]*string{}
 	for _, m := range handlers.Models() {
 		for _, st := range m.Settings {
@@ -85,12 +98,23 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 }
 
 // handlersConfig is what the model pipelines get from the operator.
-func (f *runFlags) handlersConfig(r *engine.Runner) handlers.Config {
+func (f *runFlags) handlersConfig(r *engine.Runner, lim limits.Limits) handlers.Config {
 	settings := map[string]string{}
 	for k, v := range f.modelSettings {
 		settings[k] = *v
 	}
-	return handlers.Config{Engine: r, Settings: settings}
+	return handlers.Config{Engine: r, Settings: settings, Limits: lim}
+}
+
+// limits are the bounds the flags set.
+func (f *runFlags) limits() (limits.Limits, error) {
+	l := limits.Default()
+	for _, st := range limits.Settings() {
+		if err := st.Set(&l, *f.limitSettings[st.Flag]); err != nil {
+			return l, fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	return l, nil
 }
 
 // pythonAndEngines resolves the engines folder and its Python.
@@ -114,9 +138,28 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if err := f.loadToken(); err != nil {
+		return err
+	}
 	log := newLogger(stderr, *f.logFormat, []string{*f.token})
 	started := time.Now()
+	// Engines read files any translator can commit: even if code ran in
+	// one, it must not read our environment or memory through /proc.
+	if err := engine.MakeUndumpable(); err != nil {
+		log.Warn("could not make the worker undumpable: its engines can read its environment", "err", err)
+	}
+	if f.tokenFromFlag {
+		log.Warn("the token was given with --token: every process of this host can read a command line; use --token-file or GITLAB_TOKEN")
+	}
+	sandbox, err := f.sandbox()
+	if err != nil {
+		return err
+	}
 	py, engDir, err := pythonAndEngines(*f.python, *f.enginesDir)
+	if err != nil {
+		return err
+	}
+	lim, err := f.limits()
 	if err != nil {
 		return err
 	}
@@ -131,6 +174,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		EngineGrace: *f.grace,
 		Secrets:     []string{*f.token},
 		Models:      handlers.Catalog(),
+		Limits:      lim,
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v (--claim-timeout, --heartbeat-interval, --engine-grace, --stop-timeout)", errUsage, err)
@@ -151,8 +195,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	src := b.source()
 	cfg.CanRun, cfg.Slots, cfg.Hooks = host.canRun, host.slots, m.Hooks()
-	runner := &engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace}
-	w := worker.New(cfg, src, handlers.Registry(f.handlersConfig(runner)), log)
+	log.Info(sandbox.Probe(ctx))
+	runner := &engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace, Sandbox: sandbox}
+	w := worker.New(cfg, src, handlers.Registry(f.handlersConfig(runner, lim)), log)
 
 	if *f.listen != "" {
 		ln, err := net.Listen("tcp", *f.listen)
@@ -204,6 +249,48 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	err = w.Run(ctx)
 	log.Info("worker stopped")
 	return err
+}
+
+// sandbox is how engines are confined: namespaces where the kernel allows
+// them, the engine account, the files to hide from engines.
+func (f *runFlags) sandbox() (*engine.Sandbox, error) {
+	sb := &engine.Sandbox{Isolate: *f.isolate}
+	if exe, err := os.Executable(); err == nil {
+		sb.Shim = exe
+	}
+	var secrets []string
+	for _, p := range []string{*f.tokenFile, f.set.Lookup("config").Value.String()} {
+		if p == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		secrets = append(secrets, p)
+	}
+	sb.Hide = secrets
+	if *f.engineUser == "" {
+		return sb, nil
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("%w: --engine-user needs a worker running as root (this one runs as uid %d)", errUsage, os.Geteuid())
+	}
+	acct, err := engine.LookupAccount(*f.engineUser)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if acct.UID == 0 {
+		return nil, fmt.Errorf("%w: --engine-user %s is root", errUsage, acct.Name)
+	}
+	for _, p := range secrets {
+		if readable, err := readableBy(p, acct); err != nil {
+			return nil, err
+		} else if readable {
+			return nil, fmt.Errorf("%w: --engine-user %s can read %s: make it readable by the worker only (chmod 600, owned by root)", errUsage, acct.Name, p)
+		}
+	}
+	sb.Account = acct
+	return sb, nil
 }
 
 func slotNames(slots []worker.Slot) string {
