@@ -451,3 +451,38 @@ func TestDrainFinishesRunningJobAndClaimsNoMore(t *testing.T) {
 		t.Errorf("job b claimed while draining")
 	}
 }
+
+// What a team sees (error_message, logs.txt) names the project file a
+// handler fetched, and "[work]" for the rest of the job's folder: never
+// the host's paths.
+func TestTeamSeesProjectPathsNotHostPaths(t *testing.T) {
+	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("a", ""))
+	var workDir string
+	w := testWorker(t, "w1", single{tp.p}, registryOf(func(ctx context.Context, env *JobEnv) (*Outcome, error) {
+		workDir = env.WorkDir
+		local := filepath.Join(env.WorkDir, "resume-from.pt")
+		env.Name(local, "gpu_jobs/job_a/checkpoints/resume.pt")
+		env.Log.Info("resuming", "path", local)
+		fmt.Fprintf(env.LogWriter, "engine: loading %s\nengine: outputs in %s\n", local, filepath.Join(env.WorkDir, "train"))
+		return nil, fmt.Errorf("engine: %s: refused: not a plain tensor file", local)
+	}), nil)
+	if err := w.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := tp.response("a")
+	if r.ErrorMessage == nil || *r.ErrorMessage != "engine: gpu_jobs/job_a/checkpoints/resume.pt: refused: not a plain tensor file" {
+		t.Errorf("error_message %v", r.ErrorMessage)
+	}
+	logs, err := os.ReadFile(filepath.Join(tp.dir, manifest.JobDir("a"), "logs.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if workDir == "" || strings.Contains(string(logs), workDir) {
+		t.Errorf("logs.txt shows the host's work folder %q:\n%s", workDir, logs)
+	}
+	for _, want := range []string{"engine: loading gpu_jobs/job_a/checkpoints/resume.pt", "outputs in [work]/train", `path=gpu_jobs/job_a/checkpoints/resume.pt`} {
+		if !strings.Contains(string(logs), want) {
+			t.Errorf("logs.txt lacks %q:\n%s", want, logs)
+		}
+	}
+}
