@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"gpu-worker/handlers"
+	"slices"
 
 	"bufio"
 	"encoding/json"
@@ -251,7 +252,7 @@ func TestSystemdUnit(t *testing.T) {
 	known := map[string]map[string]bool{
 		"Unit":    {"Description": true, "Documentation": true, "Wants": true, "After": true, "Requires": true},
 		"Install": {"WantedBy": true},
-		"Service": {"Type": true, "User": true, "Group": true, "EnvironmentFile": true, "Environment": true,
+		"Service": {"Type": true, "User": true, "Group": true, "EnvironmentFile": true, "Environment": true, "LoadCredential": true,
 			"WorkingDirectory": true, "StateDirectory": true, "ExecStart": true, "ExecReload": true, "KillMode": true,
 			"KillSignal": true, "TimeoutStopSec": true, "Restart": true, "RestartSec": true, "NoNewPrivileges": true,
 			"ProtectSystem": true, "ProtectHome": true, "PrivateTmp": true, "ReadWritePaths": true},
@@ -271,8 +272,14 @@ func TestSystemdUnit(t *testing.T) {
 		}
 		return svc[k][0]
 	}
-	if exec := strings.Fields(one("ExecStart")); len(exec) < 2 || !filepath.IsAbs(exec[0]) || exec[1] != "run" {
+	exec := strings.Fields(one("ExecStart"))
+	if len(exec) < 2 || !filepath.IsAbs(exec[0]) || exec[1] != "run" {
 		t.Errorf("ExecStart %v: want an absolute path to gpu-worker run", exec)
+	}
+	// The token comes as a credential file, in no environment.
+	cred, _, _ := strings.Cut(one("LoadCredential"), ":")
+	if !slices.Contains(exec, "--token-file") || !slices.Contains(exec, "%d/"+cred) {
+		t.Errorf("ExecStart %v: want --token-file %%d/%s (the LoadCredential)", exec, cred)
 	}
 	if one("KillSignal") != "SIGTERM" || one("KillMode") != "mixed" {
 		t.Errorf("stop must send SIGTERM to the worker alone")
@@ -467,6 +474,14 @@ func TestKubernetesManifest(t *testing.T) {
 	c := pod.Spec.Containers[0]
 	if c.Image == "" || len(c.Args) == 0 || c.Args[0] != "run" {
 		t.Errorf("container image %q args %v", c.Image, c.Args)
+	}
+	if i := slices.Index(c.Args, "--token-file"); i < 0 || i+1 >= len(c.Args) || !strings.HasPrefix(c.Args[i+1], "/var/run/secrets/") {
+		t.Errorf("args %v: want --token-file from a secret volume", c.Args)
+	}
+	for _, e := range c.Env {
+		if e.Name == "GITLAB_TOKEN" {
+			t.Errorf("the token sits in the container's environment; mount it as a file")
+		}
 	}
 	if c.Resources.Limits["nvidia.com/gpu"] == nil {
 		t.Errorf("no nvidia.com/gpu limit: the pod would land without a GPU")
