@@ -4,7 +4,7 @@ GO ?= go
 ENV_DIR = $(shell scripts/engines-env.sh)
 PYTHON = $(ENV_DIR)/bin/python
 
-.PHONY: build deps engines test go-test py-test fuzz bench demo gpu-check gpu-check-prepare clean
+.PHONY: build deps engines editor-merge test go-test py-test fuzz bench demo gpu-check gpu-check-prepare clean
 
 build:
 	$(GO) build -o bin/gpu-worker ./cmd/gpu-worker
@@ -16,15 +16,20 @@ deps:
 engines: deps
 	@scripts/engines-env.sh >/dev/null
 
+# The Codex editor's merge (third_party/codex-editor) bundled with esbuild
+# from npm, cached outside the checkout; codex/editormerge's tests run it.
+editor-merge: deps
+	@scripts/editor-merge-env.sh >/dev/null
+
 # Everything: Go (unit, emulator, end-to-end with real engines) and Python.
-test: deps engines build
+test: deps engines editor-merge build
 	GPU_WORKER_PYTHON=$(PYTHON) $(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) fuzz
 	cd engines && $(PYTHON) -m pytest -q
 	# the GPU check on the CPU at tiny sizes (its worker step is the quick demo)
 	rm -rf gpu-check-out && scripts/gpu-check.sh --dry-run --out gpu-check-out
 
-go-test: build
+go-test: editor-merge build
 	GPU_WORKER_PYTHON=$(PYTHON) $(GO) test -count=1 ./...
 
 py-test:

@@ -114,7 +114,7 @@ func bibleRun(t testing.TB, files map[string][]byte) (nbs map[string]*Notebook, 
 	byNB := map[string][]Patch{}
 	for i, it := range items {
 		byNB[it.Notebook] = append(byNB[it.Notebook], Patch{CellID: it.CellID, Audio: &AudioChange{
-			ID: fmt.Sprintf("audio-1764000000000-%08x", i), Ext: "webm", Timestamp: 1764000000000,
+			ID: fmt.Sprintf("audio-1764000000000-%08x", i), Ext: "webm",
 			Meta: AudioMeta{MimeType: "audio/webm", SizeBytes: 30000, SampleRate: 48000, Channels: 1, DurationSec: 3.5, BitrateKbps: 64},
 		}})
 	}

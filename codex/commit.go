@@ -278,12 +278,11 @@ func (st *nbState) load(ctx context.Context, p project.Project) error {
 	st.guard = f.Guard
 	st.applied, st.skipped = Apply(nb, st.base, st.patches)
 	st.content = nil
-	if st.applied > 0 {
-		// Patches that all landed before (a retried commit) change nothing:
-		// no update is sent for the notebook.
-		if out := nb.Marshal(); !bytes.Equal(out, f.Content) {
-			st.content = out
-		}
+	// Changes kept under a user's newer edit are written too, though not
+	// counted as applied. Patches that all landed before (a retried commit)
+	// change nothing: no update is sent for the notebook.
+	if out := nb.Marshal(); !bytes.Equal(out, f.Content) {
+		st.content = out
 	}
 	return nil
 }

@@ -192,7 +192,7 @@ func responseUpdate(t testing.TB, p *memProject) project.Action {
 
 func TestCommitRaceKeepsUserTextEdits(t *testing.T) {
 	p, patches := raceProject(t,
-		func(i int, id string) Patch { return textPatch(id, fmt.Sprintf("ours %d", i), 1764000000000) },
+		func(i int, id string) Patch { return textPatch(id, fmt.Sprintf("ours %d", i)) },
 		func(c *Cell, i int) { userEdit(c, fmt.Sprintf("user %d", i), 1770000000000+int64(i)) },
 	)
 	extra := []project.Action{responseUpdate(t, p)}
@@ -208,7 +208,7 @@ func TestCommitRaceKeepsUserTextEdits(t *testing.T) {
 func TestCommitRaceKeepsUserAudioChoice(t *testing.T) {
 	p, patches := raceProject(t,
 		func(i int, id string) Patch {
-			return audioPatch(id, fmt.Sprintf("audio-1764000000000-%08d", i), 1764000000000)
+			return audioPatch(id, fmt.Sprintf("audio-1764000000000-%08d", i))
 		},
 		func(c *Cell, i int) { userSelect(c, fmt.Sprintf("audio-1770000000000-user%04d", i), 1770000000000) },
 	)
@@ -229,6 +229,13 @@ func TestCommitRaceKeepsUserAudioChoice(t *testing.T) {
 		if a.ID != want {
 			t.Errorf("JHN 1:%d audio %q, want %q", i, a.ID, want)
 		}
+	}
+	// The user's choice of 1:1 is newer than ours: ours is attached, unselected.
+	if c := nb.Cell(uuidOf("JHN 1:1")); !hasAttachment(c, "audio-1764000000000-00000001") || c.SelectedAudioID() == "audio-1764000000000-00000001" {
+		t.Error("JHN 1:1: our take is not attached unselected")
+	}
+	if rep.Skipped[0].Reason != ReasonAudioUnder {
+		t.Errorf("JHN 1:1 reason %q", rep.Skipped[0].Reason)
 	}
 	checkRaceReport(t, p, rep)
 }
@@ -261,7 +268,7 @@ func checkRaceReport(t *testing.T, p *memProject, rep *CommitReport) {
 
 func TestCommitLostLeaseReturnsConflict(t *testing.T) {
 	p, patches := raceProject(t,
-		func(i int, id string) Patch { return textPatch(id, "ours", 1) },
+		func(i int, id string) Patch { return textPatch(id, "ours") },
 		func(c *Cell, i int) {},
 	)
 	extra := []project.Action{responseUpdate(t, p)}
@@ -291,7 +298,7 @@ func TestCommitSplitsLargeResults(t *testing.T) {
 		size = len(b)
 		p.put(map[string][]byte{path: b})
 		for i := 1; i <= 40; i++ {
-			patches[path] = append(patches[path], textPatch(uuidOf(fmt.Sprintf("%s 1:%d", book, i)), "ours", 1))
+			patches[path] = append(patches[path], textPatch(uuidOf(fmt.Sprintf("%s 1:%d", book, i)), "ours"))
 		}
 	}
 	p.put(map[string][]byte{"gpu_jobs/job_1/response.yaml": []byte("x")})
@@ -336,7 +343,7 @@ func TestCommitSplitsLargeResults(t *testing.T) {
 }
 
 func TestCommitRetriesAreBounded(t *testing.T) {
-	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, "ours", 1) }, func(c *Cell, i int) {})
+	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, "ours") }, func(c *Cell, i int) {})
 	p.before = func(call int) error {
 		userChange(t, p, "files/target/JHN.codex", func(nb *Notebook) {
 			userEdit(nb.Cell(uuidOf("JHN 1:60")), fmt.Sprint("again ", call), 1770000000000+int64(call))
@@ -350,7 +357,7 @@ func TestCommitRetriesAreBounded(t *testing.T) {
 }
 
 func TestCommitRetriesAfterBranchMoved(t *testing.T) {
-	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, "ours", 1) }, func(c *Cell, i int) {})
+	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, "ours") }, func(c *Cell, i int) {})
 	p.before = func(call int) error {
 		if call == 0 {
 			return &project.ConflictError{Kind: project.BranchMoved}
@@ -364,7 +371,7 @@ func TestCommitRetriesAfterBranchMoved(t *testing.T) {
 }
 
 func TestCommitOtherErrorsAreNotRetried(t *testing.T) {
-	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, "ours", 1) }, func(c *Cell, i int) {})
+	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, "ours") }, func(c *Cell, i int) {})
 	boom := errors.New("connection reset")
 	p.before = func(call int) error { return boom }
 	_, err := Commit(context.Background(), p, "results", patches, nil, CommitOptions{})
@@ -377,8 +384,8 @@ func TestCommitMissingNotebookIsReported(t *testing.T) {
 	p := newMemProject()
 	p.put(map[string][]byte{"files/target/MRK.codex": readFile(t, "testdata/MRK.codex")})
 	rep, err := Commit(context.Background(), p, "results", map[string][]Patch{
-		"files/target/MRK.codex":  {textPatch(uuidOf("MRK 1:4"), "ours", 1)},
-		"files/target/GONE.codex": {textPatch("x", "ours", 1)},
+		"files/target/MRK.codex":  {textPatch(uuidOf("MRK 1:4"), "ours")},
+		"files/target/GONE.codex": {textPatch("x", "ours")},
 	}, nil, CommitOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -401,20 +408,43 @@ func TestCommitUsesCallerBase(t *testing.T) {
 	p.put(map[string][]byte{path: bookNotebook(t, "JHN", 10)})
 	selected := readBack(t, p, path)
 	userChange(t, p, path, func(nb *Notebook) { userEdit(nb.Cell(uuidOf("JHN 1:2")), "user 2", 1770000000000) })
-	patches := map[string][]Patch{path: {textPatch(uuidOf("JHN 1:2"), "ours 2", 1), textPatch(uuidOf("JHN 1:3"), "ours 3", 1)}}
+	patches := map[string][]Patch{path: {textPatch(uuidOf("JHN 1:2"), "ours 2"), textPatch(uuidOf("JHN 1:3"), "ours 3")}}
 	rep, err := Commit(context.Background(), p, "results", patches, nil, CommitOptions{Bases: map[string]*Notebook{path: selected}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	nb := readBack(t, p, path)
-	if got := PlainText(nb.Cell(uuidOf("JHN 1:2")).Value()); got != "user 2" {
-		t.Errorf("JHN 1:2 = %q", got)
+	if got := PlainText(nb.Cell(uuidOf("JHN 1:2")).Value()); got != "user 2" || !hasEditValue(nb.Cell(uuidOf("JHN 1:2")), "ours 2") {
+		t.Errorf("JHN 1:2 = %q; ours not kept under the user's newer edit", got)
 	}
 	if got := PlainText(nb.Cell(uuidOf("JHN 1:3")).Value()); got != "ours 3" {
 		t.Errorf("JHN 1:3 = %q", got)
 	}
-	if rep.Applied[path] != 1 || len(rep.Skipped) != 1 || rep.Skipped[0].Reason != ReasonTextChanged || rep.Conflicts != 0 {
+	if rep.Applied[path] != 1 || len(rep.Skipped) != 1 || rep.Skipped[0].Reason != ReasonTextUnder || rep.Conflicts != 0 {
 		t.Errorf("report %+v", rep)
+	}
+}
+
+// A notebook whose every patch goes under a newer user edit is still
+// written: the job's text is kept in the history, as the editor's merge
+// would keep it.
+func TestCommitWritesChangesKeptUnder(t *testing.T) {
+	const path = "files/target/JHN.codex"
+	p := newMemProject()
+	p.put(map[string][]byte{path: bookNotebook(t, "JHN", 3)})
+	read := readBack(t, p, path)
+	userChange(t, p, path, func(nb *Notebook) { userEdit(nb.Cell(uuidOf("JHN 1:2")), "user 2", 1770000000000) })
+	patches := map[string][]Patch{path: {textPatch(uuidOf("JHN 1:2"), "ours 2")}}
+	rep, err := Commit(context.Background(), p, "results", patches, nil, CommitOptions{Bases: map[string]*Notebook{path: read}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Applied[path] != 0 || len(rep.Skipped) != 1 || rep.Skipped[0].Reason != ReasonTextUnder || len(rep.Commits) != 1 {
+		t.Errorf("report %+v", rep)
+	}
+	c := readBack(t, p, path).Cell(uuidOf("JHN 1:2"))
+	if PlainText(c.Value()) != "user 2" || !hasEditValue(c, "ours 2") {
+		t.Errorf("JHN 1:2 = %q; ours in the history: %v", c.Value(), hasEditValue(c, "ours 2"))
 	}
 }
 
@@ -422,7 +452,7 @@ func TestCommitUsesCallerBase(t *testing.T) {
 // changed notebook is re-read and the user's edit kept.
 func TestCommitBranchMovedByUserEdit(t *testing.T) {
 	p, patches := raceProject(t,
-		func(i int, id string) Patch { return textPatch(id, fmt.Sprintf("ours %d", i), 1) },
+		func(i int, id string) Patch { return textPatch(id, fmt.Sprintf("ours %d", i)) },
 		func(c *Cell, i int) {})
 	p.before = func(call int) error {
 		if call == 0 {
@@ -449,7 +479,7 @@ func TestCommitBranchMovedByUserEdit(t *testing.T) {
 // Committing the same patches again (a caller retrying after its own
 // conflict) sends no notebook update: every patch is already there.
 func TestCommitAgainIsANoOp(t *testing.T) {
-	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, fmt.Sprintf("ours %d", i), 5) }, func(c *Cell, i int) {})
+	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, fmt.Sprintf("ours %d", i)) }, func(c *Cell, i int) {})
 	p.before = nil
 	if _, err := Commit(context.Background(), p, "results", patches, nil, CommitOptions{}); err != nil {
 		t.Fatal(err)
@@ -488,5 +518,9 @@ func checkRaceOutcome(t *testing.T, nb *Notebook) {
 		if got != want {
 			t.Errorf("JHN 1:%d = %q, want %q", i, got, want)
 		}
+	}
+	// The user's edit of 1:1 is newer than ours: ours went under it.
+	if !hasEditValue(nb.Cell(uuidOf("JHN 1:1")), "ours 1") {
+		t.Error("JHN 1:1: our text is not in the history")
 	}
 }

@@ -59,14 +59,14 @@ func TestCommitRaceAgainstEmulator(t *testing.T) {
 
 	var patches []Patch
 	for i := 1; i <= 50; i++ {
-		patches = append(patches, textPatch(uuidOf(fmt.Sprintf("JHN 1:%d", i)), fmt.Sprintf("ours %d", i), 1764000000000))
+		patches = append(patches, textPatch(uuidOf(fmt.Sprintf("JHN 1:%d", i)), fmt.Sprintf("ours %d", i)))
 	}
 	extra := []project.Action{{Kind: project.Update, Path: resp, Content: []byte("state: completed\n"), Guard: respFile.Guard}}
 	rep, err := Commit(ctx, p, "results [skip ci]", map[string][]Patch{path: patches}, extra, CommitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Applied[path] != 49 || rep.Conflicts != 1 || len(rep.Commits) != 1 || len(rep.Skipped) != 1 || rep.Skipped[0].Reason != ReasonTextChanged {
+	if rep.Applied[path] != 49 || rep.Conflicts != 1 || len(rep.Commits) != 1 || len(rep.Skipped) != 1 || rep.Skipped[0].Reason != ReasonTextUnder {
 		t.Errorf("report %+v", rep)
 	}
 	final, _ := s.ReadFile(repo, path)

@@ -99,27 +99,27 @@ func strOf(v *Value, key string) string {
 	return s
 }
 
-func audioPatch(cellID, id string, ts int64) Patch {
+func audioPatch(cellID, id string) Patch {
 	return Patch{CellID: cellID, Audio: &AudioChange{
-		ID: id, Ext: "webm", Timestamp: ts, CreatedBy: "gpu-worker",
+		ID: id, Ext: "webm", CreatedBy: "gpu-worker",
 		Meta: AudioMeta{MimeType: "audio/webm", SizeBytes: 31873, SampleRate: 48000, Channels: 1, DurationSec: 3.264, BitrateKbps: 64},
 	}}
 }
 
-func textPatch(cellID, value string, ts int64) Patch {
-	return Patch{CellID: cellID, Text: &TextChange{Value: value, Author: "w2v2bert", Timestamp: ts}}
+func textPatch(cellID, value string) Patch {
+	return Patch{CellID: cellID, Text: &TextChange{Value: value, Author: "w2v2bert"}}
 }
 
 func TestGoldenLegacyNotebook(t *testing.T) {
 	const path = "files/target/GEN.codex"
 	nb := loadNotebook(t, "testdata/fixtures/GEN1to20_head.codex", path)
 	applied, skipped := Apply(nb, nil, []Patch{
-		textPatch("GEN 1:3", EscapeText("Dieu dit: Que la lumière soit! Et la lumière fut <ok> & fin."), 1764000000000),
-		textPatch("GEN 1:2", "<span>la terre était informe</span>", 1764000000001),
-		audioPatch("GEN 1:1", "audio-1764000000002-0a1b2c3d", 1764000000002),
-		{CellID: "GEN 1:5", Text: &TextChange{Value: "Dieu appela la lumière jour", Author: "w2v2bert", Timestamp: 1764000000003},
-			Audio: &AudioChange{ID: "audio-1764000000003-deadbeef", Ext: "wav", Timestamp: 1764000000003, Meta: AudioMeta{MimeType: "audio/wav"}}},
-		textPatch("GEN 9:9", "nowhere", 1),
+		textPatch("GEN 1:3", EscapeText("Dieu dit: Que la lumière soit! Et la lumière fut <ok> & fin.")),
+		textPatch("GEN 1:2", "<span>la terre était informe</span>"),
+		audioPatch("GEN 1:1", "audio-1764000000002-0a1b2c3d"),
+		{CellID: "GEN 1:5", Text: &TextChange{Value: "Dieu appela la lumière jour", Author: "w2v2bert"},
+			Audio: &AudioChange{ID: "audio-1764000000003-deadbeef", Ext: "wav", Meta: AudioMeta{MimeType: "audio/wav"}}},
+		textPatch("GEN 9:9", "nowhere"),
 	})
 	if applied != 4 || len(skipped) != 1 || skipped[0].Reason != ReasonCellNotFound {
 		t.Fatalf("applied %d skipped %+v", applied, skipped)
@@ -151,9 +151,9 @@ func TestGoldenMigratedNotebook(t *testing.T) {
 	const path = "files/target/MRK.codex"
 	nb := loadNotebook(t, "testdata/MRK.codex", path)
 	applied, skipped := Apply(nb, nil, []Patch{
-		audioPatch(uuidOf("MRK 1:3"), "audio-1764000000010-00000001", 1764000000010),
-		audioPatch(uuidOf("MRK 1:1"), "audio-1764000000011-00000002", 1764000000011), // replaces the selection
-		textPatch(uuidOf("MRK 1:4"), "Jean parut, baptisant dans le désert", 1764000000012),
+		audioPatch(uuidOf("MRK 1:3"), "audio-1764000000010-00000001"),
+		audioPatch(uuidOf("MRK 1:1"), "audio-1764000000011-00000002"), // replaces the selection
+		textPatch(uuidOf("MRK 1:4"), "Jean parut, baptisant dans le désert"),
 		{CellID: uuidOf("MRK 2:1:style")},
 	})
 	if applied != 3 || len(skipped) != 1 || skipped[0].Reason != ReasonEmptyPatch {
@@ -194,8 +194,8 @@ func TestGoldenSubtitleNotebook(t *testing.T) {
 	para := nb.Cells()[0].ID() // paratext: no edits key
 	cue := "TheChosen-101-en 1:cue-50.634-51.468"
 	applied, _ := Apply(nb, nil, []Patch{
-		textPatch(para, "ሰላም", 1764000000020),
-		audioPatch(cue, "audio-1764000000021-00000003", 1764000000021),
+		textPatch(para, "ሰላም"),
+		audioPatch(cue, "audio-1764000000021-00000003"),
 	})
 	if applied != 2 {
 		t.Fatalf("applied %d", applied)

@@ -52,7 +52,7 @@ func fourBooks(t *testing.T, put func(map[string][]byte)) (map[string][]Patch, i
 		size = len(b)
 		put(map[string][]byte{path: b})
 		for i := 1; i <= 40; i++ {
-			patches[path] = append(patches[path], textPatch(uuidOf(fmt.Sprintf("%s 1:%d", book, i)), "ours", 1))
+			patches[path] = append(patches[path], textPatch(uuidOf(fmt.Sprintf("%s 1:%d", book, i)), "ours"))
 		}
 	}
 	return patches, size
@@ -164,7 +164,7 @@ func (a *afterFirst) Commit(ctx context.Context, message string, actions []proje
 // notebook as re-read: a user edit that wins one cell is counted.
 func TestCommitFinalBuiltFromCurrentPlan(t *testing.T) {
 	p, patches := raceProject(t,
-		func(i int, id string) Patch { return textPatch(id, fmt.Sprintf("ours %d", i), 1764000000000) },
+		func(i int, id string) Patch { return textPatch(id, fmt.Sprintf("ours %d", i)) },
 		func(c *Cell, i int) { userEdit(c, fmt.Sprintf("user %d", i), 1770000000000+int64(i)) },
 	)
 	f, _ := p.ReadFile(context.Background(), guardPath)
@@ -173,7 +173,7 @@ func TestCommitFinalBuiltFromCurrentPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := g.plans[len(g.plans)-1]
-	if last.Applied["files/target/JHN.codex"] != 49 || len(last.Skipped) != 1 || last.Skipped[0].Reason != ReasonTextChanged {
+	if last.Applied["files/target/JHN.codex"] != 49 || len(last.Skipped) != 1 || last.Skipped[0].Reason != ReasonTextUnder {
 		t.Errorf("final plan %+v", last)
 	}
 	if f, _ := p.ReadFile(context.Background(), guardPath); string(f.Content) != "state: completed\nwritten: 49\nkept: 1\n" {
@@ -182,7 +182,7 @@ func TestCommitFinalBuiltFromCurrentPlan(t *testing.T) {
 }
 
 func TestCommitBacksOffWhenBranchMoved(t *testing.T) {
-	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, "ours", 1) }, func(c *Cell, i int) {})
+	p, patches := raceProject(t, func(i int, id string) Patch { return textPatch(id, "ours") }, func(c *Cell, i int) {})
 	p.before = func(call int) error {
 		if call < 3 {
 			return &project.ConflictError{Kind: project.BranchMoved}

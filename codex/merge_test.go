@@ -1,6 +1,7 @@
 package codex
 
 import (
+	"fmt"
 	"testing"
 )
 
@@ -14,17 +15,17 @@ type mergeCase struct {
 	other          string // a cell no job touches
 }
 
-func (mc mergeCase) patches(stamp int64) []Patch {
+func (mc mergeCase) patches() []Patch {
 	return []Patch{
-		{CellID: mc.asrCell, Text: &TextChange{Value: "transcribed by the job", Author: "gpu-worker", Timestamp: stamp}},
-		{CellID: mc.ttsID, Audio: &AudioChange{ID: "audio-1770001200000-00000001", Ext: "webm", Timestamp: stamp, CreatedBy: "gpu-worker"}},
+		{CellID: mc.asrCell, Text: &TextChange{Value: "transcribed by the job", Author: "gpu-worker"}},
+		{CellID: mc.ttsID, Audio: &AudioChange{ID: "audio-1770001200000-00000001", Ext: "webm", CreatedBy: "gpu-worker"}},
 	}
 }
 
 const (
-	readAt      = int64(1770000000000) // when the job read the notebook
-	duringJob   = readAt + 5*60_000    // a translator's work while it ran
-	jobFinished = readAt + 20*60_000   // when the job commits
+	readAt     = int64(1770000000000) // when the job read the notebook
+	beforeRead = readAt - 60_000      // a translator's offline work, synced after the read
+	duringJob  = readAt + 5*60_000    // a translator's work while it ran
 )
 
 func mergeCases() []mergeCase {
@@ -45,59 +46,52 @@ func mergeCases() []mergeCase {
 	}
 }
 
-// jobResult applies what the jobs computed from read, stamped as the
-// handler stamps it: with the read time (or, to show the rule matters,
-// with the commit time).
-func jobResult(t *testing.T, read *Notebook, mc mergeCase, stamp int64) *Notebook {
+// jobResult applies what the jobs computed from read.
+func jobResult(t *testing.T, read *Notebook, mc mergeCase) *Notebook {
 	t.Helper()
 	out := clone(t, read)
-	if n, skipped := Apply(out, read, mc.patches(stamp)); n != 2 || len(skipped) != 0 {
+	if n, skipped := Apply(out, read, mc.patches()); n != 2 || len(skipped) != 0 {
 		t.Fatalf("apply: %d applied, skipped %+v", n, skipped)
 	}
 	return out
 }
 
 // The translator types the verse the job transcribes and records the verse
-// it voices while the job runs, and syncs after the job's commit. The
-// editor's merge, in either direction, keeps the translator's text and
-// selects the translator's recording; the job's work stays in the history
-// and among the attachments.
+// it voices, offline before the job read the notebook or while it ran, and
+// syncs after the job's commit. The editor's merge, in either direction,
+// keeps the translator's text and selects the translator's recording; the
+// job's work stays in the history and among the attachments.
 func TestMergeTranslatorWorkDuringJobWins(t *testing.T) {
 	for _, mc := range mergeCases() {
-		t.Run(mc.name, func(t *testing.T) {
-			read := mc.read(t)
-			ours := jobResult(t, read, mc, read.ReadAt)
-			translator := clone(t, read)
-			userEdit(translator.Cell(mc.asrCell), "<span>typed by the translator</span>", duringJob)
-			userSelect(translator.Cell(mc.ttsID), "audio-1770000300000-user0001", duringJob+60_000)
+		for _, at := range []int64{beforeRead, duringJob} {
+			t.Run(fmt.Sprintf("%s at %+d ms", mc.name, at-readAt), func(t *testing.T) {
+				read := mc.read(t)
+				ours := jobResult(t, read, mc)
+				translator := clone(t, read)
+				userEdit(translator.Cell(mc.asrCell), "<span>typed by the translator</span>", at)
+				userSelect(translator.Cell(mc.ttsID), "audio-1770000300000-user0001", at+1)
 
-			for dir, m := range map[string]*Notebook{
-				"job first":        editorMerge(t, ours, translator),
-				"translator first": editorMerge(t, translator, ours),
-			} {
-				if v := m.Cell(mc.asrCell).Value(); v != "<span>typed by the translator</span>" {
-					t.Errorf("%s: text %q, want the translator's", dir, v)
+				for dir, m := range map[string]*Notebook{
+					"job first":        editorMerge(t, ours, translator),
+					"translator first": editorMerge(t, translator, ours),
+				} {
+					if v := m.Cell(mc.asrCell).Value(); v != "<span>typed by the translator</span>" {
+						t.Errorf("%s: text %q, want the translator's", dir, v)
+					}
+					c := m.Cell(mc.ttsID)
+					if c.SelectedAudioID() != "audio-1770000300000-user0001" {
+						t.Errorf("%s: selected audio %s, want the translator's", dir, c.SelectedAudioID())
+					}
+					if a, _ := c.CurrentAudio(); a.ID != "audio-1770000300000-user0001" {
+						t.Errorf("%s: the editor plays %s", dir, a.ID)
+					}
+					if len(c.Attachments()) != 2 || !hasEditValue(m.Cell(mc.asrCell), "transcribed by the job") {
+						t.Errorf("%s: the job's work is not kept alongside", dir)
+					}
+					checkEditorShape(t, m)
 				}
-				c := m.Cell(mc.ttsID)
-				if c.SelectedAudioID() != "audio-1770000300000-user0001" {
-					t.Errorf("%s: selected audio %s, want the translator's", dir, c.SelectedAudioID())
-				}
-				if a, _ := c.CurrentAudio(); a.ID != "audio-1770000300000-user0001" {
-					t.Errorf("%s: the editor plays %s", dir, a.ID)
-				}
-				if len(c.Attachments()) != 2 || !hasEditValue(m.Cell(mc.asrCell), "transcribed by the job") {
-					t.Errorf("%s: the job's work is not kept alongside", dir)
-				}
-				checkEditorShape(t, m)
-			}
-
-			// What the earlier stamping did: the commit time makes the job's
-			// text and take newer than the translator's, and they win.
-			late := editorMerge(t, jobResult(t, read, mc, jobFinished), translator)
-			if late.Cell(mc.asrCell).Value() != "transcribed by the job" || late.Cell(mc.ttsID).SelectedAudioID() == "audio-1770000300000-user0001" {
-				t.Error("stamping at commit time no longer loses the merge: the test does not tell the two apart")
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -107,7 +101,7 @@ func TestMergeJobWinsWhenTranslatorIdle(t *testing.T) {
 	for _, mc := range mergeCases() {
 		t.Run(mc.name, func(t *testing.T) {
 			read := mc.read(t)
-			ours := jobResult(t, read, mc, read.ReadAt)
+			ours := jobResult(t, read, mc)
 			// The translator's copy is the version the job read; an edit of
 			// another cell during the job does not matter.
 			translator := clone(t, read)
@@ -124,39 +118,6 @@ func TestMergeJobWinsWhenTranslatorIdle(t *testing.T) {
 				}
 				if m.Cell(mc.other).Value() != "<span>elsewhere</span>" {
 					t.Errorf("%s: the translator's other edit was lost", dir)
-				}
-			}
-		})
-	}
-}
-
-// The job's changes carry the read time, whatever the time of Apply, and
-// the same on a re-apply to a newer version (a commit retry).
-func TestApplyStampsReadTime(t *testing.T) {
-	for _, mc := range mergeCases() {
-		t.Run(mc.name, func(t *testing.T) {
-			read := mc.read(t)
-			for _, stamp := range []int64{read.ReadAt, 0} { // 0: the base's ReadAt
-				first := jobResult(t, read, mc, stamp)
-				// A retry: another cell changed, the notebook is read again
-				// (ReadAt: now) and the patches are applied to that version.
-				moved := clone(t, read)
-				userEdit(moved.Cell(mc.other), "<span>elsewhere</span>", duringJob)
-				moved = mustParse(t, moved.Path, moved.Marshal())
-				if n, s := Apply(moved, read, mc.patches(stamp)); n != 2 || len(s) != 0 {
-					t.Fatalf("retry: %d applied, skipped %+v", n, s)
-				}
-				for name, nb := range map[string]*Notebook{"first": first, "retry": moved} {
-					if _, ts, _ := nb.Cell(mc.asrCell).lastValueEdit(); ts != readAt {
-						t.Errorf("%s, stamp %d: edit at %d, want the read time %d", name, stamp, ts, readAt)
-					}
-					c := nb.Cell(mc.ttsID)
-					a := c.Object().Path("metadata", "attachments", "audio-1770001200000-00000001")
-					created, _ := a.Get("createdAt").Int64()
-					updated, _ := a.Get("updatedAt").Int64()
-					if c.SelectionTimestamp() != readAt || created != readAt || updated != readAt {
-						t.Errorf("%s, stamp %d: selection %d, createdAt %d, updatedAt %d, want %d", name, stamp, c.SelectionTimestamp(), created, updated, readAt)
-					}
 				}
 			}
 		})

@@ -24,9 +24,8 @@ type Notebook struct {
 	// it names the attachment folder of new audio.
 	Path string
 	// ReadAt is when the notebook was read (Unix ms); Parse sets it to the
-	// current time and a caller may set it to the time of the read. Changes
-	// computed from this version are stamped with it, so that anything a
-	// translator does later wins the editor's merge.
+	// current time and a caller may set it to the time of the read. It plays
+	// no part in stamping changes (see stamp.go).
 	ReadAt int64
 	root   *Value
 	cells  []*Cell

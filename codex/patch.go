@@ -15,31 +15,23 @@ type Patch struct {
 }
 
 // TextChange sets the cell's value, recorded as an llm-generation edit so the
-// editor's merge keeps it. A cell that has a value but no edits first gets
-// an initial-import edit holding the old value, as the editor records one
-// before its first edit, so the old text stays in the cell's history.
+// editor's merge keeps it, stamped by the stamp rule (stamp.go). A cell that
+// has a value but no edits first gets an initial-import edit holding the old
+// value, as the editor records one before its first edit, so the old text
+// stays in the cell's history.
 type TextChange struct {
 	Value  string
 	Author string // the model, e.g. "w2v2bert"
-	// Timestamp (ms) stamps the edit: the ReadAt of the notebook the text
-	// was computed from, the same on every retry, so that a translator's
-	// edit made while the job ran is newer and wins the editor's merge.
-	// 0 = the base's ReadAt, else the notebook's.
-	Timestamp int64
 }
 
-// AudioChange attaches a new recording and selects it. The recording lives
-// at AttachmentURL(notebook path, ID, Ext); its LFS pointer at the matching
-// pointers/ path is the caller's to commit.
+// AudioChange attaches a new recording and selects it, stamped by the stamp
+// rule (stamp.go). The recording lives at AttachmentURL(notebook path, ID,
+// Ext); its LFS pointer at the matching pointers/ path is the caller's to
+// commit.
 type AudioChange struct {
-	ID   string // NewAudioID
-	Ext  string // webm, wav, ogg, mp3
-	Meta AudioMeta
-	// Timestamp (ms) is the attachment's createdAt and updatedAt and the
-	// cell's selectionTimestamp: the ReadAt of the notebook the audio was
-	// computed from, as for TextChange. 0 = the base's ReadAt, else the
-	// notebook's.
-	Timestamp int64
+	ID        string // NewAudioID
+	Ext       string // webm, wav, ogg, mp3
+	Meta      AudioMeta
 	CreatedBy string // optional
 }
 
@@ -63,10 +55,14 @@ type AudioMeta struct {
 	BitrateKbps int
 }
 
-// Skip reasons of Apply.
+// Skip reasons of Apply. A change kept under a newer user edit is written
+// but not shown, as the editor's merge would leave it had the user synced
+// after the job.
 const (
 	ReasonTextChanged  = "text changed since read; user edit kept"
 	ReasonAudioChanged = "audio selection changed since read; user choice kept"
+	ReasonTextUnder    = "newer user edit shown; ours kept in the history"
+	ReasonAudioUnder   = "newer user choice selected; ours attached unselected"
 	ReasonEmptyPatch   = "empty patch"
 )
 
@@ -84,14 +80,17 @@ func NewAudioID(now time.Time) string {
 }
 
 // Apply applies patches to nb. base is the version the patches were computed
-// from; when given, a text change is skipped if the cell's text changed
-// since base (a newer edit or another value) and an audio change is skipped
-// if another audio was selected since base. With base nil nothing is
-// checked. Changes to a locked cell are skipped (ReasonLocked), as the
-// editor refuses them. A patch already present in nb (same edit, same
-// attachment id) counts as applied without being written twice. applied
-// counts patches of which at least one part was applied. Changes are
-// stamped with their Timestamp, never with the time of Apply.
+// from; changes are stamped by the stamp rule (stamp.go) from the cell as it
+// is in base, or in nb when base is nil or lacks it, never by a clock, so a
+// re-apply writes the same stamps. When base is given, a cell a user changed
+// since keeps the user's text or take: when the user's change is newer than
+// ours, ours goes under it (a text edit in the history, a take attached
+// unselected: ReasonTextUnder, ReasonAudioUnder), as the editor's merge
+// leaves it when the user syncs after the job; otherwise ours is left out
+// (ReasonTextChanged, ReasonAudioChanged). Changes to a locked cell are
+// skipped (ReasonLocked), as the editor refuses them. A change already
+// present in nb (an earlier attempt landed) is not written twice. applied
+// counts patches of which at least one part is written and shown.
 func Apply(nb, base *Notebook, patches []Patch) (applied int, skipped []Skip) {
 	for _, p := range patches {
 		c := nb.Cell(p.CellID)
@@ -99,59 +98,80 @@ func Apply(nb, base *Notebook, patches []Patch) (applied int, skipped []Skip) {
 			skipped = append(skipped, Skip{Notebook: nb.Path, CellID: p.CellID, Reason: ReasonCellNotFound})
 			continue
 		}
+		read := c
 		var bc *Cell
 		if base != nil {
-			bc = base.Cell(p.CellID)
-		}
-		ok := false
-		if t := p.Text; t != nil {
-			switch {
-			case hasEdit(c, t):
-				ok = true // an earlier attempt landed
-			case c.IsLocked():
-				skipped = append(skipped, skipOf(nb.Path, c, ReasonLocked))
-			case textChanged(c, bc):
-				skipped = append(skipped, skipOf(nb.Path, c, ReasonTextChanged))
-			default:
-				setText(c, *t, stampOf(t.Timestamp, nb, base))
-				ok = true
+			if bc = base.Cell(p.CellID); bc != nil {
+				read = bc
 			}
+		}
+		var reasons []string
+		if t := p.Text; t != nil {
+			reasons = append(reasons, applyText(c, bc, *t, textStamp(read), base == nil))
 		}
 		if a := p.Audio; a != nil {
-			switch {
-			case hasAttachment(c, a.ID):
-				ok = true
-			case c.IsLocked():
-				skipped = append(skipped, skipOf(nb.Path, c, ReasonLocked))
-			case audioChanged(c, bc):
-				skipped = append(skipped, skipOf(nb.Path, c, ReasonAudioChanged))
-			default:
-				attachAudio(c, nb.Path, *a, stampOf(a.Timestamp, nb, base))
-				ok = true
-			}
+			reasons = append(reasons, applyAudio(c, bc, nb.Path, *a, audioStamp(read)))
 		}
 		if p.Text == nil && p.Audio == nil {
-			skipped = append(skipped, skipOf(nb.Path, c, ReasonEmptyPatch))
+			reasons = append(reasons, ReasonEmptyPatch)
 		}
-		if ok {
+		shown := false
+		for _, r := range reasons {
+			if r == "" {
+				shown = true
+			} else {
+				skipped = append(skipped, skipOf(nb.Path, c, r))
+			}
+		}
+		if shown {
 			applied++
 		}
 	}
 	return applied, skipped
 }
 
-// stampOf is a change's timestamp: its own, else when the version it was
-// computed from was read.
-func stampOf(ts int64, nb, base *Notebook) int64 {
+// applyText writes t stamped ts into c (bc: the cell as read, if known) and
+// says why it is not shown, or "" when it is.
+func applyText(c, bc *Cell, t TextChange, ts int64, unchecked bool) string {
 	switch {
-	case ts != 0:
-		return ts
-	case base != nil && base.ReadAt != 0:
-		return base.ReadAt
-	case nb.ReadAt != 0:
-		return nb.ReadAt
+	case hasEdit(c, t, ts, unchecked):
+		if v, newest, _ := c.lastValueEdit(); unchecked || v == t.Value && newest == ts && c.Value() == t.Value {
+			return ""
+		}
+		return ReasonTextUnder // a user edited the cell after ours landed
+	case c.IsLocked():
+		return ReasonLocked
+	case textChanged(c, bc):
+		if _, newest, ok := c.lastValueEdit(); ok && newest > ts {
+			addValueEdit(c, valueEditOf(t.Value, ts, "llm-generation", t.Author))
+			return ReasonTextUnder
+		}
+		return ReasonTextChanged
 	}
-	return time.Now().UnixMilli()
+	setText(c, t, ts)
+	return ""
+}
+
+// applyAudio attaches a stamped ts to c (bc: the cell as read, if known) and
+// says why it is not shown, or "" when it is.
+func applyAudio(c, bc *Cell, nbPath string, a AudioChange, ts int64) string {
+	switch {
+	case hasAttachment(c, a.ID):
+		if c.SelectedAudioID() == a.ID {
+			return ""
+		}
+		return ReasonAudioUnder // a user chose another take after ours landed
+	case c.IsLocked():
+		return ReasonLocked
+	case audioChanged(c, bc):
+		if c.SelectionTimestamp() > ts {
+			attachAudio(c, nbPath, a, ts, false)
+			return ReasonAudioUnder
+		}
+		return ReasonAudioChanged
+	}
+	attachAudio(c, nbPath, a, ts, true)
+	return ""
 }
 
 func textChanged(c, base *Cell) bool {
@@ -173,11 +193,26 @@ func audioChanged(c, base *Cell) bool {
 	return c.SelectedAudioID() != base.SelectedAudioID() || c.SelectionTimestamp() > base.SelectionTimestamp()
 }
 
-// hasEdit reports that t is already the cell's current text and newest
-// value edit (an earlier attempt of ours landed).
-func hasEdit(c *Cell, t *TextChange) bool {
-	v, ts, ok := c.lastValueEdit()
-	return ok && v == t.Value && c.Value() == t.Value && (t.Timestamp == 0 || ts == t.Timestamp)
+// hasEdit reports that our edit of t, stamped ts, is in the cell's history
+// (an earlier attempt landed). Unchecked (no base), the stamp comes from the
+// cell as it is now, so an earlier apply is recognised as the newest value
+// edit being ours.
+func hasEdit(c *Cell, t TextChange, ts int64, unchecked bool) bool {
+	if unchecked {
+		v, newest, ok := c.lastValueEdit()
+		e := c.valueEdit()
+		typ, _ := e.Get("type").Str()
+		ets, _ := e.Get("timestamp").Int64()
+		return ok && v == t.Value && c.Value() == t.Value && typ == "llm-generation" && ets == newest
+	}
+	for _, e := range c.meta().Get("edits").Elems() {
+		v, _ := e.Get("value").Str()
+		typ, _ := e.Get("type").Str()
+		if n, _ := e.Get("timestamp").Int64(); isValueEdit(e) && n == ts && v == t.Value && typ == "llm-generation" {
+			return true
+		}
+	}
+	return false
 }
 
 func hasAttachment(c *Cell, id string) bool {
@@ -191,7 +226,23 @@ func setText(c *Cell, t TextChange, ts int64) {
 	if old != "" && len(edits.Elems()) == 0 {
 		edits.Append(valueEditOf(old, ts-initialImportLead, "initial-import", t.Author))
 	}
-	edits.Append(valueEditOf(t.Value, ts, "llm-generation", t.Author))
+	addValueEdit(c, valueEditOf(t.Value, ts, "llm-generation", t.Author))
+}
+
+// addValueEdit puts an edit into the cell's history in time order, where
+// the editor's merge puts it.
+func addValueEdit(c *Cell, e *Value) {
+	edits := c.v.ensureObject("metadata").ensureArray("edits")
+	ts, _ := e.Get("timestamp").Int64()
+	elems := edits.Elems()
+	i := len(elems)
+	for i > 0 {
+		if prev, _ := elems[i-1].Get("timestamp").Int64(); prev <= ts {
+			break
+		}
+		i--
+	}
+	edits.elems = append(elems[:i], append([]*Value{e}, elems[i:]...)...)
 }
 
 // valueEditOf builds a value edit in the editor's shape.
@@ -206,7 +257,8 @@ func valueEditOf(value string, ts int64, typ, author string) *Value {
 	)
 }
 
-func attachAudio(c *Cell, nbPath string, a AudioChange, ts int64) {
+// attachAudio adds the take stamped ts and, when selectIt, selects it.
+func attachAudio(c *Cell, nbPath string, a AudioChange, ts int64, selectIt bool) {
 	meta := c.v.ensureObject("metadata")
 	atts := meta.ensureObject("attachments")
 	mems := make([]Member, 0, 8)
@@ -225,6 +277,9 @@ func attachAudio(c *Cell, nbPath string, a AudioChange, ts int64) {
 		mems = append(mems, Member{"metadata", m})
 	}
 	atts.Set(a.ID, NewObject(mems...))
+	if !selectIt {
+		return
+	}
 	meta.setAll(
 		Member{"selectedAudioId", NewString(a.ID)},
 		Member{"selectionTimestamp", NewInt(ts)},

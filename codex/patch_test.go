@@ -43,13 +43,19 @@ func TestApplyKeepsNewerUserEdits(t *testing.T) {
 	userSelect(cur.Cell(uuidOf("MRK 2:2")), "audio-1770000000001-user0001", 1770000000001)
 	// Same value, newer edit: the user touched it after we read.
 	userEdit(cur.Cell("MRK 2:1"), cur.Cell("MRK 2:1").Value(), 1770000000002)
+	// Changes stamped before what the job read (a slow clock): ours would
+	// show over them, so ours is left out.
+	userEdit(cur.Cell(uuidOf("MRK 1:1")), "<span>user, slow clock</span>", 1750000000000)
+	userSelect(cur.Cell(uuidOf("MRK 1:2")), "audio-1750000000000-user0002", 1750000000000)
 
 	patches := []Patch{
-		textPatch(uuidOf("MRK 1:3"), "ours 1:3", 1),
-		textPatch("MRK 2:1", "ours 2:1", 1),
-		textPatch(uuidOf("MRK 1:4"), "ours 1:4", 1),
-		audioPatch(uuidOf("MRK 2:2"), "audio-1-ours0001", 1),
-		audioPatch(uuidOf("MRK 1:3"), "audio-1-ours0002", 1),
+		textPatch(uuidOf("MRK 1:3"), "ours 1:3"),
+		textPatch("MRK 2:1", "ours 2:1"),
+		textPatch(uuidOf("MRK 1:4"), "ours 1:4"),
+		audioPatch(uuidOf("MRK 2:2"), "audio-1-ours0001"),
+		audioPatch(uuidOf("MRK 1:3"), "audio-1-ours0002"),
+		textPatch(uuidOf("MRK 1:1"), "ours 1:1"),
+		audioPatch(uuidOf("MRK 1:2"), "audio-1-ours0003"),
 	}
 	applied, skipped := Apply(cur, base, patches)
 	if applied != 2 {
@@ -59,8 +65,11 @@ func TestApplyKeepsNewerUserEdits(t *testing.T) {
 	for _, s := range skipped {
 		reasons[s.Reference] = s.Reason
 	}
-	want := map[string]string{"MRK 1:3": ReasonTextChanged, "MRK 2:1": ReasonTextChanged, "MRK 2:2": ReasonAudioChanged}
-	if len(reasons) != len(want) || len(skipped) != 3 {
+	want := map[string]string{
+		"MRK 1:3": ReasonTextUnder, "MRK 2:1": ReasonTextUnder, "MRK 2:2": ReasonAudioUnder,
+		"MRK 1:1": ReasonTextChanged, "MRK 1:2": ReasonAudioChanged,
+	}
+	if len(reasons) != len(want) || len(skipped) != 5 {
 		t.Fatalf("skipped %+v", skipped)
 	}
 	for ref, r := range want {
@@ -80,9 +89,21 @@ func TestApplyKeepsNewerUserEdits(t *testing.T) {
 	if v := cur.Cell(uuidOf("MRK 1:4")).Value(); v != "ours 1:4" {
 		t.Errorf("1:4 = %q", v)
 	}
+	// Under a newer user change ours is kept, not shown; under an older one
+	// it is left out.
+	if !hasEditValue(cur.Cell(uuidOf("MRK 1:3")), "ours 1:3") || !hasEditValue(cur.Cell("MRK 2:1"), "ours 2:1") ||
+		!hasAttachment(cur.Cell(uuidOf("MRK 2:2")), "audio-1-ours0001") {
+		t.Error("ours not kept under the newer user changes")
+	}
+	if v := cur.Cell(uuidOf("MRK 1:1")).Value(); v != "<span>user, slow clock</span>" || hasEditValue(cur.Cell(uuidOf("MRK 1:1")), "ours 1:1") {
+		t.Errorf("1:1 = %q, or ours written", v)
+	}
+	if c := cur.Cell(uuidOf("MRK 1:2")); c.SelectedAudioID() != "audio-1750000000000-user0002" || hasAttachment(c, "audio-1-ours0003") {
+		t.Errorf("1:2 selects %s, or ours attached", c.SelectedAudioID())
+	}
 
 	// Without a base nothing is checked.
-	n, s := Apply(cur, nil, []Patch{textPatch(uuidOf("MRK 1:3"), "forced", 2)})
+	n, s := Apply(cur, nil, []Patch{textPatch(uuidOf("MRK 1:3"), "forced")})
 	if n != 1 || len(s) != 0 || cur.Cell(uuidOf("MRK 1:3")).Value() != "forced" {
 		t.Errorf("apply without base: %d %v %q", n, s, cur.Cell(uuidOf("MRK 1:3")).Value())
 	}
@@ -92,7 +113,7 @@ func TestApplyTwiceWritesOnce(t *testing.T) {
 	const path = "files/target/MRK.codex"
 	base := loadNotebook(t, "testdata/MRK.codex", path)
 	nb := loadNotebook(t, "testdata/MRK.codex", path)
-	patches := []Patch{textPatch(uuidOf("MRK 1:4"), "ours", 5), audioPatch(uuidOf("MRK 1:3"), "audio-5-ours", 5)}
+	patches := []Patch{textPatch(uuidOf("MRK 1:4"), "ours"), audioPatch(uuidOf("MRK 1:3"), "audio-5-ours")}
 	if n, s := Apply(nb, base, patches); n != 2 || len(s) != 0 {
 		t.Fatalf("first apply %d %v", n, s)
 	}

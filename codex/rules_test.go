@@ -56,9 +56,9 @@ func TestLockedCells(t *testing.T) {
 	lock(cur.Cell(uuidOf("MRK 1:4")))
 	before := cur.Marshal()
 	patches := []Patch{
-		textPatch(uuidOf("MRK 1:4"), "ours", readAt),
-		audioPatch(uuidOf("MRK 1:3"), "audio-1-ours0001", readAt),
-		{CellID: uuidOf("MRK 1:3"), Text: &TextChange{Value: "ours", Author: "m", Timestamp: readAt}},
+		textPatch(uuidOf("MRK 1:4"), "ours"),
+		audioPatch(uuidOf("MRK 1:3"), "audio-1-ours0001"),
+		{CellID: uuidOf("MRK 1:3"), Text: &TextChange{Value: "ours", Author: "m"}},
 	}
 	applied, skipped := Apply(cur, base, patches)
 	if applied != 0 || len(skipped) != 3 {
@@ -76,7 +76,7 @@ func TestLockedCells(t *testing.T) {
 	// A change that landed before the cell was locked is not written
 	// again, and counts as applied.
 	landed := loadNotebook(t, "testdata/MRK.codex", path)
-	p := []Patch{textPatch(uuidOf("MRK 1:4"), "ours", readAt)}
+	p := []Patch{textPatch(uuidOf("MRK 1:4"), "ours")}
 	Apply(landed, base, p)
 	lock(landed.Cell(uuidOf("MRK 1:4")))
 	once := landed.Marshal()

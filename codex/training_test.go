@@ -31,7 +31,7 @@ func mixedProject(t *testing.T, migrate bool) (nbs map[string]*Notebook, id func
 
 	human(1) // human text, human take
 	// Our TTS output, unvalidated.
-	Apply(nb, nil, []Patch{audioPatch(id("GEN 1:2"), "audio-tts2", next())})
+	Apply(nb, nil, []Patch{audioPatch(id("GEN 1:2"), "audio-tts2")})
 	attach(cell(3), take{id: "audio-g3", created: next(), generated: true, validated: true, selected: true})
 	human(4) // the fixture's unvalidated llm-generation
 	generatedEdit(cell(5), "llm-generation", "<span>generated 5</span>", next(), active())
@@ -40,9 +40,9 @@ func mixedProject(t *testing.T, migrate bool) (nbs map[string]*Notebook, id func
 	generatedEdit(cell(6), "llm-edit", "<span>edited 6</span>", next(), withdrawn())
 	human(6)
 	human(7)
-	Apply(nb, nil, []Patch{textPatch(id("GEN 1:7"), "our transcription 7", next())}) // our ASR
+	Apply(nb, nil, []Patch{textPatch(id("GEN 1:7"), "our transcription 7")}) // our ASR
 	human(8)
-	Apply(nb, nil, []Patch{textPatch(id("GEN 1:8"), "our transcription 8", next())})
+	Apply(nb, nil, []Patch{textPatch(id("GEN 1:8"), "our transcription 8")})
 	typed(8) // the translator corrected it
 	typed(9)
 	attach(cell(9), take{id: "audio-g9", created: next(), generated: true, withdrawn: true, selected: true})

@@ -84,6 +84,7 @@ func TestTTSTrainingInferenceAndBoth(t *testing.T) {
 	if generated != 2 {
 		t.Errorf("%d cells got generated audio, want 2", generated)
 	}
+	onlyAddsPointers(t, e)
 	fc := e.lastCommitTouching(manifest.ResponsePath("tts_infer"))
 	if p := paths(fc); !p["files/target/MRK.codex"] {
 		t.Errorf("notebook change not in the final commit with response.yaml: %v", p)
@@ -96,6 +97,54 @@ func TestTTSTrainingInferenceAndBoth(t *testing.T) {
 	modelFiles(t, e, "tts_both", r, "best_model.pt")
 	if r.Result["audio_generated"] != 1 {
 		t.Errorf("audio_generated = %v, want 1", r.Result["audio_generated"])
+	}
+	onlyAddsPointers(t, e)
+}
+
+// onlyAddsPointers checks that, after the import, commits only ever add
+// LFS pointer files at paths that did not exist: a job never rewrites a
+// pointer, which the editor's sync would see as both sides changing it. (On
+// GitLab a pointer is created under a temporary name and moved into place
+// in the same commit.)
+func onlyAddsPointers(t *testing.T, e *env) {
+	t.Helper()
+	const pointers = ".project/attachments/pointers/"
+	exists := map[string]bool{}
+	added := 0
+	for _, c := range e.srv.Commits(e.path) {
+		imported := c.Message == "Import project" // newEnv's first commit
+		created := map[string]bool{}
+		for _, a := range c.Actions {
+			if !strings.HasPrefix(a.Path, pointers) && !strings.HasPrefix(a.PreviousPath, pointers) {
+				continue
+			}
+			ok := !exists[a.Path]
+			switch a.Kind {
+			case "create":
+				created[a.Path] = true
+			case "move":
+				ok = ok && created[a.PreviousPath]
+				delete(exists, a.PreviousPath)
+				delete(created, a.PreviousPath)
+			default:
+				ok = false
+			}
+			if !imported && !ok {
+				t.Errorf("commit %q: %s of pointer %s (from %q)", c.Message, a.Kind, a.Path, a.PreviousPath)
+			}
+			if !imported && a.Kind == "move" {
+				added++
+			}
+			exists[a.Path] = true
+		}
+		for p := range created {
+			if !imported && exists[p] {
+				added++ // a plain create (the folder backend's form)
+			}
+		}
+	}
+	if added == 0 {
+		t.Error("no job added a pointer file")
 	}
 }
 

@@ -35,19 +35,24 @@ func (c *cellChanges) Commit(ctx context.Context, p project.Project, message str
 }
 
 // written turns a commit's plan into the result: cells written under
-// counted, user edits that won a cell under kept_user_edits, other cells
-// not written by reason.
+// counted; under kept_user_edits the cells where a translator's edit made
+// since the job read the notebook stays on display, ours left out or kept
+// under it; other cells not written by reason.
 func (c *cellChanges) written(plan *codex.CommitReport) worker.Written {
 	n := 0
 	for _, v := range plan.Applied {
 		n += v
 	}
 	var kept []string
+	seen := map[string]bool{}
 	other := map[string]int{}
 	for _, s := range plan.Skipped {
 		switch s.Reason {
-		case codex.ReasonTextChanged, codex.ReasonAudioChanged:
-			kept = append(kept, or(s.Reference, s.CellID))
+		case codex.ReasonTextChanged, codex.ReasonAudioChanged, codex.ReasonTextUnder, codex.ReasonAudioUnder:
+			if key := s.Notebook + "\x00" + s.CellID; !seen[key] {
+				seen[key] = true
+				kept = append(kept, or(s.Reference, s.CellID))
+			}
 		default:
 			other[s.Reason]++
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"gpu-worker/gitlab"
 	"gpu-worker/gitlab/gitlabtest"
 	"gpu-worker/limits"
+	"gpu-worker/local"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 	"gpu-worker/worker"
@@ -23,12 +25,10 @@ import (
 
 const asrJob = "version: 1\njobs:\n  - {job_id: asr, job_type: asr, mode: inference, model: {type: W2V2BERT, base_checkpoint: gpu_jobs/x/m.tar}}\n"
 
-// emulatorProject is a GitLab project holding the manifest and one notebook
-// per book, each with blank verses.
-func emulatorProject(t *testing.T, books []string, verses int) (*gitlabtest.Server, *gitlab.Client) {
+// projectFiles are a project holding the manifest and one notebook per
+// book, each with blank verses.
+func projectFiles(t *testing.T, books []string, verses int) map[string][]byte {
 	t.Helper()
-	srv := gitlabtest.New(t)
-	srv.CreateProject("team/bible")
 	files := map[string][]byte{manifest.Path: []byte(asrJob)}
 	for _, book := range books {
 		var vs []demoproject.Verse
@@ -43,7 +43,15 @@ func emulatorProject(t *testing.T, books []string, verses int) (*gitlabtest.Serv
 			files[p] = b
 		}
 	}
-	srv.UserCommit(t, "team/bible", "import", files)
+	return files
+}
+
+// emulatorProject is a GitLab project holding projectFiles.
+func emulatorProject(t *testing.T, books []string, verses int) (*gitlabtest.Server, *gitlab.Client) {
+	t.Helper()
+	srv := gitlabtest.New(t)
+	srv.CreateProject("team/bible")
+	srv.UserCommit(t, "team/bible", "import", projectFiles(t, books, verses))
 	c, err := gitlab.New(gitlab.Config{BaseURL: srv.URL(), Token: gitlabtest.DefaultToken,
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -55,7 +63,7 @@ func emulatorProject(t *testing.T, books []string, verses int) (*gitlabtest.Serv
 // transcribeAll plans a transcription of every verse of the notebooks read,
 // as the ASR handler does; its result counts the plan.
 func transcribeAll(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, map[string]*codex.Notebook, error) {
-	nbs, _, err := loadNotebooks(ctx, env.Project, limits.Default())
+	nbs, err := loadNotebooks(ctx, env.Project, limits.Default())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -63,7 +71,7 @@ func transcribeAll(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, ma
 	n := 0
 	for path, nb := range nbs {
 		for _, c := range nb.Cells() {
-			patches[path] = append(patches[path], codex.Patch{CellID: c.ID(), Text: &codex.TextChange{Value: "heard " + c.ID(), Author: "asr", Timestamp: 1764000000000}})
+			patches[path] = append(patches[path], codex.Patch{CellID: c.ID(), Text: &codex.TextChange{Value: "heard " + c.ID(), Author: "asr"}})
 			n++
 		}
 	}
@@ -86,6 +94,11 @@ func response(t *testing.T, srv *gitlabtest.Server) *manifest.Response {
 	if !ok {
 		t.Fatal("no response.yaml")
 	}
+	return parseResponse(t, b)
+}
+
+func parseResponse(t *testing.T, b []byte) *manifest.Response {
+	t.Helper()
 	r, err := manifest.ParseResponse(b)
 	if err != nil {
 		t.Fatal(err)
@@ -93,44 +106,124 @@ func response(t *testing.T, srv *gitlabtest.Server) *manifest.Response {
 	return r
 }
 
-// A translator's edit made while the job ran wins its cell: the result and
-// status count one cell less than the job planned and name the kept edit.
-func TestKeptUserEditCountedOnEmulator(t *testing.T) {
-	const nbPath = "files/target/MRK.codex"
-	srv, client := emulatorProject(t, []string{"MRK"}, 3)
-	runWorker(t, gitlab.Source{Client: client}, func(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
-		out, _, err := transcribeAll(ctx, env)
-		if err != nil {
-			return nil, err
-		}
-		cur, _ := srv.ReadFile("team/bible", nbPath)
-		user, err := codex.Parse(nbPath, cur)
-		if err != nil {
-			return nil, err
-		}
-		codex.Apply(user, nil, []codex.Patch{{CellID: demoproject.CellUUID("MRK 1:2"), Text: &codex.TextChange{Value: "typed by the translator", Author: "translator", Timestamp: 1770000000000}}})
-		srv.UserCommit(t, "team/bible", "translator sync", map[string][]byte{nbPath: user.Marshal()})
-		return out, nil
-	})
-	r := response(t, srv)
-	kept, _ := r.Result["kept_user_edits"].(map[string]any)
-	if r.State != manifest.StateCompleted || r.Result["cells_transcribed"] != 2 || kept == nil || kept["count"] != 1 ||
-		fmt.Sprint(kept["cells"]) != "[MRK 1:2]" {
-		t.Fatalf("result %v (state %s)", r.Result, r.State)
+// backendUnderTest is a project as the worker serves it and as a
+// translator's sync changes it.
+type backendUnderTest struct {
+	source worker.Source
+	read   func(path string) []byte
+	// userSave stores a file as the translator's sync (GitLab) or editor
+	// (a local folder) does.
+	userSave func(path string, content []byte)
+}
+
+func gitlabBackend(t *testing.T, books []string, verses int) backendUnderTest {
+	srv, client := emulatorProject(t, books, verses)
+	return backendUnderTest{
+		source: gitlab.Source{Client: client},
+		read:   func(path string) []byte { b, _ := srv.ReadFile("team/bible", path); return b },
+		userSave: func(path string, content []byte) {
+			srv.UserCommit(t, "team/bible", "translator sync", map[string][]byte{path: content})
+		},
 	}
-	if r.StatusMessage != "completed: text transcribed for 2 verses; 1 kept a translator's newer edit" {
-		t.Errorf("status %q", r.StatusMessage)
+}
+
+func folderBackend(t *testing.T, books []string, verses int) backendUnderTest {
+	dir := t.TempDir()
+	save := func(path string, content []byte) {
+		full := filepath.Join(dir, filepath.FromSlash(path))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	b, _ := srv.ReadFile("team/bible", nbPath)
-	nb, err := codex.Parse(nbPath, b)
+	for p, b := range projectFiles(t, books, verses) {
+		save(p, b)
+	}
+	p, err := local.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := nb.Cell(demoproject.CellUUID("MRK 1:2")).Value(); got != "typed by the translator" {
-		t.Errorf("MRK 1:2 = %q", got)
+	return backendUnderTest{
+		source: folderSource{p},
+		read: func(path string) []byte {
+			b, _ := os.ReadFile(filepath.Join(dir, filepath.FromSlash(path)))
+			return b
+		},
+		userSave: save,
 	}
-	if got := nb.Cell(demoproject.CellUUID("MRK 1:1")).Value(); !strings.HasPrefix(got, "heard") {
-		t.Errorf("MRK 1:1 = %q", got)
+}
+
+// folderSource serves one local project folder.
+type folderSource struct{ p project.Project }
+
+func (s folderSource) Projects(context.Context) ([]project.Project, error) {
+	return []project.Project{s.p}, nil
+}
+
+// translatorEdit is a translator's edit of a cell's text, stamped now.
+func translatorEdit(c *codex.Cell, value string) {
+	meta := c.Object().Get("metadata")
+	if meta.Get("edits") == nil {
+		meta.Set("edits", codex.NewArray())
+	}
+	c.Object().Set("value", codex.NewString(value))
+	meta.Get("edits").Append(codex.NewObject(
+		codex.Member{Key: "editMap", Value: codex.NewArray(codex.NewString("value"))},
+		codex.Member{Key: "value", Value: codex.NewString(value)},
+		codex.Member{Key: "timestamp", Value: codex.NewInt(time.Now().UnixMilli())},
+		codex.Member{Key: "type", Value: codex.NewString("user-edit")},
+		codex.Member{Key: "author", Value: codex.NewString("translator")},
+		codex.Member{Key: "validatedBy", Value: codex.NewArray()},
+	))
+}
+
+// A translator's edit made while the job ran wins its cell, on GitLab and in
+// a local folder: the result and status count one cell less than the job
+// planned and name the kept edit; the job's text stays in the cell's
+// history under the translator's.
+func TestKeptUserEditCounted(t *testing.T) {
+	const nbPath = "files/target/MRK.codex"
+	for name, open := range map[string]func(*testing.T, []string, int) backendUnderTest{
+		"gitlab": gitlabBackend, "folder": folderBackend,
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := open(t, []string{"MRK"}, 3)
+			runWorker(t, b.source, func(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
+				out, _, err := transcribeAll(ctx, env)
+				if err != nil {
+					return nil, err
+				}
+				user, err := codex.Parse(nbPath, b.read(nbPath))
+				if err != nil {
+					return nil, err
+				}
+				translatorEdit(user.Cell(demoproject.CellUUID("MRK 1:2")), "typed by the translator")
+				b.userSave(nbPath, user.Marshal())
+				return out, nil
+			})
+			r := parseResponse(t, b.read(manifest.ResponsePath("asr")))
+			kept, _ := r.Result["kept_user_edits"].(map[string]any)
+			if r.State != manifest.StateCompleted || r.Result["cells_transcribed"] != 2 || kept == nil || kept["count"] != 1 ||
+				fmt.Sprint(kept["cells"]) != "[MRK 1:2]" {
+				t.Fatalf("result %v (state %s)", r.Result, r.State)
+			}
+			if r.StatusMessage != "completed: text transcribed for 2 verses; 1 kept a translator's newer edit" {
+				t.Errorf("status %q", r.StatusMessage)
+			}
+			nb, err := codex.Parse(nbPath, b.read(nbPath))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := nb.Cell(demoproject.CellUUID("MRK 1:2"))
+			if got := c.Value(); got != "typed by the translator" || !strings.Contains(string(codex.AppendJSON(nil, c.Object())), "heard "+c.ID()) {
+				t.Errorf("MRK 1:2 = %q; the job's text not kept in its history", got)
+			}
+			if got := nb.Cell(demoproject.CellUUID("MRK 1:1")).Value(); !strings.HasPrefix(got, "heard") {
+				t.Errorf("MRK 1:1 = %q", got)
+			}
+		})
 	}
 }
 

@@ -205,7 +205,7 @@ func transcribeCTC(ctx context.Context, r *run, engineName, model string, extra 
 		}
 		it := byCell[e.CellID]
 		r.patch(it.Notebook, codex.Patch{CellID: it.CellID,
-			Text: &codex.TextChange{Value: codex.EscapeText(text), Author: r.author(), Timestamp: r.readAt.UnixMilli()}})
+			Text: &codex.TextChange{Value: codex.EscapeText(text), Author: r.author()}})
 	}
 	n := len(ds.Items) - empty
 	r.out.Result["cells_transcribed"] = n

@@ -23,11 +23,10 @@ type run struct {
 	*worker.JobEnv
 	model *Model
 	cfg   Config
-	nbs   map[string]*codex.Notebook
-	// readAt is when the notebooks were read: our changes carry this time,
-	// so a translator's later edit wins the editor's merge.
-	readAt time.Time
-	out    *worker.Outcome
+	// nbs are the notebooks as read: codex stamps our changes from them
+	// (codex/stamp.go) and keeps what translators changed since.
+	nbs map[string]*codex.Notebook
+	out *worker.Outcome
 	// patches are the cell changes inference made, by notebook.
 	patches map[string][]codex.Patch
 	// The prepared training set (nil for inference-only jobs).
@@ -48,7 +47,7 @@ func (m *Model) execute(ctx context.Context, env *worker.JobEnv, cfg Config) (*w
 		}
 	}
 	var err error
-	if r.nbs, r.readAt, err = loadNotebooks(ctx, env.Project, cfg.limits()); err != nil {
+	if r.nbs, err = loadNotebooks(ctx, env.Project, cfg.limits()); err != nil {
 		return nil, err
 	}
 	job := env.Job
@@ -106,8 +105,8 @@ func (r *run) setting(flag string) string { return r.cfg.Settings[flag] }
 var notebookDirs = []string{"files/target"}
 
 // loadNotebooks reads every .codex notebook of the project, within the
-// worker's bounds, and says when.
-func loadNotebooks(ctx context.Context, p project.Project, lim limits.Limits) (map[string]*codex.Notebook, time.Time, error) {
+// worker's bounds.
+func loadNotebooks(ctx context.Context, p project.Project, lim limits.Limits) (map[string]*codex.Notebook, error) {
 	readAt := time.Now()
 	out := map[string]*codex.Notebook{}
 	for _, dir := range notebookDirs {
@@ -116,7 +115,7 @@ func loadNotebooks(ctx context.Context, p project.Project, lim limits.Limits) (m
 			continue
 		}
 		if err != nil {
-			return nil, readAt, fmt.Errorf("list notebooks: %w", err)
+			return nil, fmt.Errorf("list notebooks: %w", err)
 		}
 		for _, e := range entries {
 			if path.Ext(e.Path) != ".codex" {
@@ -124,30 +123,30 @@ func loadNotebooks(ctx context.Context, p project.Project, lim limits.Limits) (m
 			}
 			info, err := p.StatFile(ctx, e.Path)
 			if err != nil {
-				return nil, readAt, fmt.Errorf("read notebook: %w", err)
+				return nil, fmt.Errorf("read notebook: %w", err)
 			}
 			if err := limits.CheckBytes(e.Path, info.Size, lim.NotebookBytes, "max-notebook-bytes"); err != nil {
-				return nil, readAt, err
+				return nil, err
 			}
 			f, err := p.ReadFile(ctx, e.Path)
 			if err != nil {
-				return nil, readAt, fmt.Errorf("read notebook: %w", err)
+				return nil, fmt.Errorf("read notebook: %w", err)
 			}
 			if err := limits.CheckBytes(e.Path, int64(len(f.Content)), lim.NotebookBytes, "max-notebook-bytes"); err != nil {
-				return nil, readAt, err
+				return nil, err
 			}
 			nb, err := codex.ParseLimited(e.Path, f.Content, lim.JSONDepth)
 			if err != nil {
-				return nil, readAt, fmt.Errorf("notebook %s: %w", e.Path, err)
+				return nil, fmt.Errorf("notebook %s: %w", e.Path, err)
 			}
 			nb.ReadAt = readAt.UnixMilli()
 			out[e.Path] = nb
 		}
 	}
 	if len(out) == 0 {
-		return nil, readAt, fmt.Errorf("no .codex notebooks found under %s", strings.Join(notebookDirs, ", "))
+		return nil, fmt.Errorf("no .codex notebooks found under %s", strings.Join(notebookDirs, ", "))
 	}
-	return out, readAt, nil
+	return out, nil
 }
 
 // prepareTrainingSet selects the verses with text and usable audio and

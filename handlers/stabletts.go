@@ -347,7 +347,7 @@ func (r *run) attachAudio(ctx context.Context, it codex.Item, wav string) error 
 	}
 	r.out.Actions = append(r.out.Actions, project.Action{Kind: project.Create, Path: pointers, Content: []byte(ptr.String())})
 	r.patch(it.Notebook, codex.Patch{CellID: it.CellID, Audio: &codex.AudioChange{
-		ID: id, Ext: format, Timestamp: r.readAt.UnixMilli(), CreatedBy: "gpu-worker",
+		ID: id, Ext: format, CreatedBy: "gpu-worker",
 		Meta: codex.AudioMeta{MimeType: meta.MimeType, SizeBytes: meta.SizeBytes, SampleRate: meta.SampleRate,
 			Channels: meta.Channels, DurationSec: meta.DurationSec, BitrateKbps: meta.BitrateKbps},
 	}})

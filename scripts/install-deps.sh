@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the worker, its tests and the demo need: ffmpeg (audio),
 # espeak-ng (speech), diatheke + sword-text-web (the World English Bible text
-# of the demo). Installs only what is missing.
+# of the demo), node + npm (the Codex editor's merge the codex tests run).
+# Installs only what is missing.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
@@ -9,6 +10,8 @@ command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v diatheke >/dev/null || missing+=(diatheke)
 [ -d /usr/share/sword/modules/texts/ztext/engWEB2015eb ] || missing+=(sword-text-web)
 command -v git >/dev/null || missing+=(git)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -1,0 +1,4 @@
+// src/utils/projectAdminPermissionChecker: used by the metadata.json merge only.
+import { notCalled } from "./notcalled";
+
+export const checkProjectAdminPermissions = notCalled("checkProjectAdminPermissions");
