@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,7 +62,19 @@ type Metrics struct {
 	started  map[string]labels // running job id → its labels
 	lastScan time.Time
 	failed   map[string]time.Time // request key → when it failed (retry detection)
+
+	sent atomic.Int64 // GitLab requests sent, for per-scan counts
 }
+
+// Series that count events exist at zero from the start, so that rate()
+// and increase() see their first event and sums over idle workers are 0,
+// not empty.
+var (
+	knownJobTypes  = []string{manifest.TTS, manifest.ASR}
+	knownModes     = []string{manifest.Training, manifest.Inference, manifest.TrainingAndInference}
+	knownEndStates = []string{"completed", "failed", "canceled", "interrupted", "lost"}
+	knownEndpoints = []string{"projects", "project", "files", "raw", "commits", "tree", "lfs batch", "lfs object"}
+)
 
 type labels struct{ typ, mode string }
 
@@ -121,8 +134,22 @@ func New(o Options) *Metrics {
 	if o.GPUs != nil {
 		m.reg.MustRegister(newGPUCollector(o.GPUs))
 	}
+	for _, typ := range knownJobTypes {
+		for _, mode := range knownModes {
+			m.jobsRunning.WithLabelValues(typ, mode)
+			for _, st := range knownEndStates {
+				m.jobsTotal.WithLabelValues(typ, mode, st)
+			}
+		}
+	}
+	for _, ep := range knownEndpoints {
+		m.apiRetries.WithLabelValues(ep)
+	}
 	return m
 }
+
+// RequestsSent is the number of GitLab requests sent through Transport.
+func (m *Metrics) RequestsSent() int64 { return m.sent.Load() }
 
 // Registry is where the series live (tests, extra collectors).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
@@ -206,9 +233,25 @@ func (m *Metrics) Check(since time.Time, maxScanAge time.Duration) Health {
 	return h
 }
 
-// Handler serves /metrics and /healthz (health as Check computes it).
+// Ready reports whether a scan has finished since start: a worker has
+// then claimed what it could, an observer has counted the queue.
+func (m *Metrics) Ready() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.lastScan.IsZero()
+}
+
+// Handler serves /metrics, /healthz (health as Check computes it) and
+// /readyz (200 once a scan finished).
 func (m *Metrics) Handler(since time.Time, maxScanAge time.Duration) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !m.Ready() {
+			http.Error(w, "no scan finished yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		h := m.Check(since, maxScanAge)

@@ -45,6 +45,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = req.Clone(req.Context())
 		req.Body = &countingBody{ReadCloser: req.Body, add: t.m.lfsBytes.WithLabelValues("up").Add}
 	}
+	t.m.sent.Add(1)
 	resp, err := t.next.RoundTrip(req)
 	status := "error"
 	if err == nil {

@@ -28,10 +28,10 @@ import (
 // runFlags are the settings of `gpu-worker run`.
 type runFlags struct {
 	*common
-	workerID, workDir, python, enginesDir, logFormat, listen, gpus *string
-	loop, keep, retries                                            *int
-	hb, cc, claimTimeout, grace, stopTimeout                       *time.Duration
-	allowCPU, memCheck                                             *bool
+	workerID, workDir, python, enginesDir, logFormat, listen, gpus, only *string
+	loop, keep, retries                                                  *int
+	hb, cc, claimTimeout, grace, stopTimeout, exitWhenIdle               *time.Duration
+	allowCPU, memCheck                                                   *bool
 	// modelSettings are the models' own operator settings (handlers.Setting).
 	modelSettings map[string]*string
 }
@@ -58,6 +58,8 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	f.listen = s.String("listen-address", "", "serve Prometheus /metrics and /healthz here, e.g. :9402 (default: off)")
 	f.gpus = s.String("gpus", "auto", "GPUs to use: auto|all|none, or indices 0,1 (one job per GPU), 0+1,2+3 (slots spanning GPUs for jobs with gpus: N)")
 	f.memCheck = s.Bool("gpu-memory-check", true, "claim a job only when a slot's GPUs have the memory the job is estimated to need")
+	f.exitWhenIdle = s.Duration("exit-when-idle", 0, "exit 0 once no job has been runnable for this long, never while a job runs or its outcome waits to be written (for Kubernetes ScaledJobs, autostop, timers; 0: never)")
+	f.only = s.String("only", "", "run this one job now, whatever its priority, then exit: PROJECT:JOB (JOB alone when one project is served); exit 1 unless it completes")
 	s.Env("worker-id", "WORKER_ID")
 	s.Env("work-dir", "WORK_DIR")
 	s.Env("loop-interval", "LOOP_INTERVAL")
@@ -74,6 +76,7 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	s.Env("engine-grace", "GPU_WORKER_ENGINE_GRACE")
 	s.Env("stop-timeout", "GPU_WORKER_STOP_TIMEOUT")
 	s.Env("log-format", "GPU_WORKER_LOG_FORMAT")
+	s.Env("exit-when-idle", "GPU_WORKER_EXIT_WHEN_IDLE")
 	f.modelSettings = map[string]*string{}
 	for _, m := range handlers.Models() {
 		for _, st := range m.Settings {
@@ -114,6 +117,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	onlyProject, onlyJob, err := parseOnly(*f.only)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *f.exitWhenIdle < 0 {
+		return fmt.Errorf("%w: --exit-when-idle must not be negative", errUsage)
+	}
 	log := newLogger(stderr, *f.logFormat, []string{*f.token})
 	started := time.Now()
 	py, engDir, err := pythonAndEngines(*f.python, *f.enginesDir)
@@ -127,10 +137,11 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := worker.Config{
 		WorkerID: *f.workerID, WorkDir: *f.workDir, LoopInterval: interval, KeepJobs: *f.keep,
 		HeartbeatInterval: *f.hb, CancelCheckInterval: *f.cc, ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries,
-		StopTimeout: *f.stopTimeout,
-		EngineGrace: *f.grace,
-		Secrets:     []string{*f.token},
-		Models:      handlers.Catalog(),
+		StopTimeout:  *f.stopTimeout,
+		ExitWhenIdle: *f.exitWhenIdle,
+		EngineGrace:  *f.grace,
+		Secrets:      []string{*f.token},
+		Models:       handlers.Catalog(),
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v (--claim-timeout, --heartbeat-interval, --engine-grace, --stop-timeout)", errUsage, err)
@@ -150,6 +161,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	src := b.source()
+	if onlyProject != "" {
+		src = b.sourceOf(onlyProject)
+	}
 	cfg.CanRun, cfg.Slots, cfg.Hooks = host.canRun, host.slots, m.Hooks()
 	runner := &engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace}
 	w := worker.New(cfg, src, handlers.Registry(f.handlersConfig(runner)), log)
@@ -201,9 +215,27 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	log.Info("worker starting", "worker_id", *f.workerID, "work_dir", *f.workDir, "python", py, "engines", engDir, "slots", slotNames(cfg.Slots))
-	err = w.Run(ctx)
+	if onlyJob != "" {
+		err = w.RunOne(ctx, onlyJob)
+	} else {
+		err = w.Run(ctx)
+	}
 	log.Info("worker stopped")
 	return err
+}
+
+// parseOnly splits --only PROJECT:JOB; the project may be left out. Job
+// ids have no colon, GitLab paths neither.
+func parseOnly(v string) (project, job string, err error) {
+	if v == "" {
+		return "", "", nil
+	}
+	i := strings.LastIndexByte(v, ':')
+	project, job = strings.TrimSpace(v[:max(i, 0)]), strings.TrimSpace(v[i+1:])
+	if job == "" {
+		return "", "", fmt.Errorf("--only %q names no job: use PROJECT:JOB", v)
+	}
+	return project, job, nil
 }
 
 func slotNames(slots []worker.Slot) string {
