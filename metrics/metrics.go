@@ -40,6 +40,9 @@ type Options struct {
 	GPUs gpu.Lister
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Observer: the process only observes the queue and runs no job, so
+	// the job series start empty rather than at zero.
+	Observer bool
 }
 
 // Metrics holds the series and serves them.
@@ -136,6 +139,9 @@ func New(o Options) *Metrics {
 	}
 	for _, typ := range knownJobTypes {
 		for _, mode := range knownModes {
+			if o.Observer {
+				break
+			}
 			m.jobsRunning.WithLabelValues(typ, mode)
 			for _, st := range knownEndStates {
 				m.jobsTotal.WithLabelValues(typ, mode, st)

@@ -57,7 +57,7 @@ type observer struct {
 }
 
 func (f *observeFlags) observer(log *slog.Logger) (*observer, error) {
-	m := metrics.New(metrics.Options{Version: version})
+	m := metrics.New(metrics.Options{Version: version, Observer: true})
 	b, err := f.backend(log, backendOptions{http: &http.Client{Transport: m.Transport(nil)}})
 	if err != nil {
 		return nil, err
