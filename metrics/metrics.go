@@ -56,6 +56,7 @@ type Metrics struct {
 	scanDuration prometheus.Histogram
 	apiRequests  *prometheus.CounterVec
 	apiRetries   *prometheus.CounterVec
+	apiErrors    *prometheus.CounterVec
 	lfsBytes     *prometheus.CounterVec
 	jobEpoch     *prometheus.GaugeVec
 	jobEpochs    *prometheus.GaugeVec
@@ -114,6 +115,8 @@ func New(o Options) *Metrics {
 			Help: "HTTP requests to GitLab by endpoint and status code (\"error\": no answer)."}, []string{"endpoint", "status"}),
 		apiRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "api_retries_total",
 			Help: "Requests repeating one that failed transiently."}, []string{"endpoint"}),
+		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "api_errors_total",
+			Help: "GitLab requests that failed transiently: 5xx, 429, 408 or no answer."}, []string{"endpoint"}),
 		lfsBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lfs_bytes_total",
 			Help: "Git LFS object bytes moved, by direction (up, down)."}, []string{"direction"}),
 		jobEpoch: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "job_epoch",
@@ -123,7 +126,7 @@ func New(o Options) *Metrics {
 		jobETA: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "job_eta_seconds",
 			Help: "Estimated time left of a running job."}, []string{"job_id", "job_type", "mode"}),
 	}
-	m.reg.MustRegister(m.jobsRunning, m.jobsTotal, m.jobDuration, m.scanDuration, m.apiRequests, m.apiRetries,
+	m.reg.MustRegister(m.jobsRunning, m.jobsTotal, m.jobDuration, m.scanDuration, m.apiRequests, m.apiRetries, m.apiErrors,
 		m.lfsBytes, m.jobEpoch, m.jobEpochs, m.jobETA,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "engine_restarts_total",
 			Help: "Engine runs restarted with a smaller batch after running out of GPU memory."},
@@ -150,6 +153,7 @@ func New(o Options) *Metrics {
 	}
 	for _, ep := range knownEndpoints {
 		m.apiRetries.WithLabelValues(ep)
+		m.apiErrors.WithLabelValues(ep)
 	}
 	return m
 }

@@ -103,6 +103,7 @@ func TestWorkerSeriesStartAtZero(t *testing.T) {
 		`gpu_worker_jobs_total{job_type="asr",mode="inference",state="failed"}`,
 		`gpu_worker_jobs_running{job_type="asr",mode="training_and_inference"}`,
 		`gpu_worker_api_retries_total{endpoint="files"}`,
+		`gpu_worker_api_errors_total{endpoint="commits"}`,
 	} {
 		if v, ok := got[series]; !ok || v != 0 {
 			t.Errorf("%s = %v (present %v), want 0", series, v, ok)

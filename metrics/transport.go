@@ -53,6 +53,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.m.apiRequests.WithLabelValues(ep, status).Inc()
 	if err != nil || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode >= 500 {
+		t.m.apiErrors.WithLabelValues(ep).Inc()
 		t.m.mu.Lock()
 		if len(t.m.failed) > 1000 { // bound memory if nobody ever retries
 			clear(t.m.failed)
