@@ -47,7 +47,7 @@ type promServer struct {
 	logs *bytes.Buffer
 }
 
-func startPrometheus(t *testing.T, targets map[string]string) *promServer {
+func startPrometheus(t testing.TB, targets map[string]string) *promServer {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -141,7 +141,7 @@ func (p *promServer) query(expr string) ([]sample, error) {
 }
 
 // waitFor polls a query until check accepts its result.
-func (p *promServer) waitFor(t *testing.T, expr string, timeout time.Duration, check func([]sample) error) {
+func (p *promServer) waitFor(t testing.TB, expr string, timeout time.Duration, check func([]sample) error) {
 	t.Helper()
 	var last error
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
@@ -156,7 +156,7 @@ func (p *promServer) waitFor(t *testing.T, expr string, timeout time.Duration, c
 	t.Fatalf("%s: %v\n%s", expr, last, p.logs.String())
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -377,7 +377,7 @@ func kedaQuery(t *testing.T) string {
 }
 
 // buildBinary builds gpu-worker for the test.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "gpu-worker")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/gpu-worker")
@@ -390,7 +390,7 @@ func buildBinary(t *testing.T) string {
 
 // startObserver runs `gpu-worker observe` against the emulator and returns
 // its address.
-func startObserver(t *testing.T, bin string, srv *gitlabtest.Server) string {
+func startObserver(t testing.TB, bin string, srv *gitlabtest.Server) string {
 	t.Helper()
 	logs := &lockedWriter{w: &bytes.Buffer{}}
 	cmd := exec.Command(bin, "observe", "--gitlab-url", srv.URL(), "--token", gitlabtest.DefaultToken,
