@@ -11,7 +11,7 @@ import (
 	"gpu-worker/manifest"
 )
 
-// runUntil runs w in the background; the channel yields Run's error.
+// runInBackground runs w; the channel yields Run's error.
 func runInBackground(w *Worker) <-chan error {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(context.Background()) }()
@@ -163,5 +163,25 @@ func TestRunOneRefusals(t *testing.T) {
 	}
 	if r := tp.response("bad"); r.State != manifest.StateFailed {
 		t.Errorf("bad: %s", r.State)
+	}
+}
+
+// Scans that fail see no job: a worker cut off from GitLab still exits
+// (the observer, keeping its last counts, has another started).
+func TestExitWhenIdleWhileGitLabIsDown(t *testing.T) {
+	srv := gitlabtest.New(t)
+	srv.CreateProject("team/a")
+	srv.InjectFault(gitlabtest.Fault{Endpoint: "GET projects", Rate: 1, Status: 503})
+	done := runInBackground(idleWorker(t, gitlab.NewSource(newClient(t, srv), nil), registryOf(nil), 300*time.Millisecond))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a worker that cannot scan never exited")
+	}
+	if srv.FaultsFired() == 0 {
+		t.Fatal("no scan failed")
 	}
 }

@@ -289,9 +289,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			if w.cfg.LoopInterval < 0 && running == 0 {
 				return nil
 			}
-			// A failed scan proves nothing about the queue; a job seen
-			// but taken by another worker was there all the same.
-			if running > 0 || seen > 0 || err != nil || w.finishes.len() > 0 {
+			// A job seen but taken by another worker was there all the
+			// same. A failed scan saw nothing: a worker that cannot read
+			// GitLab for the idle time exits, and the observer, which keeps
+			// its last counts, has another one started.
+			if running > 0 || seen > 0 || w.finishes.len() > 0 {
 				busyAt = time.Now()
 			} else if w.cfg.ExitWhenIdle > 0 && time.Since(busyAt) >= w.cfg.ExitWhenIdle {
 				w.log.Info("no runnable job for --exit-when-idle; exiting", "idle", time.Since(busyAt).Round(time.Second))
