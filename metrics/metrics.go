@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,9 @@ type Options struct {
 	GPUs gpu.Lister
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Observer: the process only observes the queue and runs no job, so
+	// the job series start empty rather than at zero.
+	Observer bool
 }
 
 // Metrics holds the series and serves them.
@@ -52,6 +56,7 @@ type Metrics struct {
 	scanDuration prometheus.Histogram
 	apiRequests  *prometheus.CounterVec
 	apiRetries   *prometheus.CounterVec
+	apiErrors    *prometheus.CounterVec
 	lfsBytes     *prometheus.CounterVec
 	jobEpoch     *prometheus.GaugeVec
 	jobEpochs    *prometheus.GaugeVec
@@ -61,7 +66,19 @@ type Metrics struct {
 	started  map[string]labels // running job id → its labels
 	lastScan time.Time
 	failed   map[string]time.Time // request key → when it failed (retry detection)
+
+	sent atomic.Int64 // GitLab requests sent, for per-scan counts
 }
+
+// Series that count events exist at zero from the start, so that rate()
+// and increase() see their first event and sums over idle workers are 0,
+// not empty.
+var (
+	knownJobTypes  = []string{manifest.TTS, manifest.ASR}
+	knownModes     = []string{manifest.Training, manifest.Inference, manifest.TrainingAndInference}
+	knownEndStates = []string{"completed", "failed", "canceled", "interrupted", "lost"}
+	knownEndpoints = []string{"projects", "project", "files", "raw", "commits", "tree", "lfs batch", "lfs object"}
+)
 
 type labels struct{ typ, mode string }
 
@@ -98,6 +115,8 @@ func New(o Options) *Metrics {
 			Help: "HTTP requests to GitLab by endpoint and status code (\"error\": no answer)."}, []string{"endpoint", "status"}),
 		apiRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "api_retries_total",
 			Help: "Requests repeating one that failed transiently."}, []string{"endpoint"}),
+		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "api_errors_total",
+			Help: "GitLab requests that failed transiently: 5xx, 429, 408 or no answer."}, []string{"endpoint"}),
 		lfsBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "lfs_bytes_total",
 			Help: "Git LFS object bytes moved, by direction (up, down)."}, []string{"direction"}),
 		jobEpoch: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "job_epoch",
@@ -107,7 +126,7 @@ func New(o Options) *Metrics {
 		jobETA: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "job_eta_seconds",
 			Help: "Estimated time left of a running job."}, []string{"job_id", "job_type", "mode"}),
 	}
-	m.reg.MustRegister(m.jobsRunning, m.jobsTotal, m.jobDuration, m.scanDuration, m.apiRequests, m.apiRetries,
+	m.reg.MustRegister(m.jobsRunning, m.jobsTotal, m.jobDuration, m.scanDuration, m.apiRequests, m.apiRetries, m.apiErrors,
 		m.lfsBytes, m.jobEpoch, m.jobEpochs, m.jobETA,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "engine_restarts_total",
 			Help: "Engine runs restarted with a smaller batch after running out of GPU memory."},
@@ -121,8 +140,26 @@ func New(o Options) *Metrics {
 	if o.GPUs != nil {
 		m.reg.MustRegister(newGPUCollector(o.GPUs))
 	}
+	for _, typ := range knownJobTypes {
+		for _, mode := range knownModes {
+			if o.Observer {
+				break
+			}
+			m.jobsRunning.WithLabelValues(typ, mode)
+			for _, st := range knownEndStates {
+				m.jobsTotal.WithLabelValues(typ, mode, st)
+			}
+		}
+	}
+	for _, ep := range knownEndpoints {
+		m.apiRetries.WithLabelValues(ep)
+		m.apiErrors.WithLabelValues(ep)
+	}
 	return m
 }
+
+// RequestsSent is the number of GitLab requests sent through Transport.
+func (m *Metrics) RequestsSent() int64 { return m.sent.Load() }
 
 // Registry is where the series live (tests, extra collectors).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
@@ -206,9 +243,25 @@ func (m *Metrics) Check(since time.Time, maxScanAge time.Duration) Health {
 	return h
 }
 
-// Handler serves /metrics and /healthz (health as Check computes it).
+// Ready reports whether a scan has finished since start: a worker has
+// then claimed what it could, an observer has counted the queue.
+func (m *Metrics) Ready() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.lastScan.IsZero()
+}
+
+// Handler serves /metrics, /healthz (health as Check computes it) and
+// /readyz (200 once a scan finished).
 func (m *Metrics) Handler(since time.Time, maxScanAge time.Duration) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !m.Ready() {
+			http.Error(w, "no scan finished yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		h := m.Check(since, maxScanAge)

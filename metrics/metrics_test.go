@@ -126,6 +126,7 @@ func TestScrapeWhileJobRuns(t *testing.T) {
 		`gpu_worker_lfs_bytes_total{direction="up"}`:                  1000,
 		`gpu_worker_lfs_bytes_total{direction="down"}`:                1000,
 		`gpu_worker_api_retries_total{endpoint="tree"}`:               1,
+		`gpu_worker_api_errors_total{endpoint="tree"}`:                1,
 		`gpu_worker_api_requests_total{endpoint="tree",status="503"}`: 1,
 		`gpu_worker_gpu_memory_total_bytes{gpu="0",name="Fake"}`:      80 * gpu.GiB,
 		`gpu_worker_build_info{version="test"}`:                       1,

@@ -45,6 +45,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = req.Clone(req.Context())
 		req.Body = &countingBody{ReadCloser: req.Body, add: t.m.lfsBytes.WithLabelValues("up").Add}
 	}
+	t.m.sent.Add(1)
 	resp, err := t.next.RoundTrip(req)
 	status := "error"
 	if err == nil {
@@ -52,6 +53,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.m.apiRequests.WithLabelValues(ep, status).Inc()
 	if err != nil || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode >= 500 {
+		t.m.apiErrors.WithLabelValues(ep).Inc()
 		t.m.mu.Lock()
 		if len(t.m.failed) > 1000 { // bound memory if nobody ever retries
 			clear(t.m.failed)

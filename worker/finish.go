@@ -219,6 +219,12 @@ func (q *finishQueue) add(f *finalWrite) {
 	q.items = append(q.items, f)
 }
 
+func (q *finishQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
 func (q *finishQueue) take() []*finalWrite {
 	q.mu.Lock()
 	defer q.mu.Unlock()

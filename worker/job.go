@@ -13,8 +13,10 @@ import (
 	"gpu-worker/project"
 )
 
-// runJob runs a claimed job to its end and writes the outcome.
-func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slot) {
+// runJob runs a claimed job to its end and writes the outcome. It returns
+// how the job ended: a response.yaml state, "interrupted" (handed back) or
+// "lost" (another worker owns it now).
+func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slot) string {
 	job, p := c.job, c.proj
 	started := w.cfg.Now()
 	if w.cfg.Hooks.JobStarted != nil {
@@ -79,7 +81,7 @@ func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slo
 	if errors.Is(context.Cause(ctx), ErrLeaseLost) {
 		log.Warn("lease lost: another worker owns the job now; writing nothing")
 		w.finished(job, "lost", started)
-		return
+		return "lost"
 	}
 	log.Info("job ended", "state", state, "reason", reason, "error", errMsg)
 	f := &finalWrite{lease: l, proj: p, job: job, state: state, reason: reason, errMsg: errMsg,
@@ -98,6 +100,7 @@ func (w *Worker) runJob(parent context.Context, c *candidate, l *lease, slot Slo
 		state = "interrupted"
 	}
 	w.finished(job, state, started)
+	return state
 }
 
 func (w *Worker) finished(job *manifest.Job, state string, started time.Time) {

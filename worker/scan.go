@@ -49,7 +49,7 @@ type scanSelf struct {
 // since we started belongs to a live twin under the same id and is left
 // to the timeout.
 func (me scanSelf) restarted(r *manifest.Response) bool {
-	return r.State == manifest.StateRunning && r.WorkerID == me.owner.workerID &&
+	return me.owner.workerID != "" && r.State == manifest.StateRunning && r.WorkerID == me.owner.workerID &&
 		r.OwnerToken != me.owner.token && r.Timestamp.Before(me.started)
 }
 
@@ -67,6 +67,9 @@ type scanner struct {
 	models manifest.Catalog
 	// limits bound what a manifest may make us read.
 	limits limits.Limits
+	// watchClaims rescans projects with live claims on every scan, so an
+	// observer sees them end; a worker leaves them to the claim timeout.
+	watchClaims bool
 }
 
 // parse reads a manifest, resolving its jobs' models.
@@ -89,6 +92,14 @@ type projectState struct {
 	pending bool
 	// recheckAt: when a claim held by another worker may go stale.
 	recheckAt time.Time
+	// live: the claims the last full look found held with a live heartbeat.
+	live []liveClaim
+}
+
+// liveClaim is a job some worker holds and renews.
+type liveClaim struct {
+	job  *manifest.Job
+	resp *manifest.Response
 }
 
 type cachedResponse struct {
@@ -104,7 +115,7 @@ func newScanner(claimTimeout time.Duration, runnable func(*manifest.Job) bool, l
 }
 
 func (s *scanner) due(st *projectState, now time.Time) bool {
-	return st.pending || (!st.recheckAt.IsZero() && !now.Before(st.recheckAt))
+	return st.pending || (!st.recheckAt.IsZero() && !now.Before(st.recheckAt)) || (s.watchClaims && len(st.live) > 0)
 }
 
 // scan returns the project's claimable jobs in the order to try them.
@@ -149,6 +160,7 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 		st.man, err = s.parse(f.Content)
 		if err != nil {
 			s.log.Warn("skipping project: malformed manifest", "project", p.Name(), "err", err)
+			st.live = nil
 			return nil, nil
 		}
 		for _, msg := range st.man.Skipped {
@@ -156,7 +168,7 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 		}
 	}
 	if st.man == nil || len(st.man.Jobs) == 0 {
-		st.pending, st.recheckAt = false, time.Time{}
+		st.pending, st.recheckAt, st.live = false, time.Time{}, nil
 		return nil, nil
 	}
 	tree, err := p.ListTree(ctx, "gpu_jobs")
@@ -170,6 +182,7 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 		}
 	}
 	var out []candidate
+	var live []liveClaim
 	st.recheckAt = time.Time{}
 	for _, job := range st.man.Sorted() {
 		if s.self.runningHere(p.Name(), job.ID) || (!job.Canceled && !s.runnable(job)) {
@@ -211,6 +224,9 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 			if c.resp.Stale(now, s.claimTimeout) || s.self.restarted(c.resp) {
 				out = append(out, candidate{proj: p, job: job, closeCanceled: true,
 					stale: &staleClaim{resp: *c.resp, guard: c.guard}})
+			} else if c.resp.State == manifest.StateRunning {
+				// Its worker stops it at the next cancel check.
+				live = append(live, liveClaim{job: job, resp: c.resp})
 			}
 		case s.self.owner.holds(c.resp) && s.self.unsure(p.Name(), job.ID):
 			out = append(out, candidate{proj: p, job: job, own: &staleClaim{resp: *c.resp, guard: c.guard}})
@@ -223,9 +239,10 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 			if st.recheckAt.IsZero() || at.Before(st.recheckAt) {
 				st.recheckAt = at
 			}
+			live = append(live, liveClaim{job: job, resp: c.resp})
 		}
 	}
-	st.pending = len(out) > 0
+	st.pending, st.live = len(out) > 0, live
 	return out, nil
 }
 

@@ -50,7 +50,10 @@ type Config struct {
 	// end of the final writes (default 140s: the deployments give 150s).
 	StopTimeout   time.Duration
 	MaxJobRetries int
-	Slots         []Slot
+	// ExitWhenIdle > 0: Run returns once no job has been runnable for this
+	// long, never while a job runs or a final write waits to be retried.
+	ExitWhenIdle time.Duration
+	Slots        []Slot
 	// EngineGrace is the time an engine gets to checkpoint after SIGTERM
 	// (the shutdown budget must leave room for it).
 	EngineGrace time.Duration
@@ -262,6 +265,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	running := 0
 	defer wg.Wait()
+	// busyAt is when the worker last had or saw work (idle exit).
+	busyAt := time.Now()
 	for {
 		if ctx.Err() != nil || w.draining() {
 			return nil
@@ -271,6 +276,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		case slot = <-free:
 		case <-done:
 			running--
+			busyAt = time.Now()
 			continue
 		case <-ctx.Done():
 			return nil
@@ -278,7 +284,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		}
 		start := time.Now()
-		c, l, err := w.claimNext(ctx, slot)
+		c, l, seen, err := w.claimNext(ctx, slot)
 		if w.cfg.Hooks.ScanDone != nil {
 			w.cfg.Hooks.ScanDone(time.Since(start))
 		}
@@ -290,14 +296,29 @@ func (w *Worker) Run(ctx context.Context) error {
 			if w.cfg.LoopInterval < 0 && running == 0 {
 				return nil
 			}
+			// A job seen but taken by another worker was there all the
+			// same. A failed scan saw nothing: a worker that cannot read
+			// GitLab for the idle time exits, and the observer, which keeps
+			// its last counts, has another one started.
+			if running > 0 || seen > 0 || w.finishes.len() > 0 {
+				busyAt = time.Now()
+			} else if w.cfg.ExitWhenIdle > 0 && time.Since(busyAt) >= w.cfg.ExitWhenIdle {
+				w.log.Info("no runnable job for --exit-when-idle; exiting", "idle", time.Since(busyAt).Round(time.Second))
+				return nil
+			}
 			wait := w.cfg.LoopInterval
 			if wait < 0 {
 				wait = time.Hour // only a finishing job can bring more work
+			}
+			if w.cfg.ExitWhenIdle > 0 && running == 0 {
+				// Look once more when the idle time is up, not a loop later.
+				wait = max(min(wait, w.cfg.ExitWhenIdle-time.Since(busyAt)), 0)
 			}
 			select {
 			case <-time.After(wait):
 			case <-done:
 				running--
+				busyAt = time.Now()
 			case <-ctx.Done():
 				return nil
 			case <-w.drain:
@@ -320,14 +341,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-// claimNext scans the projects and claims the first job it can.
-func (w *Worker) claimNext(ctx context.Context, slot Slot) (*candidate, *lease, error) {
+// claimNext scans the projects and claims the first job it can; seen
+// counts the claimable jobs the scan found.
+func (w *Worker) claimNext(ctx context.Context, slot Slot) (c *candidate, l *lease, seen int, err error) {
 	// Final writes that could not land earlier (canceled jobs among them)
 	// come first: a job must not stay "running" with nobody on it.
 	w.retryFinishes(ctx)
 	projects, err := w.src.Projects(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list projects: %w", err)
+		return nil, nil, 0, fmt.Errorf("list projects: %w", err)
 	}
 	var errs []error
 	for _, p := range projects {
@@ -335,22 +357,23 @@ func (w *Worker) claimNext(ctx context.Context, slot Slot) (*candidate, *lease, 
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p.Name(), err))
 		}
+		seen += len(cands)
 		for i := range cands {
 			c := &cands[i]
 			l, err := w.claimOrFail(ctx, c)
 			w.scan.forget(p)
 			if err == nil && l != nil {
-				return c, l, nil
+				return c, l, seen, nil
 			}
 			if err != nil && !errors.Is(err, ErrTaken) {
 				errs = append(errs, err)
 			}
 			if ctx.Err() != nil {
-				return nil, nil, ctx.Err()
+				return nil, nil, seen, ctx.Err()
 			}
 		}
 	}
-	return nil, nil, errors.Join(errs...)
+	return nil, nil, seen, errors.Join(errs...)
 }
 
 // claimOrFail claims a job to run it (lease returned), or claims and fails
@@ -358,18 +381,7 @@ func (w *Worker) claimNext(ctx context.Context, slot Slot) (*candidate, *lease, 
 func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) {
 	now := w.cfg.Now()
 	job := c.job
-	var why string
-	switch {
-	case c.closeCanceled:
-		why = manifest.ReasonCanceled
-	case job.Invalid != nil:
-		why = "invalid job: " + job.Invalid.Error()
-	case !job.Timeout.IsZero() && now.After(job.Timeout):
-		why = (&TimeoutError{At: job.Timeout}).Error()
-	case c.stale != nil && c.stale.resp.RetryCount+1 > w.cfg.MaxJobRetries:
-		why = fmt.Sprintf("job abandoned %d times by workers that stopped; giving up after %d retries (last worker: %s)",
-			c.stale.resp.RetryCount+1, w.cfg.MaxJobRetries, c.stale.resp.WorkerID)
-	}
+	why := closeReason(c, now, w.cfg.MaxJobRetries)
 	first := manifest.Response{State: manifest.StateRunning, StatusMessage: "claimed; preparing"}
 	var extra []project.Action
 	switch {
@@ -423,6 +435,25 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 	}
 	w.log.Info("claimed job", "project", c.proj.Name(), "job", job.ID, "kind", job.Kind(), "retry", l.resp.RetryCount)
 	return l, nil
+}
+
+// closeReason is why claiming a candidate would end the job at once
+// instead of running it: canceled while abandoned, invalid, past its
+// deadline, or abandoned too often. Empty: the job runs.
+func closeReason(c *candidate, now time.Time, maxRetries int) string {
+	job := c.job
+	switch {
+	case c.closeCanceled:
+		return manifest.ReasonCanceled
+	case job.Invalid != nil:
+		return "invalid job: " + job.Invalid.Error()
+	case !job.Timeout.IsZero() && now.After(job.Timeout):
+		return (&TimeoutError{At: job.Timeout}).Error()
+	case c.stale != nil && c.stale.resp.RetryCount+1 > maxRetries:
+		return fmt.Sprintf("job abandoned %d times by workers that stopped; giving up after %d retries (last worker: %s)",
+			c.stale.resp.RetryCount+1, maxRetries, c.stale.resp.WorkerID)
+	}
+	return ""
 }
 
 // retain keeps the KeepJobs newest job folders, never removing one of a

@@ -124,6 +124,15 @@ func (b *backend) source() worker.Source {
 	return gitlab.NewSource(b.client, b.only)
 }
 
+// sourceOf serves only the named project: GitLab's by id or path; for a
+// folder, the folder (the name is not checked: a folder has one project).
+func (b *backend) sourceOf(name string) worker.Source {
+	if b.folder != nil {
+		return staticSource{b.folder}
+	}
+	return gitlab.NewSource(b.client, []string{name})
+}
+
 // one is the project a submit or cancel is about: the folder, the named
 // one, or the only one --projects names.
 func (b *backend) one(ctx context.Context, name string) (project.Project, error) {

@@ -19,12 +19,14 @@ import (
 var version = "dev"
 
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
-	"run":    runCmd,
-	"jobs":   jobsCmd,
-	"submit": submitCmd,
-	"cancel": cancelCmd,
-	"doctor": doctorCmd,
-	"models": modelsCmd,
+	"run":     runCmd,
+	"jobs":    jobsCmd,
+	"submit":  submitCmd,
+	"cancel":  cancelCmd,
+	"doctor":  doctorCmd,
+	"models":  modelsCmd,
+	"observe": observeCmd,
+	"queue":   queueCmd,
 	"version": func(context.Context, []string, io.Writer, io.Writer) error {
 		fmt.Println("gpu-worker", version)
 		return nil
@@ -34,10 +36,13 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 const usage = `gpu-worker — runs TTS and ASR jobs for Codex translation projects
 
 Usage:
-  gpu-worker run     [flags]   serve jobs (GitLab, or --project-dir for a local project)
+  gpu-worker run     [flags]   serve jobs (GitLab, or --project-dir for a local project);
+                               --only PROJECT:JOB runs one job now and exits
   gpu-worker jobs    [flags]   list jobs across projects
   gpu-worker submit  [flags]   add a job to a project's manifest
   gpu-worker cancel  [flags]   cancel a job
+  gpu-worker queue   [flags]   what workers would claim now, and what runs (a table, or --json)
+  gpu-worker observe [flags]   measure the queue for autoscalers: /queue (JSON) and /metrics, no GPU, no writes
   gpu-worker doctor  [flags]   check this host: token, GitLab, LFS, ffmpeg, engines, GPUs, disk, model files
   gpu-worker models            the models, their manifest fields and operator settings
   gpu-worker version

@@ -29,10 +29,10 @@ import (
 // runFlags are the settings of `gpu-worker run`.
 type runFlags struct {
 	*common
-	workerID, workDir, python, enginesDir, logFormat, listen, gpus, engineUser *string
-	loop, keep, retries                                                        *int
-	hb, cc, claimTimeout, grace, stopTimeout                                   *time.Duration
-	allowCPU, memCheck, isolate                                                *bool
+	workerID, workDir, python, enginesDir, logFormat, listen, gpus, engineUser, only *string
+	loop, keep, retries                                                              *int
+	hb, cc, claimTimeout, grace, stopTimeout, exitWhenIdle                           *time.Duration
+	allowCPU, memCheck, isolate                                                      *bool
 	// modelSettings are the models' own operator settings (handlers.Setting).
 	modelSettings map[string]*string
 	// limitSettings are the bounds on what projects make the worker read.
@@ -63,6 +63,8 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	f.memCheck = s.Bool("gpu-memory-check", true, "claim a job only when a slot's GPUs have the memory the job is estimated to need")
 	f.isolate = s.Bool("engine-isolation", true, "start engines in their own user and network namespace (loopback only, the token and config files hidden) where the kernel allows it")
 	f.engineUser = s.String("engine-user", "", "run engines as this user (the worker must run as root); it must not be able to read the config or token file")
+	f.exitWhenIdle = s.Duration("exit-when-idle", 0, "exit 0 once no job has been runnable for this long, never while a job runs or its outcome waits to be written (for Kubernetes ScaledJobs, autostop, timers; 0: never)")
+	f.only = s.String("only", "", "run this one job now, whatever its priority, then exit: PROJECT:JOB (JOB alone when one project is served); exit 1 unless it completes")
 	s.Env("worker-id", "WORKER_ID")
 	s.Env("work-dir", "WORK_DIR")
 	s.Env("loop-interval", "LOOP_INTERVAL")
@@ -87,6 +89,7 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 		f.limitSettings[st.Flag] = s.String(st.Flag, st.Get(&def), st.Help)
 		s.Env(st.Flag, st.Env)
 	}
+	s.Env("exit-when-idle", "GPU_WORKER_EXIT_WHEN_IDLE")
 	f.modelSettings = map[string]*string{}
 	for _, m := range handlers.Models() {
 		for _, st := range m.Settings {
@@ -141,6 +144,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := f.loadToken(); err != nil {
 		return err
 	}
+	onlyProject, onlyJob, err := parseOnly(*f.only)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *f.exitWhenIdle < 0 {
+		return fmt.Errorf("%w: --exit-when-idle must not be negative", errUsage)
+	}
 	log := newLogger(stderr, *f.logFormat, []string{*f.token})
 	started := time.Now()
 	// Engines read files any translator can commit: even if code ran in
@@ -170,11 +180,12 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := worker.Config{
 		WorkerID: *f.workerID, WorkDir: *f.workDir, LoopInterval: interval, KeepJobs: *f.keep,
 		HeartbeatInterval: *f.hb, CancelCheckInterval: *f.cc, ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries,
-		StopTimeout: *f.stopTimeout,
-		EngineGrace: *f.grace,
-		Secrets:     []string{*f.token},
-		Models:      handlers.Catalog(),
-		Limits:      lim,
+		StopTimeout:  *f.stopTimeout,
+		ExitWhenIdle: *f.exitWhenIdle,
+		EngineGrace:  *f.grace,
+		Secrets:      []string{*f.token},
+		Models:       handlers.Catalog(),
+		Limits:       lim,
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v (--claim-timeout, --heartbeat-interval, --engine-grace, --stop-timeout)", errUsage, err)
@@ -194,6 +205,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	src := b.source()
+	if onlyProject != "" {
+		src = b.sourceOf(onlyProject)
+	}
 	cfg.CanRun, cfg.Slots, cfg.Hooks = host.canRun, host.slots, m.Hooks()
 	log.Info(sandbox.Probe(ctx))
 	runner := &engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace, Sandbox: sandbox}
@@ -246,7 +260,11 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	log.Info("worker starting", "worker_id", *f.workerID, "work_dir", *f.workDir, "python", py, "engines", engDir, "slots", slotNames(cfg.Slots))
-	err = w.Run(ctx)
+	if onlyJob != "" {
+		err = w.RunOne(ctx, onlyJob)
+	} else {
+		err = w.Run(ctx)
+	}
 	log.Info("worker stopped")
 	return err
 }
@@ -291,6 +309,20 @@ func (f *runFlags) sandbox() (*engine.Sandbox, error) {
 	}
 	sb.Account = acct
 	return sb, nil
+}
+
+// parseOnly splits --only PROJECT:JOB; the project may be left out. Job
+// ids have no colon, GitLab paths neither.
+func parseOnly(v string) (project, job string, err error) {
+	if v == "" {
+		return "", "", nil
+	}
+	i := strings.LastIndexByte(v, ':')
+	project, job = strings.TrimSpace(v[:max(i, 0)]), strings.TrimSpace(v[i+1:])
+	if job == "" {
+		return "", "", fmt.Errorf("--only %q names no job: use PROJECT:JOB", v)
+	}
+	return project, job, nil
 }
 
 func slotNames(slots []worker.Slot) string {
