@@ -138,8 +138,24 @@ func checkEnv(t *testing.T, name string, c corev1.Container, env map[string]bool
 			t.Errorf("%s: env %s is not a variable gpu-worker reads", name, e.Name)
 		}
 	}
-	if !has["GITLAB_TOKEN"] || !has["GPU_WORKER_CONFIG"] {
-		t.Errorf("%s: needs GITLAB_TOKEN and GPU_WORKER_CONFIG", name)
+	if has["GITLAB_TOKEN"] || !has["GPU_WORKER_CONFIG"] {
+		t.Errorf("%s: needs GPU_WORKER_CONFIG, and the token as a file, not GITLAB_TOKEN", name)
+	}
+	// The token: --token-file naming a file of the secret volume.
+	file := ""
+	for i, a := range c.Args {
+		if a == "--token-file" && i+1 < len(c.Args) {
+			file = c.Args[i+1]
+		}
+	}
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		if m.Name == "token" && m.ReadOnly && strings.HasPrefix(file, m.MountPath+"/") {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("%s: --token-file %q is not in the read-only token volume", name, file)
 	}
 }
 
