@@ -104,6 +104,7 @@ def test_stabletts_resume_checkpoint_with_a_payload_fails_the_job_naming_it(tts_
                         resume=planted)
     assert code == 1
     assert error_of(evs).startswith(f"{planted}: refused: not a plain tensor file (it would run code when loaded: ")
+    assert next(e for e in evs if e["event"] == "error")["kind"] == "refused"
     assert not marker.exists() and not (tmp_path / "b" / "final_model.pt").exists()
     # a checkpoint of an earlier version kept numpy's RNG state as an array object: refused, named
     old = tmp_path / "old.pt"

@@ -4,7 +4,6 @@ import json
 import os
 import random
 import tarfile
-import zipfile
 
 import numpy as np
 import pytest
@@ -40,6 +39,7 @@ def test_a_tensor_file_that_would_run_code_is_refused(tmp_path, how, legacy):
     assert msg.startswith(f"{path}: refused: not a plain tensor file (it would run code when loaded: ")
     assert ("system" if how is RunsCommand else "exec") in msg
     assert "weights_only" not in msg  # never advice to load it unsafely
+    assert e.value.kind == "refused"  # the error event's kind
     assert not marker.exists()
 
 

@@ -17,8 +17,6 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import torch
-
 from .. import checkpoint, hub, untrusted
 from ..events import EngineError
 from .config import ModelConfig
@@ -28,7 +26,7 @@ from .model import StableTTS
 META_FORMAT = "gpuworker-stabletts-meta/1"
 RESUMABLE_FORMAT = "gpuworker-stabletts-resumable/1"
 BASE_SETTING = "--tts-base-model (env GPU_WORKER_TTS_BASE_MODEL)"
-HUB_PREFIX = "hf://"
+HUB_PREFIX = hub.FILE_PREFIX
 
 
 @dataclass
