@@ -6,7 +6,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from . import events
+from . import events, untrusted
 
 
 def engines() -> list[str]:
@@ -43,6 +43,7 @@ def main(argv=None) -> int:
         config["resume"] = args.resume
     stop = events.install_stop_handler()
     try:
+        untrusted.configure(config)  # caps on files that may come from a project
         result = command(config, stop)
     except events.Interrupted as e:
         # a resumable checkpoint was saved and reported before raising

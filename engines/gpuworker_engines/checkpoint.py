@@ -1,4 +1,5 @@
-"""Atomic checkpoint files and exact-resume RNG state."""
+"""Atomic checkpoint files and exact-resume RNG state (tensors and plain values only, so
+that a checkpoint loads with weights_only=True)."""
 import contextlib
 import os
 import random
@@ -34,7 +35,15 @@ def save_atomic(obj, path: str) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every generator a step draws from, as tensors and plain values: the state travels
+    in checkpoints that are loaded with weights_only=True."""
+    version, mt, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    state = {"python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"bit_generator": np_state["bit_generator"],
+                       "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                       "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                       "gauss": float(np_state["gauss"])},
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -42,8 +51,11 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    np.random.set_state({"bit_generator": npy["bit_generator"],
+                         "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": int(npy["pos"])},
+                         "has_gauss": int(npy["has_gauss"]), "gauss": float(npy["gauss"])})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -26,7 +26,7 @@ def _sentences(n, seed):
     return [" ".join(rng.choice(WORDS) for _ in range(6)) for _ in range(n)]
 
 
-def test_corrector_fixes_systematic_errors_with_a_short_log(tmp_path, capfd):
+def test_corrector_fixes_systematic_errors_with_a_short_log(tmp_path, capfd, monkeypatch):
     train_s, val_s, held_out = _sentences(40, 0), _sentences(8, 1), _sentences(6, 2)
     assert not set(held_out) & set(train_s)
     opts = corrector.Options(iterations=400, early_stopping_rounds=20, device="cpu")
@@ -44,6 +44,13 @@ def test_corrector_fixes_systematic_errors_with_a_short_log(tmp_path, capfd):
     assert before > 0.1 and after < before / 2, (before, after)
     assert capfd.readouterr().out == ""  # the library's chatter never reaches the protocol stream
     assert corrector.load(str(tmp_path / "nothing-here")) is None
+    # our loader reads the library's own file: the library loads it too, and both correct alike
+    from sentence_transmorgrifier.transmorgrify import Transmorgrifier
+    (tmp_path / "lib").mkdir()
+    monkeypatch.chdir(tmp_path / "lib")  # the library writes its temp files in the working folder
+    theirs = Transmorgrifier().load(str(tmp_path / corrector.FILENAME))
+    noisy = [_asr_like(s) for s in held_out]
+    assert list(theirs.execute(noisy)) == list(tm.execute(noisy))
 
 
 DRIVER = r"""

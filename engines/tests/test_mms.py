@@ -149,7 +149,7 @@ def test_portable_checkpoint_holds_the_adapter_and_resumes_then_continues(speech
     with pytest.raises(events.Interrupted):
         train(cfg, StopAfter(2))
     ck = {e["kind"]: e for e in emitted(capsys, "checkpoint")}
-    state = torch.load(ck[checkpoints.PORTABLE]["path"], weights_only=False)
+    state = torch.load(ck[checkpoints.PORTABLE]["path"], weights_only=True)
     adapter_keys = set(load_file(os.path.join(hub, "adapter.xyz.safetensors")))
     assert set(state["model"]) == adapter_keys and "optimizer" not in state
     res = train({**cfg, "resume": ck[checkpoints.PORTABLE]["path"]}, events.StopFlag())

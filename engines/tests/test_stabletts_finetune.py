@@ -137,6 +137,9 @@ def test_check_reports_each_file_and_refuses_a_broken_one(tmp_path):
     assert out["base_checkpoint"]["symbols"] == 401 and out["base_checkpoint"]["frontend"] == "ipa"
     broken = tmp_path / "vocos.pt"
     broken.write_bytes(b"not a torch file")
+    with pytest.raises(EngineError, match=f"^{broken}: refused: not a plain tensor file"):
+        check.run({"vocoder": str(broken)}, None)
+    torch.save({"some.weight": torch.zeros(2)}, broken)
     with pytest.raises(EngineError, match="not a Vocos state_dict"):
         check.run({"vocoder": str(broken)}, None)
     with pytest.raises(EngineError, match="model file not found"):

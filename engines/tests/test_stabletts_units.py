@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gpuworker_engines import hub
 from gpuworker_engines.events import EngineError
 from gpuworker_engines.stabletts import ckpt, evaluate, mas, train
 from gpuworker_engines.stabletts.ckpt import Meta
@@ -216,12 +217,12 @@ def test_alignment_is_contiguous_with_fractional_durations():
 # ---------------------------------------------------------------- checkpoints
 
 def test_hub_references_are_parsed_and_a_missing_hub_is_a_clear_error(monkeypatch):
-    assert ckpt.parse_hub("hf://KdaiP/StableTTS1.1/StableTTS/checkpoint_0.pt") == \
+    assert hub.parse_file("hf://KdaiP/StableTTS1.1/StableTTS/checkpoint_0.pt") == \
         ("KdaiP/StableTTS1.1", "StableTTS/checkpoint_0.pt", None)
-    assert ckpt.parse_hub("hf://a/b@v1/vocos.pt") == ("a/b", "vocos.pt", "v1")
+    assert hub.parse_file("hf://a/b@v1/vocos.pt") == ("a/b", "vocos.pt", "v1")
     for bad in ("hf://only/repo", "hf:///x/y", "hf://a//b"):
         with pytest.raises(EngineError, match="not hf://"):
-            ckpt.parse_hub(bad)
+            hub.parse_file(bad)
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(EngineError, match="need the huggingface_hub package"):
         ckpt.resolve("hf://a/b/c.pt")

@@ -200,7 +200,7 @@ def test_resume_from_full_and_portable_checkpoints(speech, tmp_path, capsys):
     # polls: steps 1-3, the epoch end, step 4 -> stops mid-epoch 2 after step 4
     assert ckpts["resumable"]["step"] == ckpts["portable"]["step"] == 4 and ckpts["portable"]["upload"]
     assert ckpts["portable"]["bytes"] < ckpts["resumable"]["bytes"] / 2
-    assert "optimizer" not in torch.load(ckpts["portable"]["path"], weights_only=False)
+    assert "optimizer" not in torch.load(ckpts["portable"]["path"], weights_only=True)
     train({**cut, "resume": ckpts["resumable"]["path"]}, events.StopFlag())
     assert [e["step"] for e in emitted(capsys, "progress") if "val" not in e] == [5, 6]
     a = load_trained(os.path.join(full["output_dir"], "best"))[0].state_dict()
@@ -237,9 +237,9 @@ def test_sigterm_leaves_both_checkpoints(speech, tmp_path):
     lines += [json.loads(x) for x in proc.stdout]
     assert proc.wait(timeout=120) == events.EXIT_INTERRUPTED
     ck = {e["kind"]: e for e in lines if e["event"] == "checkpoint"}
-    state = torch.load(ck["resumable"]["path"], weights_only=False)
+    state = torch.load(ck["resumable"]["path"], weights_only=True)
     assert state["step"] == ck["resumable"]["step"] >= 1 and "optimizer" in state and "rng" in state
-    portable = torch.load(ck["portable"]["path"], weights_only=False)
+    portable = torch.load(ck["portable"]["path"], weights_only=True)
     assert portable["step"] == state["step"] and "optimizer" not in portable and portable["schedule"]["total"] > 0
 
 

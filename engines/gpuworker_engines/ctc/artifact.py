@@ -2,13 +2,22 @@
 folder (weights or adapter, feature extractor, tokenizer + vocab.json, README.md
 model card, optional language_model/ + alphabet.json and transmorgrifier.tm) plus
 card.json (metrics, config, architecture) for the engines themselves.
+
+Every file in it is data: weights as safetensors, configs and vocabulary as JSON,
+the language model as ARPA text, the post-corrector as a zip of JSON and catboost
+models. An artifact comes back from a project (transcription, continuing a model),
+so unpacking is strict (untrusted.extract: regular files and folders only, inside
+the folder, within the size and member caps) and the unpacked folder must hold no
+pickle-based weights (pytorch_model.bin, *.pt) and only JSON within the JSON caps.
 """
 import io
 import json
 import os
+import shutil
 import tarfile
 import time
 
+from .. import untrusted
 from ..checkpoint import atomic_open
 from ..events import EngineError
 
@@ -32,20 +41,23 @@ def pack(model_dir: str, out_path: str, card: dict) -> str:
 
 
 def unpack(src: str, into: str) -> str:
-    """A folder to load the model from: src itself when it is a folder, else the tar extracted."""
+    """A folder to load the model from: src itself when it is a folder, else the archive
+    (tar, or zip) extracted into `into`. Either passes untrusted.check_tree."""
     if os.path.isdir(src):
+        untrusted.check_tree(src, src)
         if not _is_model_dir(src):
             raise EngineError(f"{src} is not an ASR model folder (no config.json or card.json)")
         return src
     if not os.path.exists(src):
         raise EngineError(f"ASR model not found: {src}")
+    untrusted.extract(src, into, src)
     try:
-        with tarfile.open(src, mode="r:*") as tar:
-            tar.extractall(into, filter="data")  # refuses absolute paths and links out of the folder
-    except (tarfile.TarError, OSError) as e:
-        raise EngineError(f"unpack ASR model {src}: {e}") from None
-    if not _is_model_dir(into):
-        raise EngineError(f"{src} is not an ASR model artifact (no config.json or card.json inside)")
+        untrusted.check_tree(into, src)
+        if not _is_model_dir(into):
+            raise EngineError(f"{src} is not an ASR model artifact (no config.json or card.json inside)")
+    except EngineError:
+        shutil.rmtree(into, ignore_errors=True)  # nothing refused stays on disk
+        raise
     return into
 
 
@@ -53,12 +65,12 @@ def _is_model_dir(d: str) -> bool:
     return any(os.path.exists(os.path.join(d, n)) for n in ("config.json", CARD))
 
 
-def read_card(directory: str) -> dict:
+def read_card(directory: str, shown: str | None = None) -> dict:
     path = os.path.join(directory, CARD)
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    card = untrusted.read_json(path, shown and f"{shown}: {CARD}")
+    return card if isinstance(card, dict) else {}
 
 
 def write_text(path: str, text: str) -> None:

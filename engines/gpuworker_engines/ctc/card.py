@@ -72,7 +72,11 @@ def render(info: dict) -> str:
     if tm and tm.get("kept"):
         body += ["## Post-correction", "", "`transmorgrifier.tm` is a SentenceTransmorgrifier model trained on "
                  "(recognised text → written text) pairs; it restores spelling, capitals and punctuation: "
-                 "`Transmorgrifier().load('transmorgrifier.tm').execute(texts)`.", ""]
+                 "`Transmorgrifier().load('transmorgrifier.tm').execute(texts)`. The file is a zip of "
+                 "`params.json` and catboost models in catboost's binary format (`action.cb`, `char.cb`).", ""]
+    body += ["## Files", "", "Every file here is data, none is a pickle: weights in safetensors, configurations, "
+             "vocabulary and this card's figures (`card.json`) in JSON, the language model as ARPA text. "
+             "Nothing needs `trust_remote_code`.", ""]
     hp = info["hyperparameters"]
     body += ["## Training", "", "| hyper-parameter | value |", "| --- | --- |"]
     body += [f"| {k} | {v} |" for k, v in hp.items()]

@@ -5,12 +5,16 @@ full      weights + optimizer moments + everything below: exact resume; stays on
 portable  weights + step + learning-rate schedule + RNG + bookkeeping, no optimizer
           moments: the one to upload (about 1x the weights); resuming from it
           continues the same schedule with fresh optimizer moments
+
+Both are one dict of tensors and plain values (counters, configs as dicts, RNG
+states as tensors: checkpoint.rng_state), written with torch.save and read with
+weights_only=True: a portable checkpoint travels through the project, and a
+file there that would run code when loaded fails the job, naming the file.
 """
+import contextlib
 import os
 
-import torch
-
-from .. import checkpoint, events
+from .. import checkpoint, events, untrusted
 from ..events import EngineError
 
 FULL, PORTABLE = "resumable", "portable"
@@ -31,19 +35,41 @@ def save(directory: str, step: int, state: dict, optimizer_state: dict, keep: in
     return out
 
 
+REQUIRED = {"arch": str, "vocab": dict, "model": dict, "step": int, "epoch": int, "group": int,
+            "rng": dict, "config": dict, "model_config": dict, "fe_config": dict}
+
+
 def load(path: str) -> dict:
+    """A resumable or portable checkpoint; one that is refused or of another kind fails the
+    job with its path (delete the file to train from the start)."""
     if not os.path.exists(path):
         raise EngineError(f"resume checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise EngineError(f"read resume checkpoint {path}: {e}") from None
-    if not isinstance(state, dict) or "arch" not in state or "vocab" not in state or "model" not in state:
-        raise EngineError(f"{path} is not a resumable ASR checkpoint")
+    state = untrusted.load_tensors(path)
+    if not isinstance(state, dict):
+        raise EngineError(f"{path}: not a resumable ASR checkpoint")
+    wrong = [k for k, t in REQUIRED.items() if not isinstance(state.get(k), t)]
+    if wrong:
+        raise EngineError(f"{path}: not a resumable ASR checkpoint of this version "
+                          f"(missing or malformed: {', '.join(wrong)})")
     if "optimizer" not in state:
         events.warning(f"resuming from a portable checkpoint ({os.path.basename(path)}): same step and "
                        "learning-rate schedule, optimizer moments start fresh")
     return state
+
+
+@contextlib.contextmanager
+def blamed(path: str):
+    """Errors while restoring from a checkpoint name it: its content did not fit."""
+    try:
+        yield
+    except EngineError as e:
+        if path in str(e):
+            raise
+        raise EngineError(f"{path}: {e}", kind=e.kind) from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise EngineError(f"{path}: not a resumable checkpoint of this engine "
+                          f"({type(e).__name__}: {first})") from None
 
 
 def sizes(model, trainable_only: bool = False) -> dict:

@@ -6,6 +6,14 @@ summary lines to the log, and ends the child on SIGTERM. Applying a trained
 corrector happens in-process; the library prints on stdout and writes temp
 files in the working directory, so those calls run in a scratch folder with
 stdout sent to stderr (stdout belongs to the JSON-lines protocol).
+
+transmorgrifier.tm is the library's own file: a zip of params.json (format
+version, context sizes, iteration cap, the constant inserted letter when there
+is one) and catboost models in catboost's binary format (action.cb, char.cb).
+None of it is a pickle, and `Transmorgrifier().load(path)` reads it. It comes
+back from projects inside artifacts, so the engines read it with their own
+loader instead of the library's: only those three members, within the archive
+caps, parameters checked, each model handed to catboost as a .cbm file.
 """
 import contextlib
 import json
@@ -17,7 +25,8 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
-from .. import events
+from .. import events, untrusted
+from ..events import EngineError
 
 FILENAME = "transmorgrifier.tm"
 KILL_AFTER_S = 3.0  # grace between SIGTERM and SIGKILL for the child
@@ -116,15 +125,68 @@ def _sandbox():
             os.close(saved)
 
 
+TM_MEMBERS = {"params.json", "action.cb", "char.cb"}
+TM_VERSION = 2  # the library's FILE_VERSION this loader knows
+CBM_MAGIC = b"CBM1"  # catboost's binary model header
+MAX_CONTEXT = 64
+
+
 def load(directory: str):
     """The post-corrector stored with a model, or None when it has none."""
-    path = os.path.abspath(os.path.join(directory, FILENAME))
+    path = os.path.join(directory, FILENAME)
     if not os.path.exists(path):
         return None
+    members = untrusted.read_zip_members(path, TM_MEMBERS)
+    if "params.json" not in members or "action.cb" not in members:
+        raise untrusted.refused(path, "a post-correction model needs params.json and action.cb")
+    params = _params(untrusted.parse_json(members["params.json"], f"{path}: params.json"), path)
+    if params["constant_output"] is None and "char.cb" not in members:
+        raise untrusted.refused(path, "no char.cb and no constant_output in params.json")
     from sentence_transmorgrifier.transmorgrify import Transmorgrifier
 
-    with _sandbox():
-        return Transmorgrifier().load(path)
+    tm = Transmorgrifier()
+    tm.name = path
+    tm.leading_context, tm.trailing_context = params["leading_context"], params["trailing_context"]
+    tm.iterations, tm.constant_output = params["iterations"], params["constant_output"]
+    with tempfile.TemporaryDirectory(prefix="transmorgrifier-") as tmp:
+        tm.action_model = _catboost(members["action.cb"], tmp, f"{path}: action.cb")
+        tm.char_model = None if tm.constant_output is not None else \
+            _catboost(members["char.cb"], tmp, f"{path}: char.cb")
+    return tm
+
+
+def _params(p, path: str) -> dict:
+    if not isinstance(p, dict):
+        raise untrusted.refused(path, "params.json is not a JSON object")
+    out = {}
+    for key, low, high in (("version", 1, TM_VERSION), ("leading_context", 0, MAX_CONTEXT),
+                           ("trailing_context", 0, MAX_CONTEXT), ("iterations", 0, 10**9)):
+        v = p.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise untrusted.refused(path, f"params.json: {key} must be an integer from {low} to {high}, "
+                                    f"not {v!r}")
+        out[key] = v
+    c = p.get("constant_output")
+    if c is not None and (not isinstance(c, str) or len(c) > 8):
+        raise untrusted.refused(path, f"params.json: constant_output must be a short string, not {c!r}")
+    out["constant_output"] = c
+    return out
+
+
+def _catboost(data: bytes, tmp: str, shown: str):
+    if not data.startswith(CBM_MAGIC):
+        raise untrusted.refused(shown, "not a catboost binary model")
+    from catboost import CatBoostClassifier
+
+    model_path = os.path.join(tmp, "model.cbm")
+    with open(model_path, "wb") as f:
+        f.write(data)
+    try:
+        return CatBoostClassifier().load_model(model_path, format="cbm")
+    except Exception as e:  # noqa: BLE001 - catboost's own errors
+        raise EngineError(f"{shown}: not a readable catboost model ({type(e).__name__}: {e})") from None
+    finally:
+        os.unlink(model_path)
 
 
 def apply(tm, sentences: list[str]) -> list[str]:

@@ -8,13 +8,18 @@ the model the way pyctcdecode and transformers' Wav2Vec2ProcessorWithLM load it:
 
 Held-out verses (validation and test cells) are left out of the LM text so that
 held-out figures stay honest.
+
+Loading reads only these files, all text: the model must be ARPA text (kenlm's
+binary format is memory-mapped with little checking, so a binary file from a
+project is refused) and the JSON files stay within the JSON caps. A refused or
+broken language model is left out with a warning: decoding falls back to greedy.
 """
 import json
 import os
 import shutil
 import time
 
-from .. import events
+from .. import events, untrusted
 from ..events import EngineError
 from . import ngram, scoring
 from .decode import Beam, Labels
@@ -23,6 +28,7 @@ from .text import normalize
 LM_DIR = "language_model"
 ALPHABET = "alphabet.json"
 ARPA = "lm.arpa"
+ARPA_HEAD = "\\data\\"  # the first line of an ARPA text model
 # alpha weighs the LM against the acoustic model, beta rewards each word (longer outputs)
 GRID = [(a, b) for a in (0.3, 0.6, 1.0) for b in (0.5, 2.0)]
 TUNING_BEAM = 16  # narrower than decoding: the grid only has to rank settings
@@ -96,14 +102,19 @@ def remove(directory: str) -> None:
         os.unlink(os.path.join(directory, ALPHABET))
 
 
-def load(directory: str, labels: Labels):
-    """The decoder packed with a model, or None (no LM, or one that cannot load: warned)."""
+def load(directory: str, labels: Labels, shown: str | None = None):
+    """The decoder packed with a model, or None (no LM, or one that cannot load: warned).
+    `shown` names the model in messages (directory may be an unpacked copy)."""
     if not os.path.isdir(os.path.join(directory, LM_DIR)):
         return None
     try:
+        check_files(directory, shown or directory)  # never hands kenlm anything but ARPA text
         from pyctcdecode import BeamSearchDecoderCTC
 
         decoder = BeamSearchDecoderCTC.load_from_dir(directory)
+    except EngineError as e:  # refused: transcription goes on without it
+        events.warning(f"language model not loaded, decoding greedily: {e}")
+        return None
     except Exception as e:  # noqa: BLE001 - a broken LM must not stop transcription
         events.warning(f"language model not loaded, decoding greedily: {type(e).__name__}: {e}")
         return None
@@ -112,3 +123,20 @@ def load(directory: str, labels: Labels):
         events.warning("language model alphabet does not match the model's vocabulary; decoding greedily")
         return None
     return decoder
+
+
+def check_files(directory: str, shown: str) -> None:
+    """The packed LM holds alphabet.json, attrs.json, unigrams.txt and one ARPA text file."""
+    lm_dir = os.path.join(directory, LM_DIR)
+    names = sorted(n for n in os.listdir(lm_dir) if not n.startswith((".", "__")))
+    models = [n for n in names if n not in ("attrs.json", "unigrams.txt")]
+    if len(models) != 1 or not models[0].endswith(".arpa"):
+        raise untrusted.refused(shown, f"{LM_DIR}/ must hold attrs.json, unigrams.txt and one "
+                                f".arpa text model, not {names}")
+    with open(os.path.join(lm_dir, models[0]), "rb") as f:
+        head = f.read(4096).lstrip()
+    if not head.startswith(ARPA_HEAD.encode()):
+        raise untrusted.refused(shown, f"{LM_DIR}/{models[0]} is not ARPA text")
+    for name in (os.path.join(LM_DIR, "attrs.json"), ALPHABET):
+        if os.path.exists(os.path.join(directory, name)):
+            untrusted.read_json(os.path.join(directory, name), f"{shown}: {name}")

@@ -13,6 +13,9 @@ import json
 import re
 import unicodedata
 
+from .. import untrusted
+from ..events import EngineError
+
 PAD, UNK, DELIM = "[PAD]", "[UNK]", "|"
 # apostrophes often spell a glottal stop in minority-language orthographies: keep them
 _KEEP_PUNCT = {"'", "\u2019", "\u02bc"}
@@ -97,9 +100,12 @@ def is_ctc_vocab(vocab) -> bool:
     return any(_BLANK.match(t) for t in vocab)
 
 
-def load(path: str) -> dict[str, int]:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def load(path: str, shown: str | None = None) -> dict[str, int]:
+    """A vocab.json (read within the JSON caps: it may come from a project's artifact)."""
+    vocab = untrusted.read_json(path, shown)
+    if not isinstance(vocab, dict):
+        raise EngineError(f"{shown or path}: not a vocabulary (a JSON object of token -> id)")
+    return vocab
 
 
 def save(vocab: dict[str, int], path: str) -> None:

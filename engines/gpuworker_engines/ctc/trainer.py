@@ -66,9 +66,15 @@ def train(recipe, cfg, stop) -> dict:
 
     examples, skipped = data.prepare(cfg.dataset, cfg.text_normalization, cfg.max_duration_s)
     state = checkpoints.load(cfg.resume) if cfg.resume else None
-    arch = state["arch"] if state else recipe.arch(cfg)
-    hp = cfg.resolve(arch, dist.world)
-    built = recipe.restore(cfg, state) if state else recipe.build(cfg, [e.text for e in examples])
+    if state:
+        with checkpoints.blamed(cfg.resume):
+            arch = state["arch"]
+            hp = cfg.resolve(arch, dist.world)
+            built = recipe.restore(cfg, state)
+    else:
+        arch = recipe.arch(cfg)
+        hp = cfg.resolve(arch, dist.world)
+        built = recipe.build(cfg, [e.text for e in examples])
     model, fe, vocab = built.model, built.fe, built.vocab
     hp["add_adapter"] = bool(getattr(model.config, "add_adapter", False))
     hp.update(built.info.get("hyperparameters") or {})  # what only this engine has, e.g. adapter size
@@ -112,18 +118,20 @@ def train(recipe, cfg, stop) -> dict:
     step, epoch0, group0, loss_sum, loss_n = 0, 0, 0, 0.0, 0
     best = {"cer": None, "epoch": None, "wer": None}
     if state:
-        if "optimizer" in state:
-            opt.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-        step, epoch0, group0 = state["step"], state["epoch"], state["group"]
-        was = state["config"]["batch_size"] * state["config"]["gradient_accumulation_steps"]
-        per_group = cfg.batch_size * cfg.gradient_accumulation_steps
-        if was != per_group or state["config"]["batch_size"] != cfg.batch_size:
-            # e.g. the worker's out-of-memory retry: carry on from about as many items into the epoch
-            group0 = group0 * was // per_group
-            events.warning(f"batch size changed on resume: continuing epoch {epoch0 + 1} at batch group {group0}")
-        loss_sum, loss_n, best = state["loss_sum"], state["loss_n"], state["best"]
-        checkpoint.set_rng_state(state["rng"])
+        with checkpoints.blamed(cfg.resume):
+            if "optimizer" in state:
+                opt.load_state_dict(state["optimizer"])
+                scaler.load_state_dict(state["scaler"])
+            step, epoch0, group0 = state["step"], state["epoch"], state["group"]
+            was = state["config"]["batch_size"] * state["config"]["gradient_accumulation_steps"]
+            per_group = cfg.batch_size * cfg.gradient_accumulation_steps
+            if was != per_group or state["config"]["batch_size"] != cfg.batch_size:
+                # e.g. the worker's out-of-memory retry: carry on from about as many items into the epoch
+                group0 = group0 * was // per_group
+                events.warning(f"batch size changed on resume: continuing epoch {epoch0 + 1} "
+                               f"at batch group {group0}")
+            loss_sum, loss_n, best = state["loss_sum"], state["loss_n"], state["best"]
+            checkpoint.set_rng_state(state["rng"])
         events.log(f"resumed from {cfg.resume} ({state.get('kind', checkpoints.FULL)}) at step {step} "
                    f"(epoch {epoch0 + 1}, batch group {group0})")
     metrics = MetricsLog(out, resume_epoch=epoch0 if state else None) if dist.main else None

@@ -3,12 +3,13 @@
 Text in the dataset is ignored. Decoding uses the artifact's language model when it
 has one (`decoder: auto`, the default), and its post-corrector when it has one.
 """
+import os
 import tempfile
 import time
 
 import torch
 
-from .. import dataset, events
+from .. import dataset, events, untrusted
 from ..events import EngineError
 from . import SAMPLE_RATE, artifact, corrector, infer, lm
 from .audio import duration, is_silent, load_audio
@@ -23,11 +24,11 @@ def pick_device(name: str) -> str:
     return name
 
 
-def choose_decoder(choice: str, directory: str, labels: Labels, beam_width: int):
+def choose_decoder(choice: str, directory: str, labels: Labels, beam_width: int, shown: str | None = None):
     if choice not in ("auto", "lm", "greedy"):
         raise EngineError(f"config: decoder must be auto, lm or greedy, not {choice!r}")
     if choice != "greedy":
-        decoder = lm.load(directory, labels)
+        decoder = lm.load(directory, labels, shown)
         if decoder is not None:
             return Beam(decoder, labels, beam_width)
         if choice == "lm":
@@ -47,13 +48,14 @@ def run(recipe, config: dict, stop) -> dict:
         torch.set_num_threads(int(config["threads"]))
     items = dataset.load(config["dataset"], need_audio=True, need_text=False)  # cheap checks first
     with tempfile.TemporaryDirectory(prefix="asr-model-") as tmp:
-        directory = artifact.unpack(src, tmp)
-        card = artifact.read_card(directory)
-        model, fe, tok = recipe.load_model(directory, device, config.get("base_model"))
-        labels = Labels(tok.get_vocab())
-        decode = choose_decoder(config.get("decoder") or "auto", directory, labels,
-                                int(config.get("beam_width") or 64))
-        tm = corrector.load(directory)
+        directory = artifact.unpack(src, os.path.join(tmp, "model"))
+        with untrusted.shown_as(directory, src):  # errors name the artifact the config gave
+            card = artifact.read_card(directory)
+            model, fe, tok = recipe.load_model(directory, device, config.get("base_model"))
+            labels = Labels(tok.get_vocab())
+            decode = choose_decoder(config.get("decoder") or "auto", directory, labels,
+                                    int(config.get("beam_width") or 64), src)
+            tm = corrector.load(directory)
         tr = infer.Transcriber(model, fe, device, opts)
         kept, skipped = [], []
         for it in items:

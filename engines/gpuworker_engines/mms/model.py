@@ -4,14 +4,22 @@ fresh one), freeze everything but the adapters and the output head.
 The trained model is stored as MMS stores its languages: `adapter.<lang>.safetensors` holds
 every adapter layer and the output head, in the names transformers' `load_adapter` expects;
 `adapter_config.json` says which base and adapter size it belongs to.
+
+Everything read from an artifact or a base is data: adapters through safetensors,
+JSON within the JSON caps (untrusted.py), bases through from_pretrained without
+remote code (hub.pretrained_kwargs). Offline (HF_HUB_OFFLINE=1) the published
+adapter of a language comes from the cache: the worker fetches
+hf://<base>/adapter.<lang>.safetensors first, as an optional reference.
 """
 import json
 import os
+import re
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2ForCTC
 
+from .. import hub, untrusted
 from ..ctc import artifact, card
 from ..ctc import text as text_mod
 from ..ctc.head import grow_head
@@ -25,29 +33,17 @@ NO_LANGUAGE = "und"  # ISO 639-3 "undetermined"
 
 
 def adapter_file(lang: str) -> str:
+    if not isinstance(lang, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", lang):
+        raise EngineError(f"language {lang!r} is not a language code (letters, digits, - or _)")
     return f"adapter.{lang}.safetensors"
-
-
-def _hub_file(src: str, name: str) -> str | None:
-    """A file of the base, local folder or hub snapshot; None when it has none."""
-    if os.path.isdir(src):
-        path = os.path.join(src, name)
-        return path if os.path.exists(path) else None
-    from transformers.utils import cached_file
-    try:
-        return cached_file(src, name, _raise_exceptions_for_missing_entries=False)
-    except Exception as e:  # noqa: BLE001 - offline, gated, ...
-        warning(f"could not look for {name} in {src}: {e}")
-        return None
 
 
 def published_vocab(src: str, lang: str) -> dict | None:
     """The base tokenizer's vocabulary for the language (MMS keys vocab.json by language)."""
-    path = _hub_file(src, "vocab.json")
+    path = hub.repo_file(src, "vocab.json")
     if not path:
         return None
-    with open(path, encoding="utf-8") as f:
-        vocab = json.load(f)
+    vocab = untrusted.read_json(path, f"{src}: vocab.json")
     v = vocab.get(lang) if isinstance(vocab, dict) else None
     return v if text_mod.is_ctc_vocab(v) else None
 
@@ -75,7 +71,10 @@ def fresh_adapter(model) -> None:
 
 def apply_adapter(model, path: str) -> None:
     """What transformers' load_adapter does, from a file anywhere: checks the names, sizes the head."""
-    state = load_file(path)
+    try:
+        state = load_file(path)
+    except Exception as e:  # noqa: BLE001 - a safetensors file is data; a broken one fails cleanly
+        raise EngineError(f"{path}: not a readable safetensors adapter ({type(e).__name__}: {e})") from None
     want = model._get_adapters()
     if set(state) != set(want):
         missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
@@ -88,20 +87,20 @@ def apply_adapter(model, path: str) -> None:
 
 
 def load_base(src: str, adapter_dim: int, vocab_size: int, pad_id: int, overrides: dict | None = None):
-    local = os.path.isdir(src)
+    kw = hub.pretrained_kwargs(src)
     try:
-        conf = AutoConfig.from_pretrained(src, local_files_only=local)
+        conf = AutoConfig.from_pretrained(src, **kw)
         if conf.model_type != "wav2vec2":
             raise EngineError(f"the mms engine adapts wav2vec2 bases; {src} is a {conf.model_type!r} model")
         model = Wav2Vec2ForCTC.from_pretrained(
-            src, local_files_only=local, ignore_mismatched_sizes=True, adapter_attn_dim=adapter_dim,
-            vocab_size=vocab_size, pad_token_id=pad_id, **(overrides or {}))
+            src, ignore_mismatched_sizes=True, adapter_attn_dim=adapter_dim, vocab_size=vocab_size,
+            pad_token_id=pad_id, **hub.pretrained_kwargs(src, weights=True), **(overrides or {}))
     except EngineError:
         raise
     except Exception as e:  # noqa: BLE001
         raise EngineError(f"load base model {src}: {e}") from None
     try:
-        fe = AutoFeatureExtractor.from_pretrained(src, local_files_only=local)
+        fe = AutoFeatureExtractor.from_pretrained(src, **kw)
     except Exception:  # noqa: BLE001
         fe = feature_extractor("wav2vec2")
     return model, fe
@@ -130,13 +129,19 @@ class Recipe:
         return self._earlier
 
     def build(self, cfg, texts: list[str]) -> Built:
+        earlier = self._earlier_dir(cfg)
+        if earlier:  # errors about its files name the artifact the config gave
+            with untrusted.shown_as(earlier, cfg.base_checkpoint):
+                return self._build(cfg, texts, earlier)
+        return self._build(cfg, texts, None)
+
+    def _build(self, cfg, texts: list[str], earlier: str | None) -> Built:
         vocab, dropped = text_mod.build(texts, cfg.min_char_count)
         if dropped:
             warning(f"{len(dropped)} rare characters map to the unknown token: {''.join(dropped)}")
         lang = cfg.language or NO_LANGUAGE
         overrides = dict(ctc_loss_reduction="mean", ctc_zero_infinity=True, layerdrop=cfg.layerdrop,
                          mask_time_prob=cfg.mask_time_prob, **{k: cfg.dropout for k in DROPOUTS})
-        earlier = self._earlier_dir(cfg)
         if cfg.size == "tiny":
             src, start, old = None, "fresh", None
             model = Wav2Vec2ForCTC(tiny_config("wav2vec2", len(vocab), adapter_attn_dim=8))
@@ -146,15 +151,18 @@ class Recipe:
         else:
             meta = _read_json(os.path.join(earlier, ADAPTER_CONFIG)) if earlier else {}
             src = meta.get("base_model") or cfg.base_model  # an earlier adapter keeps its base
-            local = os.path.isdir(src)
+            if not isinstance(src, str):
+                raise EngineError(f"{os.path.join(earlier, ADAPTER_CONFIG)}: base_model is not a string")
             try:
-                base_conf = AutoConfig.from_pretrained(src, local_files_only=local)
+                base_conf = AutoConfig.from_pretrained(src, **hub.pretrained_kwargs(src))
+            except EngineError:
+                raise
             except Exception as e:  # noqa: BLE001
                 raise EngineError(f"load base model {src}: {e}") from None
             published_dim = getattr(base_conf, "adapter_attn_dim", None)
             dim = meta.get("adapter_attn_dim") or published_dim or cfg.adapter_attn_dim
             model, fe = load_base(src, dim, len(vocab), 0, overrides)
-            published = _hub_file(src, adapter_file(lang)) if published_dim and not earlier else None
+            published = hub.repo_file(src, adapter_file(lang)) if published_dim and not earlier else None
             if earlier:
                 start, old = "continued", text_mod.load(os.path.join(earlier, "vocab.json"))
                 apply_adapter(model, os.path.join(earlier, adapter_file(meta["language"])))
@@ -227,6 +235,8 @@ class Recipe:
     def load_model(self, directory: str, device: str, base: str | None = None):
         meta = _read_json(os.path.join(directory, ADAPTER_CONFIG))
         base = base or meta.get("base_model") or directory  # no recorded base: a tiny one, inside
+        if not isinstance(base, str):
+            raise EngineError(f"{os.path.join(directory, ADAPTER_CONFIG)}: base_model is not a string")
         model, fe = load_base(base, meta["adapter_attn_dim"], meta["vocab_size"], meta["pad_token_id"])
         apply_adapter(model, os.path.join(directory, adapter_file(meta["language"])))
         model.target_lang, model.mms_base = meta["language"], base
@@ -253,5 +263,7 @@ class Recipe:
 def _read_json(path: str) -> dict:
     if not os.path.exists(path):
         raise EngineError(f"missing {path}")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    d = untrusted.read_json(path)
+    if not isinstance(d, dict):
+        raise EngineError(f"{path}: not a JSON object")
+    return d

@@ -5,16 +5,19 @@ checkpoint_0.pt) is a bare state_dict in the published layout. What the weights
 do not say (model and mel config, front-end and symbols, size, history) sits in
 a sidecar JSON of the same stem (best_model.json). A file without one is the
 published StableTTS v1.1. Resumable checkpoints are our own dict: weights, the
-sidecar's content and the training state.
+sidecar's content and the training state (optimizer state, counters, RNG states
+as tensors, the train config as plain values).
+
+Every one of these files may come from a project, so each is read as data only
+(untrusted.py): torch.load with weights_only=True, sidecars with a size cap. A
+file that would run code when loaded is refused with its path in the message.
 """
 import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import torch
-
-from .. import checkpoint
+from .. import checkpoint, hub, untrusted
 from ..events import EngineError
 from .config import ModelConfig
 from .frontend import FrontEnd
@@ -23,7 +26,7 @@ from .model import StableTTS
 META_FORMAT = "gpuworker-stabletts-meta/1"
 RESUMABLE_FORMAT = "gpuworker-stabletts-resumable/1"
 BASE_SETTING = "--tts-base-model (env GPU_WORKER_TTS_BASE_MODEL)"
-HUB_PREFIX = "hf://"
+HUB_PREFIX = hub.FILE_PREFIX
 
 
 @dataclass
@@ -54,39 +57,17 @@ def sidecar_path(path: str) -> str:
     return os.path.splitext(path)[0] + ".json"
 
 
-def parse_hub(ref: str) -> tuple[str, str, str | None]:
-    """hf://<owner>/<repo>[@revision]/<path/in/repo> -> (repo_id, filename, revision)."""
-    parts = ref[len(HUB_PREFIX):].split("/")
-    if not ref.startswith(HUB_PREFIX) or len(parts) < 3 or not all(parts):
-        raise EngineError(f"hub reference {ref!r} is not hf://<owner>/<repo>/<path/in/repo>")
-    repo, _, revision = parts[1].partition("@")
-    return f"{parts[0]}/{repo}", "/".join(parts[2:]), revision or None
-
-
 def resolve(ref: str) -> str:
-    """A local path, or a hub reference downloaded into the Hugging Face cache (with the
-    sidecar beside it when the repository has one)."""
+    """A local path, or a hub reference hf://<owner>/<repo>[@revision]/<path> downloaded into
+    the Hugging Face cache (with the sidecar beside it when the repository has one); with
+    HF_HUB_OFFLINE=1, taken from the cache only."""
     if not ref:
         raise EngineError("no model file given")
     if not ref.startswith(HUB_PREFIX):
         if not os.path.isfile(ref):
             raise EngineError(f"model file not found: {ref}")
         return ref
-    repo_id, filename, revision = parse_hub(ref)
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise EngineError(f"{ref}: hub references need the huggingface_hub package") from None
-    try:
-        path = hf_hub_download(repo_id, filename, revision=revision)
-    except Exception as e:  # noqa: BLE001 - offline, missing repo or file, auth
-        raise EngineError(f"cannot fetch {ref} from the Hugging Face hub ({type(e).__name__}: "
-                          f"{e}); download it and give its local path instead") from None
-    try:
-        hf_hub_download(repo_id, os.path.splitext(filename)[0] + ".json", revision=revision)
-    except Exception:  # noqa: BLE001 - no sidecar: a published model
-        pass
-    return path
+    return hub.resolve_file(ref, sidecar=True)
 
 
 def read_meta(path: str) -> Meta:
@@ -95,24 +76,20 @@ def read_meta(path: str) -> Meta:
     side = sidecar_path(path)
     if not os.path.exists(side):
         return Meta()
+    d = untrusted.read_json(side)
+    if not isinstance(d, dict) or d.get("format") != META_FORMAT:
+        return Meta()
     try:
-        with open(side, encoding="utf-8") as f:
-            d = json.load(f)
-        if not isinstance(d, dict) or d.get("format") != META_FORMAT:
-            return Meta()
         return Meta.from_dict(d)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise EngineError(f"cannot read the model's sidecar {side}: {e}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise EngineError(f"{side}: not a sidecar of this engine: {type(e).__name__}: {e}") from None
 
 
 def load_model(ref: str, device="cpu") -> tuple[StableTTS, Meta]:
     """A bare state_dict (with its sidecar, if any) -> (model in eval mode, meta); strict."""
     path = resolve(ref)
     meta = read_meta(path)
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt or foreign files raise many types
-        raise EngineError(f"cannot read model {ref}: {type(e).__name__}: {e}") from None
+    sd = untrusted.load_tensors(path, ref if path == ref else f"{ref} ({path})")
     if not isinstance(sd, dict) or "encoder.emb.weight" not in sd:
         what = "a resumable checkpoint, not a model" if isinstance(sd, dict) and \
             sd.get("format") == RESUMABLE_FORMAT else "not a StableTTS state_dict"
@@ -170,16 +147,18 @@ def save_resumable(path: str, model: StableTTS, meta: Meta, **state) -> None:
 
 
 def read_resumable(path: str) -> tuple[dict, StableTTS, Meta]:
+    """Our resumable checkpoint; one that is unreadable, refused or of another kind fails
+    the job with its path (delete the file to train from the start)."""
     if not path or not os.path.isfile(path):
         raise EngineError(f"resumable checkpoint not found: {path}")
-    try:
-        # our own files; they hold numpy RNG state, so not weights_only
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise EngineError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    state = untrusted.load_tensors(path)
     if not isinstance(state, dict) or state.get("format") != RESUMABLE_FORMAT:
-        raise EngineError(f"{path} is not a resumable checkpoint of this engine")
-    meta = Meta.from_dict(state["meta"])
-    model = StableTTS(meta.config, len(meta.frontend))
-    model.load_state_dict(state["model"], strict=True)
+        raise EngineError(f"{path}: not a resumable checkpoint of this engine")
+    try:
+        meta = Meta.from_dict(state["meta"])
+        model = StableTTS(meta.config, len(meta.frontend))
+        model.load_state_dict(state["model"], strict=True)
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+        raise EngineError(f"{path}: not a resumable checkpoint of this engine: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     return state, model, meta

@@ -8,7 +8,6 @@ from the model's mel output, so the figure measures the acoustic model and
 not the vocoder. It compares runs of this engine, not published MCD values
 computed from SPTK mel-cepstra.
 """
-import json
 import math
 import os
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from scipy.fft import dct
 
-from .. import dataset, events
+from .. import dataset, events, untrusted
 from ..events import EngineError, Interrupted
 from . import ckpt
 from .mel import LogMel, load_wav, wav_to_mel, write_wav
@@ -74,11 +73,10 @@ def held_out(items, config: dict) -> tuple[list, str, str | None]:
     path = config.get("split_file") or os.path.join(
         os.path.dirname(os.path.abspath(config["checkpoint"])), "split.json")
     if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                wanted = json.load(f)[split]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise EngineError(f"split file {path} has no list {split!r}: {e}") from None
+        data = untrusted.read_json(path)
+        wanted = data.get(split) if isinstance(data, dict) else None
+        if not isinstance(wanted, list):
+            raise EngineError(f"split file {path} has no list {split!r}")
         wanted = set(map(str, wanted))
         items = [it for it in items if it.id in wanted]
     elif config.get("split_file"):

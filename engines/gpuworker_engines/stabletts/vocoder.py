@@ -1,8 +1,10 @@
 """Mel -> waveform: the published Vocos (ConvNeXt backbone, ISTFT head with "same"
 padding), or Griffin-Lim for the tiny model only.
 
-A vocos.pt is a bare state_dict; its sizes are read from the weight shapes and
-its features are the published 44.1 kHz log-mels (hop n_fft / 4).
+A vocos.pt is a bare state_dict (read with weights_only=True: tensors only); its
+sizes are read from the weight shapes and its features are the published 44.1 kHz
+log-mels (hop n_fft / 4). A hf://<owner>/<repo>/<file> reference is taken from the
+Hugging Face cache.
 """
 import os
 
@@ -10,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import events
+from .. import events, hub, untrusted
 from ..events import EngineError
 from .config import ModelConfig
 from .mel import mel_filterbank
@@ -56,10 +58,11 @@ class Vocos(nn.Module):
 
     @classmethod
     def from_file(cls, path: str) -> "Vocos":
-        if not os.path.isfile(path):
+        if not path.startswith(hub.FILE_PREFIX) and not os.path.isfile(path):
             raise EngineError(f"vocoder weights not found: {path}")
+        local = hub.resolve_file(path) if path.startswith(hub.FILE_PREFIX) else path
+        sd = untrusted.load_tensors(local, path if local == path else f"{path} ({local})")
         try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
             emb = sd["backbone.embed.weight"]
             layers = len({k.split(".")[2] for k in sd if k.startswith("backbone.convnext.")})
             n_fft = sd["head.out.weight"].shape[0] - 2

@@ -4,6 +4,11 @@ W2V2-BERT takes 80-bin fbank frames stacked in pairs (160 dims); classic
 wav2vec2 / XLS-R / MMS takes the raw waveform. The base model's config
 `model_type` decides which; `size: "tiny"` builds a small random model in code.
 The whole model is fine-tuned (wav2vec2's convolutional front end stays frozen).
+
+Loading never runs code from a model: trust_remote_code=False and weights_only=True
+on every from_pretrained, and a local folder (an unpacked artifact, which may come
+from a project) is read from safetensors only. A hub id resolves from the local
+cache when HF_HUB_OFFLINE=1 (hub/__init__.py).
 """
 import os
 
@@ -12,6 +17,7 @@ from transformers import (AutoConfig, AutoFeatureExtractor, SeamlessM4TFeatureEx
                           Wav2Vec2BertConfig, Wav2Vec2BertForCTC, Wav2Vec2Config,
                           Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC)
 
+from .. import hub, untrusted
 from ..ctc import artifact, card
 from ..ctc import text as text_mod
 from ..ctc.head import grow_head
@@ -56,10 +62,10 @@ def earlier_vocab(src: str) -> dict | None:
 def load_trained(directory: str, device: str = "cpu"):
     """A fine-tuned model folder: (model, feature_extractor, tokenizer)."""
     try:
-        conf = AutoConfig.from_pretrained(directory, local_files_only=True)
+        conf = AutoConfig.from_pretrained(directory, **hub.pretrained_kwargs(directory))
         arch = arch_of(conf.model_type)
-        model = CLASSES[arch].from_pretrained(directory, local_files_only=True)
-        fe = AutoFeatureExtractor.from_pretrained(directory, local_files_only=True)
+        model = CLASSES[arch].from_pretrained(directory, **hub.pretrained_kwargs(directory, weights=True))
+        fe = AutoFeatureExtractor.from_pretrained(directory, **hub.pretrained_kwargs(directory))
         tok = text_mod.tokenizer(os.path.join(directory, "vocab.json"))
     except EngineError:
         raise
@@ -89,8 +95,9 @@ class Recipe:
         if cfg.size == "tiny":
             return cfg.architecture
         src = self.source(cfg)
+        kw = hub.pretrained_kwargs(src)
         try:
-            conf = AutoConfig.from_pretrained(src, local_files_only=os.path.isdir(src))
+            conf = AutoConfig.from_pretrained(src, **kw)
         except Exception as e:  # noqa: BLE001 - hub and file errors come in many types
             raise EngineError(f"load base model {src}: {e}") from None
         return arch_of(conf.model_type)
@@ -116,28 +123,36 @@ class Recipe:
 
     def _from_base(self, cfg, vocab):
         src = self.source(cfg)
-        local = os.path.isdir(src)
-        old = earlier_vocab(src) if local else None
+        given = cfg.base_checkpoint or cfg.base_model  # what errors name: src may be an unpacked copy
+        with untrusted.shown_as(src, given):
+            return self._load_base(cfg, vocab, src, given)
+
+    def _load_base(self, cfg, vocab, src, given):
+        kw = hub.pretrained_kwargs(src)
+        old = earlier_vocab(src) if os.path.isdir(src) else None
         info = {"base_model": src, "base_source": src, "licence": card.base_licence(src), "new_characters": []}
         if old:  # continuing an earlier fine-tune: its letters keep their ids and output rows
             vocab, info["new_characters"] = text_mod.extend(old, vocab)
-            earlier = artifact.read_card(src)
+            earlier = artifact.read_card(src, given)
             info.update(base_model=earlier.get("base_model") or src, licence=earlier.get("licence"),
-                        continued_from=cfg.base_checkpoint or cfg.base_model)
+                        continued_from=given)
             log(f"continuing an earlier model: vocabulary {len(old)} tokens, "
                 f"{len(info['new_characters'])} new: {''.join(info['new_characters'])}")
-        conf = AutoConfig.from_pretrained(src, local_files_only=local)
+        try:
+            conf = AutoConfig.from_pretrained(src, **kw)
+        except Exception as e:  # noqa: BLE001
+            raise EngineError(f"load base model {src}: {e}") from None
         arch = arch_of(conf.model_type)
         pad = vocab[text_mod.specials(vocab)["pad"]]
         overrides = recipe_overrides(cfg, len(old) if old else len(vocab), arch, pad, keep_adapter=bool(old))
         try:
-            model = CLASSES[arch].from_pretrained(src, local_files_only=local, ignore_mismatched_sizes=True,
-                                                  **overrides)
+            model = CLASSES[arch].from_pretrained(src, ignore_mismatched_sizes=True,
+                                                  **hub.pretrained_kwargs(src, weights=True), **overrides)
         except Exception as e:  # noqa: BLE001
             raise EngineError(f"load base model {src}: {e}") from None
         grow_head(model, len(vocab))
         try:
-            fe = AutoFeatureExtractor.from_pretrained(src, local_files_only=local)
+            fe = AutoFeatureExtractor.from_pretrained(src, **kw)
         except Exception:  # noqa: BLE001 - bare checkpoints ship without a preprocessor config
             fe = default_feature_extractor(arch)
         return model, fe, vocab, info
