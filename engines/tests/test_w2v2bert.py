@@ -188,6 +188,20 @@ def test_continue_from_earlier_artifact_extends_vocabulary(trained, speech, tmp_
     assert res["new_characters"] == ["q", "z"] and res["base_model"] == "tiny (random)"
 
 
+def test_a_tiny_job_naming_a_base_checkpoint_continues_it(trained, speech, tmp_path):
+    """size tiny means a small random model only when the job names no model to continue."""
+    cfg, result = trained
+    old_model, _, old_tok = load_trained(os.path.join(cfg["output_dir"], "best"))
+    ds = subset(speech, str(tmp_path / "ds"), 6)
+    c = TrainConfig.from_dict(tiny_config(ds, str(tmp_path / "o"), size="tiny", base_checkpoint=result["artifact"]))
+    recipe = Recipe()
+    c.resolve(recipe.arch(c))
+    built = recipe.build(c, [text.normalize(json.loads(x)["text"]) for x in open(os.path.join(ds, "index.jsonl"))])
+    assert built.info["continued_from"] == result["artifact"]
+    n = len(old_tok.get_vocab())
+    assert torch.equal(built.model.lm_head.weight[:n], old_model.lm_head.weight)
+
+
 def test_resume_from_full_and_portable_checkpoints(speech, tmp_path, capsys):
     ds = subset(speech, str(tmp_path / "ds"), 12)
     full = tiny_config(ds, str(tmp_path / "full"), epochs=2)  # 3 steps per epoch

@@ -74,6 +74,11 @@ def load_trained(directory: str, device: str = "cpu"):
     return model.to(device).eval(), fe, tok
 
 
+def random_start(cfg) -> bool:
+    """A tiny job starts from a small random model, unless it continues an earlier one."""
+    return cfg.size == "tiny" and not cfg.base_checkpoint
+
+
 class Recipe:
     """Full fine-tuning of a W2V2-BERT or wav2vec2 base (see ctc/trainer.py for the interface)."""
 
@@ -92,7 +97,7 @@ class Recipe:
         return self._src
 
     def arch(self, cfg) -> str:
-        if cfg.size == "tiny":
+        if random_start(cfg):
             return cfg.architecture
         src = self.source(cfg)
         kw = hub.pretrained_kwargs(src)
@@ -106,7 +111,7 @@ class Recipe:
         vocab, dropped = text_mod.build(texts, cfg.min_char_count)
         if dropped:
             warning(f"{len(dropped)} rare characters map to the unknown token: {''.join(dropped)}")
-        if cfg.size == "tiny":
+        if random_start(cfg):
             arch = cfg.architecture
             conf = tiny_config(arch, len(vocab), add_adapter=cfg.add_adapter)
             for k, v in recipe_overrides(cfg, len(vocab), arch, 0).items():
