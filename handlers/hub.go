@@ -26,18 +26,27 @@ func isHubRef(ref string) bool {
 // before an engine starts: engines run without network. A reference that
 // cannot be fetched is left to the engine, which finds it in the cache or
 // fails naming it.
-func (r *run) fetchHub(ctx context.Context, refs ...string) {
-	var want []string
-	for _, ref := range refs {
-		if ref != "" && isHubRef(ref) {
-			want = append(want, ref)
+func (r *run) fetchHub(ctx context.Context, refs ...string) { r.fetchHubOptional(ctx, refs, nil) }
+
+// fetchHubOptional also fetches optional references: files a repository
+// may lack (the published MMS adapter of a language that has none).
+func (r *run) fetchHubOptional(ctx context.Context, refs, optional []string) {
+	hub := func(rs []string) []string {
+		var out []string
+		for _, ref := range rs {
+			if ref != "" && isHubRef(ref) {
+				out = append(out, ref)
+			}
 		}
+		return out
 	}
-	if len(want) == 0 || r.cfg.Engine == nil {
+	want, maybe := hub(refs), hub(optional)
+	if len(want)+len(maybe) == 0 || r.cfg.Engine == nil {
 		return
 	}
-	r.Log.Info("fetching from the Hugging Face hub", "refs", want)
-	if _, err := r.cfg.Engine.Online().Run(ctx, "hub", "fetch", map[string]any{"refs": want}, r.WorkDir, r.LogWriter, nil); err != nil {
+	r.Log.Info("fetching from the Hugging Face hub", "refs", append(want, maybe...))
+	cfg := map[string]any{"refs": want, "optional_refs": maybe}
+	if _, err := r.cfg.Engine.Online().Run(ctx, "hub", "fetch", cfg, r.WorkDir, r.LogWriter, nil); err != nil {
 		r.Log.Warn("could not fetch from the hub; the engine looks in its local cache", "refs", want, "err", err)
 	}
 }

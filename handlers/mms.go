@@ -78,7 +78,12 @@ var iso6393 = regexp.MustCompile(`^[a-z]{3}$`)
 func mmsSettings(ctx context.Context, r *run) map[string]any {
 	base := or(r.Job.OptString("model.base_model"), or(r.setting(mmsBaseFlag), defaultMMSBase))
 	if r.Job.ModelSize != "tiny" {
-		r.fetchHub(ctx, base)
+		// The base's published adapter for the language, when it has one.
+		var adapter []string
+		if lang := r.Job.OptString("model.language"); lang != "" && isHubRef(base) && hubRepoID.MatchString(base) {
+			adapter = []string{"hf://" + base + "/adapter." + lang + ".safetensors"}
+		}
+		r.fetchHubOptional(ctx, []string{base}, adapter)
 	}
 	s := map[string]any{
 		"base_model":     base,
