@@ -21,6 +21,11 @@ engines: deps
 editor-merge: deps
 	@scripts/editor-merge-env.sh >/dev/null
 
+# The engines' schema the worker embeds (contract/schema.json): run after
+# changing an engine's configuration; the contract tests check it is current.
+schema: engines
+	cd engines && $(PYTHON) -m gpuworker_engines schema > ../contract/schema.json.tmp && mv ../contract/schema.json.tmp ../contract/schema.json
+
 # Everything: Go (unit, emulator, end-to-end with real engines) and Python.
 test: deps engines editor-merge build
 	GPU_WORKER_PYTHON=$(PYTHON) $(GO) test -count=1 -timeout 40m ./...

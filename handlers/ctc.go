@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"gpu-worker/atomicfile"
 	"gpu-worker/codex"
+	"gpu-worker/contract"
 	"gpu-worker/engine"
 	"gpu-worker/gpu"
 	"gpu-worker/manifest"
@@ -26,30 +26,30 @@ const asrRate = 16000
 // ctcFields are the manifest fields every CTC ASR model accepts.
 func ctcFields() []manifest.Field {
 	return []manifest.Field{
-		{Key: "transmorgrifier.enabled", Kind: manifest.Bool, Default: true,
+		{Key: "transmorgrifier.enabled", Kind: manifest.Bool, Engine: "train.transmorgrifier.enabled",
 			Help: "train a SentenceTransmorgrifier post-corrector on the model's errors; kept only when it lowers held-out CER"},
-		{Key: "text_normalization.lowercase", Kind: manifest.Bool, Default: true,
+		{Key: "text_normalization.lowercase", Kind: manifest.Bool, Engine: "train.text_normalization.lowercase",
 			Help: "train on lower-cased text (casing is not heard)"},
-		{Key: "text_normalization.remove_punctuation", Kind: manifest.Bool, Default: true,
+		{Key: "text_normalization.remove_punctuation", Kind: manifest.Bool, Engine: "train.text_normalization.remove_punctuation",
 			Help: "train without punctuation (it is not heard)"},
-		{Key: "text_normalization.remove_numbers", Kind: manifest.Bool, Default: false,
+		{Key: "text_normalization.remove_numbers", Kind: manifest.Bool, Engine: "train.text_normalization.remove_numbers",
 			Help: "drop digits from the training text"},
-		{Key: "lm.enabled", Kind: manifest.Bool, Default: true,
+		{Key: "lm.enabled", Kind: manifest.Bool, Engine: "train.lm.enabled",
 			Help: "decode with an n-gram language model built from the project's own verse text"},
-		{Key: "lm.order", Kind: manifest.Int, Min: 2, Max: 6, Default: 4, Help: "n-gram order of that model"},
-		{Key: "test_split", Kind: manifest.Float, Min: 0, Max: 0.5, Default: 0.1,
+		{Key: "lm.order", Kind: manifest.Int, Min: 2, Max: 6, Engine: "train.lm.order", Help: "n-gram order of that model"},
+		{Key: "test_split", Kind: manifest.Float, Min: 0, Max: 0.5, Engine: "train.test_split",
 			Help: "share of verses held out for the reported CER/WER (never used to pick the model)"},
-		{Key: "mask_time_prob", Kind: manifest.Float, Min: 0, Max: 0.9,
-			Help: "SpecAugment time masking (default: the architecture's recipe)"},
-		{Key: "dropout", Kind: manifest.Float, Min: 0, Max: 0.9, Help: "dropout of the encoder (default 0)"},
-		{Key: "inference.decoder", Kind: manifest.Choice, Choices: []string{"auto", "lm", "greedy"}, Default: "auto",
+		{Key: "mask_time_prob", Kind: manifest.Float, Min: 0, Max: 0.9, Engine: "train.mask_time_prob",
+			Help: "SpecAugment time masking"},
+		{Key: "dropout", Kind: manifest.Float, Min: 0, Max: 0.9, Engine: "train.dropout", Help: "dropout of the encoder"},
+		{Key: "inference.decoder", Kind: manifest.Choice, Choices: []string{"auto", "lm", "greedy"}, Engine: "transcribe.decoder",
 			Help: "transcription decoder: the language model when the model has one (auto), or greedy"},
 	}
 }
 
 // ctcMemory is the GPU memory estimate of a CTC model job; scale is the
 // base model's size relative to w2v-bert-2.0 (0.6 B parameters).
-func ctcMemory(scale float64) func(j *manifest.Job) uint64 {
+func ctcMemory(scale float64, batch func(*manifest.Job) int) func(j *manifest.Job) uint64 {
 	return func(j *manifest.Job) uint64 {
 		if j.ModelSize == "tiny" {
 			return gpu.GiB
@@ -57,47 +57,31 @@ func ctcMemory(scale float64) func(j *manifest.Job) uint64 {
 		if !j.Trains() {
 			return uint64(3 * scale * gpu.GiB)
 		}
-		return uint64((10 + float64(j.BatchSize)) * scale * gpu.GiB)
+		return uint64((10 + float64(batch(j))) * scale * gpu.GiB)
 	}
 }
 
-// trainCTC trains a CTC model with engine and adds its artifact and
-// figures to the outcome. extra holds the model's own engine settings.
-func trainCTC(ctx context.Context, r *run, engineName string, extra map[string]any) (string, error) {
+// trainCTC trains a CTC model with cfg (the model's own settings filled
+// in) and adds its artifact and figures to the outcome. arch is the base's
+// architecture, which picks the engine's recipe.
+func trainCTC(ctx context.Context, r *run, cfg *contract.CTCTrain, arch string) (string, error) {
 	job := r.Job
 	outDir := filepath.Join(r.WorkDir, "train")
 	corpus, err := r.writeLMCorpus()
 	if err != nil {
 		return "", err
 	}
-	cfg := r.trainConfig(outDir)
-	maps.Copy(cfg, map[string]any{
-		"test_split": job.OptFloat("test_split"),
-		"text_normalization": map[string]bool{
-			"lowercase":          job.OptBool("text_normalization.lowercase"),
-			"remove_punctuation": job.OptBool("text_normalization.remove_punctuation"),
-			"remove_numbers":     job.OptBool("text_normalization.remove_numbers"),
-		},
-		"transmorgrifier": map[string]any{"enabled": job.OptBool("transmorgrifier.enabled"), "device": "auto"},
-		"lm":              map[string]any{"enabled": job.OptBool("lm.enabled"), "order": job.OptInt("lm.order")},
-		"lm_corpus":       corpus,
-	})
-	if v, ok := job.Opt("dropout").(float64); ok {
-		cfg["dropout"] = v
-	}
-	maps.Copy(cfg, extra)
-	if job.ModelSize == "tiny" {
-		// a small corrector, so a tiny job stays a matter of minutes
-		cfg["transmorgrifier"].(map[string]any)["iterations"] = 30
-	}
+	ctcTrainOptions(job, cfg)
+	cfg.Dataset, cfg.OutputDir, cfg.LMCorpus = r.trainDir, outDir, corpus
 	if job.BaseCheckpoint != "" {
 		base := filepath.Join(r.WorkDir, r.model.ModelFile)
 		if err := fetchModel(ctx, r.JobEnv, job.BaseCheckpoint, base); err != nil {
 			return "", err
 		}
-		cfg["base_checkpoint"] = base
+		cfg.BaseCheckpoint = base
 	}
-	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, engine: engineName, panelCSV: filepath.Join(outDir, "training_metrics.csv")}
+	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, conditions: conditions(job, "architecture="+arch),
+		panelCSV: filepath.Join(outDir, "training_metrics.csv")}
 	res, err := tr.run(ctx, cfg)
 	tr.report(r.out.Result)
 	if err != nil {
@@ -129,6 +113,26 @@ func trainCTC(ctx context.Context, r *run, engineName string, extra map[string]a
 	return artifact, nil
 }
 
+// ctcTrainOptions sets what a job set of a CTC train command's knobs and
+// options; everything else is the engine's.
+func ctcTrainOptions(job *manifest.Job, cfg *contract.CTCTrain) {
+	cfg.Train = trainKnobs(job)
+	cfg.SaveEverySteps = job.Knobs.SaveInterval
+	cfg.TestSplit = job.OptFloatPtr("test_split")
+	cfg.Dropout = job.OptFloatPtr("dropout")
+	if n := (contract.TextNormalization{Lowercase: job.OptBoolPtr("text_normalization.lowercase"),
+		RemovePunctuation: job.OptBoolPtr("text_normalization.remove_punctuation"),
+		RemoveNumbers:     job.OptBoolPtr("text_normalization.remove_numbers")}); n != (contract.TextNormalization{}) {
+		cfg.TextNormalization = &n
+	}
+	if e := job.OptBoolPtr("transmorgrifier.enabled"); e != nil {
+		cfg.Transmorgrifier = &contract.Transmorgrifier{Enabled: e}
+	}
+	if lm := (contract.LM{Enabled: job.OptBoolPtr("lm.enabled"), Order: job.OptIntPtr("lm.order")}); lm != (contract.LM{}) {
+		cfg.LM = &lm
+	}
+}
+
 // writeLMCorpus writes every verse text of the project, for the engine's
 // n-gram language model (it leaves out its held-out verses).
 func (r *run) writeLMCorpus() (string, error) {
@@ -158,8 +162,8 @@ func (r *run) writeLMCorpus() (string, error) {
 }
 
 // transcribeCTC writes the model's transcription into the cells that need
-// text. extra holds the model's own engine settings.
-func transcribeCTC(ctx context.Context, r *run, engineName, model string, extra map[string]any) error {
+// text; cfg holds the model's own engine settings.
+func transcribeCTC(ctx context.Context, r *run, cfg *contract.CTCTranscribe, model string) error {
 	job := r.Job
 	items := r.selectInference(codex.NeedText)
 	r.out.Result["cells_transcribed"] = 0
@@ -176,13 +180,9 @@ func transcribeCTC(ctx context.Context, r *run, engineName, model string, extra 
 	}
 	r.Report(worker.Progress{Message: fmt.Sprintf("transcribing %d verses", len(ds.Items))})
 	texts := map[string]string{}
-	cfg := map[string]any{
-		"model": model, "dataset": dir, "device": "auto", "decoder": job.OptString("inference.decoder"),
-		"batch_seconds": 240, "chunk_seconds": 30, "stride_seconds": 5, "max_audio_seconds": 600,
-		"output_dir": filepath.Join(r.WorkDir, "transcription"),
-	}
-	maps.Copy(cfg, extra)
-	res, err := r.engine(ctx, engineName, "transcribe", cfg, func(ev engine.Event) {
+	cfg.Model, cfg.Dataset, cfg.OutputDir = model, dir, filepath.Join(r.WorkDir, "transcription")
+	cfg.Decoder = job.OptString("inference.decoder")
+	res, err := r.engine(ctx, cfg, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" {
 			if t, ok := ev.Fields["text"].(string); ok {
 				texts[ev.ID] = t

@@ -134,7 +134,6 @@ func (m *Model) Complete() error {
 		{s.Engine != "", "Spec.Engine"},
 		{s.Summary != "", "Spec.Summary"},
 		{s.Licence != "", "Spec.Licence"},
-		{s.Defaults != nil, "Spec.Defaults"},
 		{s.Memory != nil, "Spec.Memory (the GPU memory guard needs an estimate)"},
 		{m.SampleRate != nil, "SampleRate"},
 		{m.MinTrainingItems > 0, "MinTrainingItems"},

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"gpu-worker/contract"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,42 +84,36 @@ func TestValidationNamesEveryBadField(t *testing.T) {
 	}
 }
 
-// Absent normalisation is the recipe's (on), not "false"; an explicit
-// false is kept.
-func TestASRNormalisationDefaultsOn(t *testing.T) {
-	j := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}")
-	if !j.OptBool("text_normalization.lowercase") || !j.OptBool("text_normalization.remove_punctuation") || j.OptBool("text_normalization.remove_numbers") {
-		t.Errorf("defaults %v", j.Options)
+// What a job leaves out is not sent: the engine's default applies (its
+// recipe turns normalisation on); what it sets is sent as written, false
+// and 0 included.
+func TestCTCOptionsReachTheEngineAsSet(t *testing.T) {
+	cfg := contract.NewCTCTrain("w2v2bert")
+	ctcTrainOptions(job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}"), cfg)
+	if cfg.TextNormalization != nil || cfg.Transmorgrifier != nil || cfg.LM != nil || cfg.LearningRate != nil ||
+		cfg.BatchSize != nil || cfg.WarmupSteps != nil || cfg.TestSplit != nil || cfg.Size != "" {
+		t.Errorf("a job that set nothing sends %+v", cfg)
 	}
-	if !j.OptBool("transmorgrifier.enabled") || !j.OptBool("lm.enabled") {
-		t.Errorf("post-correction or LM off by default: %v", j.Options)
+	cfg = contract.NewCTCTrain("w2v2bert")
+	ctcTrainOptions(job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}, text_normalization: {lowercase: false}, "+
+		"lm: {order: 3}, warmup_steps: 0, learning_rate: 0.0002, batch_size: 2, save_interval: 7"), cfg)
+	n, lm := cfg.TextNormalization, cfg.LM
+	if n == nil || n.Lowercase == nil || *n.Lowercase || n.RemovePunctuation != nil ||
+		lm == nil || lm.Order == nil || *lm.Order != 3 || lm.Enabled != nil {
+		t.Errorf("normalisation %+v lm %+v", n, lm)
 	}
-	off := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}, text_normalization: {lowercase: false}")
-	if off.OptBool("text_normalization.lowercase") || !off.OptBool("text_normalization.remove_punctuation") {
-		t.Errorf("explicit false: %v", off.Options)
+	if cfg.WarmupSteps == nil || *cfg.WarmupSteps != 0 || *cfg.LearningRate != 2e-4 || *cfg.BatchSize != 2 || *cfg.SaveEverySteps != 7 {
+		t.Errorf("knobs %+v", cfg.Train)
 	}
 }
 
-// The W2V2-BERT recipe by default, the wav2vec2 one for a wav2vec2 base,
-// and the job's own values over both.
-func TestASRRecipeDefaults(t *testing.T) {
-	j := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}")
-	if j.LearningRate != 5e-5 || j.BatchSize*j.GradientAccumulationSteps != 32 || j.WarmupSteps != 500 {
-		t.Errorf("w2v-bert recipe: lr %g batch %d×%d warmup %d", j.LearningRate, j.BatchSize, j.GradientAccumulationSteps, j.WarmupSteps)
-	}
-	x := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT, base_model: facebook/wav2vec2-xls-r-300m}")
-	if x.LearningRate != 3e-4 {
-		t.Errorf("xls-r lr %g", x.LearningRate)
-	}
-	own := job(t, "job_type: asr, mode: training, model: {type: W2V2BERT}, learning_rate: 0.0002, batch_size: 2")
-	if own.LearningRate != 2e-4 || own.BatchSize != 2 {
-		t.Errorf("job's knobs overridden: %g %d", own.LearningRate, own.BatchSize)
-	}
+func TestASRArchitecture(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"model_type": "wav2vec2-bert"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if asrArchitecture(dir) != "w2v2bert" || asrArchitecture("facebook/mms-1b-all") != "wav2vec2" || asrArchitecture(defaultW2V2BERTBase) != "w2v2bert" {
+	if asrArchitecture(dir) != "w2v2bert" || asrArchitecture("facebook/mms-1b-all") != "wav2vec2" ||
+		asrArchitecture("facebook/w2v-bert-2.0") != "w2v2bert" || asrArchitecture("facebook/wav2vec2-xls-r-300m") != "wav2vec2" {
 		t.Error("architecture detection")
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+
+	"gpu-worker/contract"
 )
 
 // hubRepoID is how the hub names a repository: owner/name.
@@ -45,8 +47,12 @@ func (r *run) fetchHubOptional(ctx context.Context, refs, optional []string) {
 		return
 	}
 	r.Log.Info("fetching from the Hugging Face hub", "refs", append(want, maybe...))
-	cfg := map[string]any{"refs": want, "optional_refs": maybe}
-	if _, err := r.cfg.Engine.Online().Run(ctx, "hub", "fetch", cfg, r.WorkDir, r.LogWriter, nil); err != nil {
+	cfg := &contract.HubFetch{Refs: want, OptionalRefs: maybe}
+	err := contract.Engines().Check("hub", "fetch", cfg)
+	if err == nil {
+		_, err = r.cfg.Engine.Online().Run(ctx, "hub", "fetch", cfg, r.WorkDir, r.LogWriter, nil)
+	}
+	if err != nil {
 		r.Log.Warn("could not fetch from the hub; the engine looks in its local cache", "refs", want, "err", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 
+	"gpu-worker/contract"
 	"gpu-worker/gpu"
 	"gpu-worker/manifest"
 )
@@ -26,15 +27,6 @@ var mms = register(&Model{
 				Help: "the multilingual base: a hub id or a local folder (default: the operator's --mms-base-model, else facebook/mms-1b-all)"},
 			manifest.Field{Key: "model.language", Kind: manifest.Text,
 				Help: "ISO 639-3 code of the language; its published adapter is the starting point when the base has one"}),
-		Defaults: func(j *manifest.Job) manifest.Knobs {
-			if j.ModelSize == "tiny" {
-				return manifest.Knobs{Epochs: 10, BatchSize: 4, GradientAccumulationSteps: 1, WarmupSteps: 10,
-					SaveInterval: 500, LearningRate: 3e-3, ValSplit: 0.1}
-			}
-			// adapter training: a large step on few parameters
-			return manifest.Knobs{Epochs: 10, BatchSize: 8, GradientAccumulationSteps: 4, WarmupSteps: 100,
-				SaveInterval: 500, LearningRate: 1e-3, ValSplit: 0.1}
-		},
 		Memory: func(j *manifest.Job) uint64 {
 			switch {
 			case j.ModelSize == "tiny":
@@ -43,7 +35,8 @@ var mms = register(&Model{
 				return 5 * gpu.GiB
 			}
 			// the frozen 1 B base in memory, activations for the batch
-			return 6*gpu.GiB + uint64(j.BatchSize)*gpu.GiB*3/4
+			batch := derefOr(j.Knobs.BatchSize, contract.Engines().Int("mms", "train", "batch_size", conditions(j, "architecture=wav2vec2")...))
+			return 6*gpu.GiB + uint64(batch)*gpu.GiB*3/4
 		},
 		Check: func(j *manifest.Job) []error {
 			if l := j.OptString("model.language"); l != "" && !iso6393.MatchString(l) {
@@ -59,39 +52,37 @@ var mms = register(&Model{
 	ModelFile:        "base_adapter.tar",
 	Artifact:         "mms_adapter.tar",
 	Train: func(ctx context.Context, r *run) (string, error) {
-		return trainCTC(ctx, r, "mms", mmsSettings(ctx, r))
+		cfg := contract.NewCTCTrain("mms")
+		cfg.BaseModel, cfg.Language = mmsBase(ctx, r)
+		cfg.MaskTimeProb = r.Job.OptFloatPtr("mask_time_prob")
+		return trainCTC(ctx, r, cfg, "wav2vec2")
 	},
 	Infer: func(ctx context.Context, r *run, model string) error {
-		return transcribeCTC(ctx, r, "mms", model, mmsSettings(ctx, r))
+		cfg := contract.NewCTCTranscribe("mms")
+		cfg.BaseModel, cfg.Language = mmsBase(ctx, r)
+		return transcribeCTC(ctx, r, cfg, model)
 	},
 })
 
-const (
-	defaultMMSBase = "facebook/mms-1b-all"
-	mmsBaseFlag    = "mms-base-model"
-)
+const mmsBaseFlag = "mms-base-model"
 
 var iso6393 = regexp.MustCompile(`^[a-z]{3}$`)
 
-// mmsSettings are the engine settings of an MMS job: the base the adapter
-// belongs to and its language.
-func mmsSettings(ctx context.Context, r *run) map[string]any {
-	base := or(r.Job.OptString("model.base_model"), or(r.setting(mmsBaseFlag), defaultMMSBase))
+// mmsBase is the base the job or the operator names ("": the engine's
+// default) and the job's language; the hub references among them are
+// fetched first, outside the sandbox.
+func mmsBase(ctx context.Context, r *run) (base, language string) {
+	set := or(r.Job.OptString("model.base_model"), r.setting(mmsBaseFlag))
+	language = r.Job.OptString("model.language")
 	if r.Job.ModelSize != "tiny" {
+		def, _ := contract.Engines().Default("mms", "train", "base_model")
+		ref := or(set, fmt.Sprint(def))
 		// The base's published adapter for the language, when it has one.
 		var adapter []string
-		if lang := r.Job.OptString("model.language"); lang != "" && isHubRef(base) && hubRepoID.MatchString(base) {
-			adapter = []string{"hf://" + base + "/adapter." + lang + ".safetensors"}
+		if language != "" && isHubRef(ref) && hubRepoID.MatchString(ref) {
+			adapter = []string{"hf://" + ref + "/adapter." + language + ".safetensors"}
 		}
-		r.fetchHubOptional(ctx, []string{base}, adapter)
+		r.fetchHubOptional(ctx, []string{ref}, adapter)
 	}
-	s := map[string]any{
-		"base_model":     base,
-		"language":       r.Job.OptString("model.language"),
-		"mask_time_prob": 0.05,
-	}
-	if v, ok := r.Job.Opt("mask_time_prob").(float64); ok {
-		s["mask_time_prob"] = v
-	}
-	return s
+	return set, language
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"gpu-worker/codex"
+	"gpu-worker/contract"
 	"gpu-worker/dataset"
 	"gpu-worker/engine"
 	"gpu-worker/limits"
@@ -78,23 +79,21 @@ func (m *Model) execute(ctx context.Context, env *worker.JobEnv, cfg Config) (*w
 	return r.out, err
 }
 
-// trainConfig is the engine configuration every train command gets: the
-// prepared set, the job's common knobs (defaults resolved by its model).
-func (r *run) trainConfig(outDir string) map[string]any {
-	j := r.Job
-	return map[string]any{
-		"dataset":                     r.trainDir,
-		"output_dir":                  outDir,
-		"device":                      "auto",
-		"size":                        or(j.ModelSize, "default"),
-		"epochs":                      j.Epochs,
-		"batch_size":                  j.BatchSize,
-		"gradient_accumulation_steps": j.GradientAccumulationSteps,
-		"learning_rate":               j.LearningRate,
-		"warmup_steps":                j.WarmupSteps,
-		"val_split":                   j.ValSplit,
-		"save_interval":               j.SaveInterval,
-		"progress_every_steps":        50,
+// train is what every train command gets: the prepared set, where its
+// outputs go, and the knobs the job set (the engine holds the defaults of
+// the others).
+func (r *run) train(outDir string) contract.Train {
+	t := trainKnobs(r.Job)
+	t.Dataset, t.OutputDir = r.trainDir, outDir
+	return t
+}
+
+// trainKnobs are the knobs a job set, as every train command takes them.
+func trainKnobs(j *manifest.Job) contract.Train {
+	k := j.Knobs
+	return contract.Train{Size: j.ModelSize,
+		Epochs: k.Epochs, BatchSize: k.BatchSize, GradientAccumulationSteps: k.GradientAccumulationSteps,
+		LearningRate: k.LearningRate, WarmupSteps: k.WarmupSteps, ValSplit: k.ValSplit,
 	}
 }
 
@@ -208,8 +207,8 @@ func (r *run) changes() worker.Changes {
 }
 
 // engine runs one engine command for the job.
-func (r *run) engine(ctx context.Context, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
-	return runEngine(ctx, r.cfg.Engine, r.JobEnv, name, command, cfg, onEvent)
+func (r *run) engine(ctx context.Context, cfg contract.Config, onEvent func(engine.Event)) (map[string]any, error) {
+	return runEngine(ctx, r.cfg.Engine, r.JobEnv, cfg, onEvent)
 }
 
 // author names the job in the edits it makes.

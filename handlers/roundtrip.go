@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"gpu-worker/audio"
+	"gpu-worker/contract"
 	"gpu-worker/dataset"
 	"gpu-worker/engine"
 	"gpu-worker/manifest"
@@ -101,9 +102,9 @@ func (r *run) roundTripCER(ctx context.Context, wavs, texts map[string]string) (
 		return 0, "skipped: " + err.Error()
 	}
 	heard := map[string]string{}
-	_, err = r.engine(ctx, art.engine, "transcribe", map[string]any{
-		"model": model, "dataset": dir, "device": "auto", "output_dir": filepath.Join(r.WorkDir, "roundtrip", "out"),
-	}, func(ev engine.Event) {
+	cfg := contract.NewCTCTranscribe(art.engine)
+	cfg.Model, cfg.Dataset, cfg.OutputDir = model, dir, filepath.Join(r.WorkDir, "roundtrip", "out")
+	_, err = r.engine(ctx, cfg, func(ev engine.Event) {
 		if t, ok := ev.Fields["text"].(string); ok && ev.Kind == "item" {
 			heard[ev.ID] = t
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gpu-worker/atomicfile"
+	"gpu-worker/contract"
 	"gpu-worker/engine"
 	"gpu-worker/gpu"
 	"gpu-worker/manifest"
@@ -42,7 +43,9 @@ func panelMetricsPath(jobID string) string {
 type training struct {
 	env    *worker.JobEnv
 	runner *engine.Runner
-	engine string
+	// conditions pick the engine's presets for the job ("size=tiny"), to
+	// know the batch an OOM retry halves.
+	conditions []string
 	// panelCSV is the engine's training_metrics.csv, uploaded with each
 	// checkpoint so the job panel can draw the losses while it trains.
 	panelCSV string
@@ -59,15 +62,16 @@ type training struct {
 
 // run trains with cfg (which it may adjust for OOM retries) and returns the
 // engine's result. ErrInterrupted (with the context's cause) when stopped.
-func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any, error) {
+func (t *training) run(ctx context.Context, cfg contract.TrainOf) (map[string]any, error) {
 	env := t.env
+	common := cfg.Common()
 	// A resume checkpoint anyone could have committed: one that cannot be
 	// fetched or loaded fails the job, naming it; deleting it from the
 	// project trains from the start.
 	if ckpt, err := t.fetchResume(ctx); err != nil {
 		return nil, fmt.Errorf("%w (delete it from the project to train from the start)", err)
 	} else if ckpt != "" {
-		cfg["resume"] = ckpt
+		common.Resume = ckpt
 		t.resumed = true
 		env.Log.Info("resuming from the checkpoint a previous worker uploaded", "path", ckpt)
 		env.Report(worker.Progress{Message: "resuming training from the last uploaded checkpoint"})
@@ -75,17 +79,30 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 	t.lastUpload = time.Now()
 	t.epochsRun = map[int]bool{}
 	interval := or(env.Job.CheckpointUploadInterval, defaultCheckpointUpload)
-	batch, _ := cfg["batch_size"].(int)
-	accum, _ := cfg["gradient_accumulation_steps"].(int)
+	// An out-of-memory retry halves the batch and keeps the effective batch:
+	// it doubles the accumulation, unless the engine derives that from an
+	// effective batch of its own.
+	engineName, _ := cfg.Engine()
+	batch := derefOr(common.BatchSize, contract.Engines().Int(engineName, "train", "batch_size", t.conditions...))
+	accum := derefOr(common.GradientAccumulationSteps, max(1, contract.Engines().Int(engineName, "train", "gradient_accumulation_steps", t.conditions...)))
+	_, derived := contract.Engines().Default(engineName, "train", "effective_batch", t.conditions...)
+	derived = derived && common.GradientAccumulationSteps == nil
 	var res map[string]any
+	first := true
 	err := gpu.RunWithOOMRetry(ctx, func(batch, accum int) error {
-		cfg["batch_size"], cfg["gradient_accumulation_steps"] = batch, accum
+		if !first {
+			common.BatchSize = &batch
+			if !derived {
+				common.GradientAccumulationSteps = &accum
+			}
+		}
+		first = false
 		var err error
-		res, err = runEngine(ctx, t.runner, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
+		res, err = runEngine(ctx, t.runner, env, cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
 		return err
 	}, batch, accum, 3, func(batch, accum int) {
 		if ck := t.latest(); ck != "" {
-			cfg["resume"] = ck
+			common.Resume = ck
 		}
 		msg := gpu.OOMNote(batch, accum)
 		env.Log.Warn(msg)
@@ -254,7 +271,11 @@ func (t *training) fetchResume(ctx context.Context) (string, error) {
 
 // runEngine runs one engine command on the job's share of the GPUs, after
 // checking their free memory, and records the peak memory it used.
-func runEngine(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
+func runEngine(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, cfg contract.Config, onEvent func(engine.Event)) (map[string]any, error) {
+	name, command := cfg.Engine()
+	if err := contract.Engines().Check(name, command, cfg); err != nil {
+		return nil, err
+	}
 	lister, _ := gpu.Default()
 	done, err := gpu.Watch(ctx, lister, env.Slot, env.Job)
 	if err != nil {
@@ -358,4 +379,12 @@ func copyFile(src, dst string) error {
 	defer in.Close()
 	_, err = atomicfile.WriteFrom(dst, in, 0o644)
 	return err
+}
+
+// derefOr is *p, or def when p is nil.
+func derefOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
 }

@@ -11,6 +11,7 @@ import (
 
 	"gpu-worker/audio"
 	"gpu-worker/codex"
+	"gpu-worker/contract"
 	"gpu-worker/dataset"
 	"gpu-worker/engine"
 	"gpu-worker/gpu"
@@ -34,28 +35,19 @@ var stableTTS = register(&Model{
 		Fields: []manifest.Field{
 			{Key: "voice_reference", Kind: manifest.RepoPath,
 				Help: "recording whose voice to speak with (default: a project recording near 6 s)"},
-			{Key: "model.frontend", Kind: manifest.Choice, Choices: []string{"auto", "ipa", "uroman", "graphemes"}, Default: "auto",
+			{Key: "model.frontend", Kind: manifest.Choice, Choices: []string{"auto", "ipa", "uroman", "graphemes"}, Engine: "train.frontend",
 				Help: "text front-end: ipa (English IPA, the published symbols), uroman (romanise any script, then ipa), graphemes (the data's own letters as new symbols); auto picks uroman when most letters are non-Latin, else ipa"},
 			{Key: "model.use_uroman", Kind: manifest.Bool,
 				Help: "earlier workers' switch: true = frontend uroman, false = frontend ipa (when model.frontend is auto)"},
-			{Key: "model.from_scratch", Kind: manifest.Bool, Default: false,
+			{Key: "model.from_scratch", Kind: manifest.Bool, Engine: "train.from_scratch",
 				Help: "train from random weights instead of fine-tuning the base model (needs hours of recordings)"},
-			{Key: "inference.diffusion_steps", Kind: manifest.Int, Min: 1, Max: 1000, Default: 10,
+			{Key: "inference.diffusion_steps", Kind: manifest.Int, Min: 1, Max: 1000, Engine: "synthesize.steps",
 				Help: "output steps of the flow-matching ODE"},
-			{Key: "inference.solver", Kind: manifest.Choice, Choices: []string{"euler", "midpoint", "dopri5"},
-				Help: "ODE solver (default dopri5 as the published inference; euler for size tiny)"},
-			{Key: "temperature", Kind: manifest.Float, Min: 0, Max: 10, Default: 1.0, Help: "scale of the initial noise"},
-			{Key: "length_scale", Kind: manifest.Float, Min: 0, Max: 10, Default: 1.0, Help: "speaking-rate factor (> 1 is slower)"},
-			{Key: "cfg_scale", Kind: manifest.Float, Min: 0, Max: 20, Default: 3.0, Help: "classifier-free guidance scale, as in the published inference"},
-		},
-		Defaults: func(j *manifest.Job) manifest.Knobs {
-			k := manifest.Knobs{Epochs: 1000, BatchSize: 8, GradientAccumulationSteps: 1, WarmupSteps: 200,
-				SaveInterval: 100, LearningRate: 1e-4, ValSplit: 0.1}
-			if j.ModelSize == "tiny" {
-				// a small model on few steps: a short warmup and a larger step
-				k.LearningRate, k.WarmupSteps = 2e-3, 10
-			}
-			return k
+			{Key: "inference.solver", Kind: manifest.Choice, Choices: []string{"euler", "midpoint", "dopri5"}, Engine: "synthesize.solver",
+				Help: "ODE solver"},
+			{Key: "temperature", Kind: manifest.Float, Min: 0, Max: 10, Engine: "synthesize.temperature", Help: "scale of the initial noise"},
+			{Key: "length_scale", Kind: manifest.Float, Min: 0, Max: 10, Engine: "synthesize.length_scale", Help: "speaking-rate factor (> 1 is slower)"},
+			{Key: "cfg_scale", Kind: manifest.Float, Min: 0, Max: 20, Engine: "synthesize.cfg_scale", Help: "classifier-free guidance scale, as in the published inference"},
 		},
 		Memory: func(j *manifest.Job) uint64 {
 			switch {
@@ -64,7 +56,8 @@ var stableTTS = register(&Model{
 			case !j.Trains():
 				return 3 * gpu.GiB / 2
 			}
-			return 2*gpu.GiB + uint64(j.BatchSize)*gpu.GiB*2/5
+			batch := derefOr(j.Knobs.BatchSize, contract.Engines().Int("stabletts", "train", "batch_size", conditions(j)...))
+			return 2*gpu.GiB + uint64(batch)*gpu.GiB*2/5
 		},
 		Check: func(j *manifest.Job) []error {
 			if j.OptBool("model.from_scratch") && j.BaseCheckpoint != "" {
@@ -120,10 +113,11 @@ func prepareTTS(ctx context.Context, r *run) error {
 	return nil
 }
 
-// ttsFrontend is the front-end the job asks for.
+// ttsFrontend is the front-end the job asks for ("": the engine's
+// default).
 func ttsFrontend(j *manifest.Job) string {
-	f := or(j.OptString("model.frontend"), "auto")
-	if u, ok := j.Opt("model.use_uroman").(bool); ok && f == "auto" {
+	f := j.OptString("model.frontend")
+	if u, ok := j.Opt("model.use_uroman").(bool); ok && (f == "" || f == "auto") {
 		if u {
 			return "uroman"
 		}
@@ -155,13 +149,10 @@ func trainTTS(ctx context.Context, r *run) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cfg := r.trainConfig(outDir)
-	cfg["frontend"] = ttsFrontend(job)
-	cfg["from_scratch"] = job.OptBool("model.from_scratch")
-	if base != "" {
-		cfg["base_checkpoint"] = base
-	}
-	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, engine: "stabletts", panelCSV: filepath.Join(outDir, "training_metrics.csv")}
+	cfg := &contract.StableTTSTrain{Train: r.train(outDir), SaveEveryEpochs: job.Knobs.SaveInterval,
+		Frontend: ttsFrontend(job), FromScratch: job.OptBoolPtr("model.from_scratch")}
+	cfg.BaseCheckpoint = base
+	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, conditions: conditions(job), panelCSV: filepath.Join(outDir, "training_metrics.csv")}
 	res, err := tr.run(ctx, cfg)
 	tr.report(r.out.Result)
 	if err != nil {
@@ -218,10 +209,10 @@ func sidecar(model string) string {
 func (r *run) evaluateTTS(ctx context.Context, best string, train map[string]any) {
 	r.Report(worker.Progress{Message: "evaluating the trained voice on held-out verses"})
 	wavs, texts := map[string]string{}, map[string]string{}
-	eval, err := r.engine(ctx, "stabletts", "evaluate", map[string]any{
-		"checkpoint": best, "dataset": r.trainDir, "output_dir": filepath.Join(r.WorkDir, "evaluate"),
-		"device": "auto", "vocoder": r.setting(ttsVocoderFlag), "split_file": train["split_file"],
-		"split": "val", "max_items": evalItems,
+	splitFile, _ := train["split_file"].(string)
+	eval, err := r.engine(ctx, &contract.StableTTSEvaluate{
+		Checkpoint: best, Dataset: r.trainDir, OutputDir: filepath.Join(r.WorkDir, "evaluate"),
+		Vocoder: r.setting(ttsVocoderFlag), SplitFile: splitFile, Split: "val", MaxItems: contract.Ptr(evalItems),
 	}, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" && ev.Path != "" {
 			wavs[ev.ID] = ev.Path
@@ -265,22 +256,15 @@ func synthesizeTTS(ctx context.Context, r *run, model string) error {
 	if err := dataset.WriteTextOnly(dir, sources(items)); err != nil {
 		return err
 	}
-	solver := job.OptString("inference.solver")
-	if solver == "" {
-		solver = "dopri5"
-		if job.ModelSize == "tiny" {
-			solver = "euler"
-		}
-	}
 	done := 0
 	r.Report(worker.Progress{Message: fmt.Sprintf("synthesizing %d verses", len(items))})
 	wavs := map[string]string{}
-	res, err := r.engine(ctx, "stabletts", "synthesize", map[string]any{
-		"checkpoint": model, "dataset": dir, "voice_reference": voice, "device": "auto",
-		"output_dir": filepath.Join(r.WorkDir, "synthesis"),
-		"steps":      job.OptInt("inference.diffusion_steps"), "temperature": job.OptFloat("temperature"),
-		"cfg_scale": job.OptFloat("cfg_scale"), "length_scale": job.OptFloat("length_scale"),
-		"solver": solver, "vocoder": r.setting(ttsVocoderFlag), "batch_size": job.BatchSize,
+	res, err := r.engine(ctx, &contract.StableTTSSynthesize{
+		Checkpoint: model, Dataset: dir, VoiceReference: voice, OutputDir: filepath.Join(r.WorkDir, "synthesis"),
+		Vocoder: r.setting(ttsVocoderFlag), Steps: job.OptIntPtr("inference.diffusion_steps"),
+		Temperature: job.OptFloatPtr("temperature"), CFGScale: job.OptFloatPtr("cfg_scale"),
+		LengthScale: job.OptFloatPtr("length_scale"), Solver: job.OptString("inference.solver"),
+		BatchSize: job.Knobs.BatchSize,
 	}, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" && ev.Path != "" {
 			wavs[ev.ID] = ev.Path
@@ -311,11 +295,10 @@ func synthesizeTTS(ctx context.Context, r *run, model string) error {
 	generated := len(items) - sum(failed)
 	r.out.Result["audio_generated"] = generated
 	r.out.Result["audio_format"] = job.AudioFormat
-	r.out.Result["solver"] = solver
 	if len(failed) > 0 {
 		r.out.Result["audio_failed"] = failed
 	}
-	copyKeys(r.out.Result, res, "unmapped_characters")
+	copyKeys(r.out.Result, res, "unmapped_characters", "solver")
 	if v, ok := res["rtf"]; ok {
 		r.out.Result["real_time_factor"] = v
 	}
@@ -376,15 +359,15 @@ func doctorTTS(cfg Config) []ops.Check {
 			if cfg.Engine == nil {
 				return "", fmt.Errorf("no engines environment")
 			}
-			check := map[string]any{"vocoder": voc, "device": "cpu"}
-			if base != "" {
-				check["base_checkpoint"] = base
-			}
+			check := &contract.StableTTSCheck{Vocoder: voc, BaseCheckpoint: base, Device: "cpu"}
 			dir, err := os.MkdirTemp("", "gpu-worker-doctor-")
 			if err != nil {
 				return "", err
 			}
 			defer os.RemoveAll(dir)
+			if err := contract.Engines().Check("stabletts", "check", check); err != nil {
+				return "", err
+			}
 			res, err := cfg.Engine.Run(ctx, "stabletts", "check", check, dir, nil, nil)
 			if err != nil {
 				return "", err

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"gpu-worker/contract"
 	"gpu-worker/manifest"
 )
 
@@ -24,22 +25,10 @@ var w2v2BERT = register(&Model{
 		Fields: append(ctcFields(),
 			manifest.Field{Key: "model.base_model", Kind: manifest.Text,
 				Help: "the pretrained model to fine-tune: a hub id or a local folder (default: the operator's --w2v2bert-base-model, else facebook/w2v-bert-2.0)"}),
-		Defaults: func(j *manifest.Job) manifest.Knobs {
-			switch {
-			case j.ModelSize == "tiny":
-				// a small random model in minutes: a larger step, a short warmup
-				return manifest.Knobs{Epochs: 10, BatchSize: 4, GradientAccumulationSteps: 1, WarmupSteps: 10,
-					SaveInterval: 500, LearningRate: 3e-3, ValSplit: 0.1}
-			case asrArchitecture(w2v2BaseOf(j)) == "wav2vec2":
-				// the wav2vec2 / XLS-R / MMS fine-tuning recipe
-				return manifest.Knobs{Epochs: 10, BatchSize: 8, GradientAccumulationSteps: 4, WarmupSteps: 500,
-					SaveInterval: 500, LearningRate: 3e-4, ValSplit: 0.1}
-			}
-			// the W2V2-BERT recipe: 5e-5, an effective batch of 32, warmup 500
-			return manifest.Knobs{Epochs: 10, BatchSize: 8, GradientAccumulationSteps: 4, WarmupSteps: 500,
-				SaveInterval: 500, LearningRate: 5e-5, ValSplit: 0.1}
-		},
-		Memory: ctcMemory(1),
+		Memory: ctcMemory(1, func(j *manifest.Job) int {
+			return derefOr(j.Knobs.BatchSize, contract.Engines().Int("w2v2bert", "train", "batch_size",
+				conditions(j, "architecture="+asrArchitecture(w2v2BaseOf(j)))...))
+		}),
 	},
 	Settings: []Setting{{Flag: w2v2BERTBaseFlag, Env: "GPU_WORKER_W2V2BERT_BASE_MODEL",
 		Help: "where W2V2BERT jobs find facebook/w2v-bert-2.0: a hub id or a local copy of its snapshot (default: the hub id)"}},
@@ -48,34 +37,33 @@ var w2v2BERT = register(&Model{
 	ModelFile:        "base_model.tar",
 	Artifact:         "asr_model.tar",
 	Train: func(ctx context.Context, r *run) (string, error) {
-		base := or(r.Job.OptString("model.base_model"), or(r.setting(w2v2BERTBaseFlag), defaultW2V2BERTBase))
+		// The base the job or the operator names; else the engine's.
+		set := or(r.Job.OptString("model.base_model"), r.setting(w2v2BERTBaseFlag))
+		base := or(set, w2v2BaseOf(r.Job))
 		arch := asrArchitecture(base)
 		if r.Job.ModelSize != "tiny" {
 			r.fetchHub(ctx, base)
 		}
-		extra := map[string]any{"base_model": base, "architecture": arch, "add_adapter": arch == "w2v2bert"}
-		extra["mask_time_prob"] = 0.0
-		if arch == "wav2vec2" {
-			extra["mask_time_prob"] = 0.05
+		cfg := contract.NewCTCTrain("w2v2bert")
+		cfg.BaseModel, cfg.MaskTimeProb = set, r.Job.OptFloatPtr("mask_time_prob")
+		if r.Job.ModelSize == "tiny" && set != "" {
+			cfg.Architecture = arch // a tiny random model of the named base's kind
 		}
-		if v, ok := r.Job.Opt("mask_time_prob").(float64); ok {
-			extra["mask_time_prob"] = v
-		}
-		return trainCTC(ctx, r, "w2v2bert", extra)
+		return trainCTC(ctx, r, cfg, arch)
 	},
 	Infer: func(ctx context.Context, r *run, model string) error {
-		return transcribeCTC(ctx, r, "w2v2bert", model, nil)
+		return transcribeCTC(ctx, r, contract.NewCTCTranscribe("w2v2bert"), model)
 	},
 })
 
-const (
-	defaultW2V2BERTBase = "facebook/w2v-bert-2.0"
-	w2v2BERTBaseFlag    = "w2v2bert-base-model"
-)
+const w2v2BERTBaseFlag = "w2v2bert-base-model"
 
-// w2v2BaseOf is the pretrained model a W2V2BERT job fine-tunes.
+// w2v2BaseOf is the pretrained model a W2V2BERT job fine-tunes when the
+// operator names none: the job's, else the engine's default.
 func w2v2BaseOf(j *manifest.Job) string {
-	return or(strings.TrimSpace(j.OptString("model.base_model")), defaultW2V2BERTBase)
+	def, _ := contract.Engines().Default("w2v2bert", "train", "base_model")
+	s, _ := def.(string)
+	return or(strings.TrimSpace(j.OptString("model.base_model")), s)
 }
 
 // asrArchitecture tells a W2V2-BERT base from a wav2vec2-family one (which

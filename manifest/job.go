@@ -106,7 +106,7 @@ func parseJob(id string, raw map[string]any) *Job {
 		j.GPUs = g
 	}
 
-	j.Epochs = p.int(raw, "epochs", 1, 1_000_000)
+	j.Knobs.Epochs = p.optInt(raw, "epochs", 1, 1_000_000)
 	j.Training = p.filter(raw, "training")
 	j.IncludeGenerated = p.bool(p.mapping(raw, "training"), "training.include_generated")
 	inf := p.mapping(raw, "inference")
@@ -133,12 +133,12 @@ func parseJob(id string, raw map[string]any) *Job {
 	j.Canceled = p.bool(raw, "canceled")
 	j.AllowCPU = p.bool(raw, "allow_cpu")
 
-	j.BatchSize = p.int(raw, "batch_size", 1, 4096)
-	j.LearningRate = p.float(raw, "learning_rate", 0, 1)
-	j.ValSplit = p.float(raw, "val_split", 0, 0.9)
-	j.SaveInterval = p.int(raw, "save_interval", 1, 1_000_000)
-	j.GradientAccumulationSteps = p.int(raw, "gradient_accumulation_steps", 1, 1024)
-	j.WarmupSteps = p.int(raw, "warmup_steps", 0, 10_000_000)
+	j.Knobs.BatchSize = p.optInt(raw, "batch_size", 1, 4096)
+	j.Knobs.LearningRate = p.optFloat(raw, "learning_rate", 0, 1)
+	j.Knobs.ValSplit = p.optFloat(raw, "val_split", 0, 0.9)
+	j.Knobs.SaveInterval = p.optInt(raw, "save_interval", 1, 1_000_000)
+	j.Knobs.GradientAccumulationSteps = p.optInt(raw, "gradient_accumulation_steps", 1, 1024)
+	j.Knobs.WarmupSteps = p.optInt(raw, "warmup_steps", 0, 10_000_000)
 	j.CheckpointUploadInterval = p.interval(raw, "checkpoint_upload_interval")
 	j.problems = p.errs
 	j.Invalid = j.problemsError()
@@ -270,6 +270,33 @@ func (p *parser) float(m map[string]any, key string, lo, hi float64) float64 {
 		return 0
 	}
 	return f
+}
+
+// optInt is int for a knob: nil when the entry leaves it out (or it is
+// invalid, which is recorded), so 0 can be a value of its own.
+func (p *parser) optInt(m map[string]any, key string, lo, hi int) *int {
+	if m == nil || m[leaf(key)] == nil {
+		return nil
+	}
+	before := len(p.errs)
+	n := p.int(m, key, lo, hi)
+	if len(p.errs) > before {
+		return nil
+	}
+	return &n
+}
+
+// optFloat is float for a knob: nil when left out or invalid.
+func (p *parser) optFloat(m map[string]any, key string, lo, hi float64) *float64 {
+	if m == nil || m[leaf(key)] == nil {
+		return nil
+	}
+	before := len(p.errs)
+	f := p.float(m, key, lo, hi)
+	if len(p.errs) > before {
+		return nil
+	}
+	return &f
 }
 
 // interval reads minutes (a number) or a duration such as "90s" or "1h".

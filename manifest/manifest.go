@@ -63,7 +63,6 @@ type Job struct {
 	BaseCheckpoint string
 	ModelSize      string // tiny | default
 
-	Epochs           int
 	Training         Filter
 	IncludeGenerated bool // train also on generated text/audio nobody validated
 	Inference        Filter
@@ -73,14 +72,10 @@ type Job struct {
 	AllowCPU         bool
 	GPUs             int // >1: spread one job over several GPUs
 
-	// Common knobs; zero until Catalog.Resolve fills in the model's defaults.
-	BatchSize                 int
-	LearningRate              float64
-	ValSplit                  float64
-	SaveInterval              int
-	GradientAccumulationSteps int
-	WarmupSteps               int
-	CheckpointUploadInterval  time.Duration
+	// Knobs are the training knobs the job set; the engine's defaults
+	// apply to the others.
+	Knobs                    Knobs
+	CheckpointUploadInterval time.Duration
 
 	// Spec is the job's model once a Catalog resolved it; Options holds the
 	// model's own fields (see ModelSpec.Fields), defaults included.

@@ -47,20 +47,18 @@ var testCatalog = Catalog{
 	{Name: "StableTTS", Aliases: []string{"StableTTS-1.1"}, JobType: TTS, Engine: "stabletts",
 		Fields: []Field{
 			{Key: "voice_reference", Kind: RepoPath},
-			{Key: "model.frontend", Kind: Choice, Choices: []string{"auto", "ipa"}, Default: "auto"},
-			{Key: "inference.diffusion_steps", Kind: Int, Min: 1, Max: 1000, Default: 10},
-			{Key: "cfg_scale", Kind: Float, Min: 0, Max: 20, Default: 3.0},
+			{Key: "model.frontend", Kind: Choice, Choices: []string{"auto", "ipa"}, Engine: "train.frontend"},
+			{Key: "inference.diffusion_steps", Kind: Int, Min: 1, Max: 1000, Engine: "synthesize.steps"},
+			{Key: "cfg_scale", Kind: Float, Min: 0, Max: 20, Engine: "synthesize.cfg_scale"},
 		},
-		Defaults: func(j *Job) Knobs { return Knobs{Epochs: 1000, BatchSize: 8, LearningRate: 1e-4} },
-		Memory:   func(*Job) uint64 { return 1 }},
+		Memory: func(*Job) uint64 { return 1 }},
 	{Name: "W2V2BERT", Aliases: []string{"wav2vec2bert", "w2v-bert"}, JobType: ASR, Engine: "w2v2bert",
 		Fields: []Field{
-			{Key: "transmorgrifier.enabled", Kind: Bool, Default: true},
-			{Key: "text_normalization.lowercase", Kind: Bool, Default: true},
-			{Key: "text_normalization.remove_numbers", Kind: Bool, Default: false},
+			{Key: "transmorgrifier.enabled", Kind: Bool, Engine: "train.transmorgrifier.enabled"},
+			{Key: "text_normalization.lowercase", Kind: Bool, Engine: "train.text_normalization.lowercase"},
+			{Key: "text_normalization.remove_numbers", Kind: Bool, Engine: "train.text_normalization.remove_numbers"},
 		},
-		Defaults: func(j *Job) Knobs { return Knobs{Epochs: 10, BatchSize: 8, LearningRate: 5e-5} },
-		Memory:   func(*Job) uint64 { return 1 }},
+		Memory: func(*Job) uint64 { return 1 }},
 }
 
 func TestParseClientManifest(t *testing.T) {
@@ -90,24 +88,42 @@ func TestParseClientManifest(t *testing.T) {
 	if !j.Timeout.Equal(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) || j.OptString("voice_reference") != "files/audio/speaker_sample.webm" {
 		t.Errorf("timeout %v voice_reference %q", j.Timeout, j.OptString("voice_reference"))
 	}
-	if j.OptString("model.frontend") != "auto" || j.OptInt("inference.diffusion_steps") != 10 || j.Epochs != 1000 || j.BatchSize != 8 {
-		t.Errorf("defaults not applied: %v epochs %d batch %d", j.Options, j.Epochs, j.BatchSize)
+	// What the job set, and nothing else: the engine holds the defaults.
+	if j.Knobs.Epochs == nil || *j.Knobs.Epochs != 1000 || j.Knobs.BatchSize != nil || j.Set("model.frontend") || j.Set("inference.diffusion_steps") {
+		t.Errorf("knobs %+v options %v: want epochs 1000 and nothing else set", j.Knobs, j.Options)
 	}
 	a := m.Jobs[1]
 	if a.Invalid != nil {
 		t.Fatalf("job 1 invalid: %v", a.Invalid)
 	}
-	if a.JobType != ASR || a.ModelType != "W2V2BERT" || a.OptBool("transmorgrifier.enabled") || !a.OptBool("text_normalization.lowercase") || a.AudioFormat != "webm" {
+	if a.JobType != ASR || a.ModelType != "W2V2BERT" || a.OptBoolPtr("transmorgrifier.enabled") == nil || a.OptBool("transmorgrifier.enabled") ||
+		!a.OptBool("text_normalization.lowercase") || a.Set("text_normalization.remove_numbers") || a.AudioFormat != "webm" {
 		t.Errorf("asr job parsed as %+v", a)
 	}
-	if a.Epochs != 0 {
-		t.Errorf("inference job got training epochs %d", a.Epochs)
+	if a.Knobs.Epochs != nil {
+		t.Errorf("inference job got training epochs %d", *a.Knobs.Epochs)
 	}
 	if a.SubmittedAt.IsZero() {
 		t.Error("unquoted timestamp not read")
 	}
 	if s := m.Sorted(); s[0].ID != "asr1" {
 		t.Errorf("oldest first: got %s first", s[0].ID)
+	}
+}
+
+// A knob whose meaningful value is 0 keeps it: warmup_steps: 0 is no
+// warmup, not "unset".
+func TestZeroKnobsAreValues(t *testing.T) {
+	m, err := testCatalog.Parse([]byte("version: 1\njobs:\n  - {job_id: a, job_type: tts, mode: training, model: {type: StableTTS}, warmup_steps: 0, learning_rate: 0.0003}\n  - {job_id: b, job_type: tts, mode: training, model: {type: StableTTS}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := m.Jobs[0].Knobs, m.Jobs[1].Knobs
+	if a.WarmupSteps == nil || *a.WarmupSteps != 0 || a.LearningRate == nil || *a.LearningRate != 3e-4 {
+		t.Errorf("set knobs %+v", a)
+	}
+	if b.WarmupSteps != nil || b.LearningRate != nil || b.BatchSize != nil {
+		t.Errorf("knobs left out came back set: %+v", b)
 	}
 }
 

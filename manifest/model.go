@@ -20,9 +20,6 @@ type ModelSpec struct {
 	Summary string   // one line for help texts
 	Licence string   // of the published weights a job starts from
 	Fields  []Field  // model-specific manifest fields
-	// Defaults gives the common knobs a job left out; it may look at the
-	// job (its size, its base model).
-	Defaults func(j *Job) Knobs
 	// Memory estimates the GPU memory in bytes a job needs, checked against
 	// a device's free memory before the job is claimed.
 	Memory func(j *Job) uint64
@@ -30,15 +27,17 @@ type ModelSpec struct {
 	Check func(j *Job) []error
 }
 
-// Knobs are the common training knobs with per-model defaults.
+// Knobs are the common training knobs a job may set. nil is "the engine's
+// default": the engines hold every default (see package contract), so 0
+// is a value like any other (warmup_steps: 0 is no warmup).
 type Knobs struct {
-	Epochs                    int
-	BatchSize                 int
-	GradientAccumulationSteps int
-	WarmupSteps               int
-	SaveInterval              int
-	LearningRate              float64
-	ValSplit                  float64
+	Epochs                    *int
+	BatchSize                 *int
+	GradientAccumulationSteps *int
+	WarmupSteps               *int
+	SaveInterval              *int
+	LearningRate              *float64
+	ValSplit                  *float64
 }
 
 // FieldKind is how a model field's value is read.
@@ -61,8 +60,12 @@ type Field struct {
 	Choices []string
 	// Min and Max bound Int (inclusive) and Float (Min exclusive) values.
 	Min, Max float64
-	Default  any // the value a job gets when it leaves the field out
-	Help     string
+	// Engine names the engine configuration key the field sets,
+	// "<command>.<key>" (e.g. "synthesize.steps"): its default is the
+	// engine's, read from the engines' schema. Empty for a field the
+	// worker itself reads.
+	Engine string
+	Help   string
 }
 
 // Catalog is the set of models a worker runs.
@@ -144,9 +147,6 @@ func (c Catalog) Resolve(j *Job) {
 		for _, f := range spec.Fields {
 			j.Options[f.Key] = p.field(j.raw, f)
 		}
-		if spec.Defaults != nil {
-			j.applyDefaults(spec.Defaults(j))
-		}
 		if spec.Check != nil {
 			for _, err := range spec.Check(j) {
 				p.errs = append(p.errs, err)
@@ -155,18 +155,6 @@ func (c Catalog) Resolve(j *Job) {
 	}
 	j.problems = append(j.problems, p.errs...)
 	j.Invalid = j.problemsError()
-}
-
-func (j *Job) applyDefaults(k Knobs) {
-	if j.Epochs == 0 && j.Trains() {
-		j.Epochs = k.Epochs
-	}
-	j.BatchSize = or(j.BatchSize, k.BatchSize)
-	j.GradientAccumulationSteps = or(j.GradientAccumulationSteps, k.GradientAccumulationSteps)
-	j.WarmupSteps = or(j.WarmupSteps, k.WarmupSteps)
-	j.SaveInterval = or(j.SaveInterval, k.SaveInterval)
-	j.LearningRate = or(j.LearningRate, k.LearningRate)
-	j.ValSplit = or(j.ValSplit, k.ValSplit)
 }
 
 // field reads one model field from the entry (nil when absent: Default).
@@ -179,7 +167,7 @@ func (p *parser) field(raw map[string]any, f Field) any {
 		}
 	}
 	if m == nil || m[leaf(f.Key)] == nil {
-		return f.Default
+		return nil
 	}
 	switch f.Kind {
 	case Bool:
@@ -196,23 +184,51 @@ func (p *parser) field(raw map[string]any, f Field) any {
 			}
 		}
 		p.fail(f.Key, "%q is not one of %s", v, strings.Join(f.Choices, ", "))
-		return f.Default
+		return nil
 	case RepoPath:
 		v := p.str(m, f.Key)
 		if v == "" {
-			return f.Default
+			return nil
 		}
 		if err := ValidateRepoPath(v, ""); err != nil {
 			p.fail(f.Key, "%v", err)
-			return f.Default
+			return nil
 		}
 		return v
 	}
 	return p.str(m, f.Key)
 }
 
-// Opt is a model field's value (its default when the job left it out).
+// Opt is a model field's value; nil when the job left it out.
 func (j *Job) Opt(key string) any { return j.Options[key] }
+
+// Set reports whether the job set a model field.
+func (j *Job) Set(key string) bool { return j.Options[key] != nil }
+
+// OptBoolPtr is a Bool field's value, nil when left out.
+func (j *Job) OptBoolPtr(key string) *bool {
+	if b, ok := j.Options[key].(bool); ok {
+		return &b
+	}
+	return nil
+}
+
+// OptIntPtr is an Int field's value, nil when left out.
+func (j *Job) OptIntPtr(key string) *int {
+	if n, ok := j.Options[key].(int); ok {
+		return &n
+	}
+	return nil
+}
+
+// OptFloatPtr is a Float field's value, nil when left out.
+func (j *Job) OptFloatPtr(key string) *float64 {
+	if j.Options[key] == nil {
+		return nil
+	}
+	f := j.OptFloat(key)
+	return &f
+}
 
 // OptBool is a Bool field's value.
 func (j *Job) OptBool(key string) bool { b, _ := j.Options[key].(bool); return b }
@@ -245,16 +261,16 @@ func spellingKey(s string) string {
 }
 
 // FieldHelp formats a field for help texts: "model.frontend (auto|ipa|…,
-// default auto): what it does".
-func (f Field) FieldHelp() string {
+// default auto): what it does"; def is the default to show (nil: none).
+func (f Field) FieldHelp(def any) string {
 	var b strings.Builder
 	b.WriteString(f.Key)
 	var attrs []string
 	if len(f.Choices) > 0 {
 		attrs = append(attrs, strings.Join(f.Choices, "|"))
 	}
-	if f.Default != nil && f.Default != "" {
-		attrs = append(attrs, fmt.Sprintf("default %v", f.Default))
+	if def != nil && def != "" {
+		attrs = append(attrs, fmt.Sprintf("default %v", def))
 	}
 	if len(attrs) > 0 {
 		b.WriteString(" (" + strings.Join(attrs, ", ") + ")")

@@ -75,9 +75,9 @@ func projectJobs(ctx context.Context, models manifest.Catalog, p project.Project
 	var rows []JobRow
 	for _, j := range m.Jobs {
 		row := JobRow{Project: p.Name(), ID: j.ID, Name: j.Name, JobType: j.JobType, Mode: j.Mode,
-			State: Pending, Epoch: -1, Epochs: j.Epochs, SubmittedAt: j.SubmittedAt}
-		if !j.Trains() {
-			row.Epochs = 0
+			State: Pending, Epoch: -1, SubmittedAt: j.SubmittedAt}
+		if j.Trains() && j.Knobs.Epochs != nil {
+			row.Epochs = *j.Knobs.Epochs // else the engine's default: the progress says
 		}
 		switch {
 		case claimed[manifest.ResponsePath(j.ID)]:

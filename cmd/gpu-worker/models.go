@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"gpu-worker/contract"
 	"gpu-worker/handlers"
 )
 
@@ -20,10 +21,22 @@ func modelsCmd(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "  weights licence: %s\n", s.Licence)
 		if len(s.Fields) > 0 {
-			fmt.Fprintln(stdout, "  manifest fields:")
+			fmt.Fprintln(stdout, "  manifest fields (defaults are the engine's):")
 			for _, f := range s.Fields {
-				fmt.Fprintf(stdout, "    %s\n", f.FieldHelp())
+				var def any
+				if d := m.FieldDefault(f); d != "" {
+					def = d
+				}
+				fmt.Fprintf(stdout, "    %s\n", f.FieldHelp(def))
 			}
+		}
+		fmt.Fprintln(stdout, "  training knobs (manifest key: the engine's default):")
+		for _, k := range m.Knobs() {
+			d := contract.Engines().Describe(s.Engine, "train", k.Engine)
+			if k.Engine != k.Manifest {
+				d += " (engine key " + k.Engine + ")"
+			}
+			fmt.Fprintf(stdout, "    %s: %s\n", k.Manifest, d)
 		}
 		for _, st := range m.Settings {
 			fmt.Fprintf(stdout, "  operator setting --%s (%s): %s\n", st.Flag, st.Env, st.Help)

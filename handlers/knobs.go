@@ -1,0 +1,44 @@
+package handlers
+
+import (
+	"strings"
+
+	"gpu-worker/contract"
+	"gpu-worker/manifest"
+)
+
+// conditions pick the engines' presets that apply to a job (its size, and
+// extra ones such as the base's architecture), to read its defaults from
+// the engines' schema.
+func conditions(j *manifest.Job, extra ...string) []string {
+	var c []string
+	if j.ModelSize != "" {
+		c = append(c, "size="+j.ModelSize)
+	}
+	return append(c, extra...)
+}
+
+// Knob is a common training knob: its manifest key and the engine key it
+// sets.
+type Knob struct{ Manifest, Engine string }
+
+// Knobs are the common training knobs of the model's train command.
+func (m *Model) Knobs() []Knob {
+	save := "save_every_steps"
+	if m.Spec.Engine == "stabletts" {
+		save = "save_every_epochs"
+	}
+	return []Knob{{"epochs", "epochs"}, {"batch_size", "batch_size"},
+		{"gradient_accumulation_steps", "gradient_accumulation_steps"}, {"learning_rate", "learning_rate"},
+		{"warmup_steps", "warmup_steps"}, {"val_split", "val_split"}, {"save_interval", save}}
+}
+
+// FieldDefault is what the engine gives a manifest field the job leaves
+// out ("" when the worker itself reads the field).
+func (m *Model) FieldDefault(f manifest.Field) string {
+	command, key, ok := strings.Cut(f.Engine, ".")
+	if !ok {
+		return ""
+	}
+	return contract.Engines().Describe(m.Spec.Engine, command, key)
+}
