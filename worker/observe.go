@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -140,7 +142,7 @@ func (o *Observer) Scan(ctx context.Context) (Queue, error) {
 	q := Queue{At: time.Now()}
 	q.Took = q.At.Sub(start)
 	kept := map[string]bool{}
-	for _, name := range sortedKeys(o.views) {
+	for _, name := range slices.Sorted(maps.Keys(o.views)) {
 		for _, j := range o.views[name] {
 			q.Jobs = append(q.Jobs, j)
 			kept[jobKey(name, j.Job.ID)] = true
@@ -199,13 +201,4 @@ func (o *Observer) since(project string, j *manifest.Job, now time.Time) time.Ti
 		return j.SubmittedAt
 	}
 	return first
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

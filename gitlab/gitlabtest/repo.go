@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -118,7 +119,7 @@ func (s *Server) UserCommit(t testing.TB, projectPath, message string, files map
 	defer s.mu.Unlock()
 	b := p.branches[p.defaultBranch]
 	var acts []actionReq
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		content := files[name]
 		_, exists := b.files[name]
 		switch {
@@ -161,15 +162,6 @@ func (s *Server) Commits(projectPath string) []Commit {
 		out[i] = c
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func blobID(content []byte) string {
