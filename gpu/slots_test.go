@@ -203,8 +203,8 @@ func TestCheckFree(t *testing.T) {
 // The estimate is the job's model's; a job whose model is not resolved is
 // never waved through with "needs nothing".
 func TestEstimateMemoryFromModel(t *testing.T) {
-	spec := &manifest.ModelSpec{Memory: func(j *manifest.Job) uint64 { return uint64(j.BatchSize) * GiB }}
-	if got := EstimateMemory(&manifest.Job{Spec: spec, BatchSize: 3}); got != 3*GiB {
+	spec := &manifest.ModelSpec{Memory: func(j *manifest.Job) uint64 { return uint64(*j.Knobs.BatchSize) * GiB }}
+	if got := EstimateMemory(&manifest.Job{Spec: spec, Knobs: manifest.Knobs{BatchSize: func() *int { n := 3; return &n }()}}); got != 3*GiB {
 		t.Errorf("estimate %d, want the model's 3 GiB", got)
 	}
 	if got := EstimateMemory(&manifest.Job{ModelType: "Whatever"}); got < 8*GiB {

@@ -29,7 +29,7 @@ func TestSubmitCreatesManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := m.Find(id)
-	if j == nil || j.Invalid != nil || j.Kind() != "asr/w2v2bert/training" || j.Epochs != 5 || j.Priority != 2 ||
+	if j == nil || j.Invalid != nil || j.Kind() != "asr/w2v2bert/training" || j.Knobs.Epochs == nil || *j.Knobs.Epochs != 5 || j.Priority != 2 ||
 		!j.AllowCPU || j.Canceled || !j.SubmittedAt.Equal(now) || len(j.Training.Exclude) != 1 {
 		t.Fatalf("job as the worker reads it: %+v", j)
 	}

@@ -71,7 +71,7 @@ func TestOperatorCommandsOnLocalProject(t *testing.T) {
 	}
 	id := strings.Fields(out)[2]
 	m, err := manifest.Parse(mustRead(t, filepath.Join(dir, manifest.Path)))
-	if err != nil || m.Find(id) == nil || m.Find(id).Epochs != 7 || m.Find(id).Priority != 3 {
+	if err != nil || m.Find(id) == nil || m.Find(id).Knobs.Epochs == nil || *m.Find(id).Knobs.Epochs != 7 || m.Find(id).Priority != 3 {
 		t.Fatalf("manifest after submit: %v %+v", err, m)
 	}
 	code, out, _ = run("jobs", "--project-dir", dir)
