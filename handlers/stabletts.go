@@ -192,7 +192,7 @@ func trainTTS(ctx context.Context, r *run) (string, error) {
 	res2["final_checkpoint_path"] = modelPath(job.ID, "final_model.pt")
 	res2["metrics_path"] = modelPath(job.ID, "metrics.csv")
 	res2["base_model"] = or(base, "none (trained from scratch)")
-	copyKeys(res2, res, "best_epoch", "best_val_loss", "epochs_completed", "gpu_memory_peak", "frontend", "unmapped_characters", "parameters")
+	copyKeys(res2, res, "best_epoch", "best_val_loss", "epochs_completed", "gpu_memory_peak", "frontend", "unmapped_characters", "parameters", "hyperparameters")
 	r.warnUnmapped(res)
 	return best, nil
 }
