@@ -113,9 +113,6 @@ class TrainConfig:
     max_duration: float = 20.0  # seconds; longer items are skipped (memory)
     stop_at_step: int | None = None  # stop (with a resumable checkpoint) at this optimizer step
     bucket_size: int = 32  # batches per length bucket when shuffling
-    # the style encoder sees a random window of this share of each training utterance
-    ref_min_share: float = 1 / 3
-    ref_max_share: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -132,8 +129,6 @@ class TrainConfig:
                 raise EngineError(f"config: {name} must be at least 1")
         if not 0 <= cfg.val_split < 1:
             raise EngineError("config: val_split must be in [0, 1)")
-        if not 0 < cfg.ref_min_share <= cfg.ref_max_share <= 1:
-            raise EngineError("config: need 0 < ref_min_share <= ref_max_share <= 1")
         if not cfg.dataset or not cfg.output_dir:
             raise EngineError("config: dataset and output_dir are required")
         return cfg

@@ -134,6 +134,8 @@ def run(config: dict, stop) -> dict:
         if rank == 0:
             ckpt.save_model(model, Meta(cfg, fe, meta.size, meta.origin,
                                         {"kind": kind, **info}, published=False), path)
+            if kind == "best":  # the name KdaiP's tools continue from
+                ckpt.link_kdaip_name(path, info["epoch"])
             events.emit("checkpoint", path=path, epoch=info.get("epoch"), step=step, kind=kind)
 
     def save_resumable(ep: int, pos: int) -> str:
@@ -166,7 +168,7 @@ def run(config: dict, stop) -> dict:
             parts = {k: 0.0 for k in LOSSES}
             for i, b in enumerate(group):
                 x, xl, y, yl = data.collate([train_set[j] for j in b], device)
-                ref, rl = data.reference_windows(y, yl, tc.ref_min_share, tc.ref_max_share)
+                ref, rl = data.style_windows(y, yl)
                 sync = world == 1 or i == len(group) - 1
                 with (nullcontext() if sync else net.no_sync()), amp:
                     losses = net(x, xl, y, yl, ref, rl)
@@ -233,6 +235,7 @@ def run(config: dict, stop) -> dict:
         if not os.path.exists(paths["best"]):  # stopped before the first epoch ended
             save("best", paths["best"], epoch=epoch, step=step)
         result.update(best_model=paths["best"], final_model=paths["final"],
+                      kdaip_checkpoint=ckpt.kdaip_name(paths["best"]),
                       best_model_meta=ckpt.sidecar_path(paths["best"]),
                       final_model_meta=ckpt.sidecar_path(paths["final"]),
                       metrics_csv=metrics.path if metrics.rows else None,
@@ -254,7 +257,7 @@ def validate(model: StableTTS, val_set, tc: TrainConfig, device, amp) -> dict:
     for s in range(0, len(val_set), tc.batch_size):
         part = val_set[s:s + tc.batch_size]
         x, xl, y, yl = data.collate(part, device)
-        ref, rl = data.reference_windows(y, yl, tc.ref_min_share, tc.ref_max_share, gen)
+        ref, rl = data.style_windows(y, yl, gen)
         with amp:
             losses = model(x, xl, y, yl, ref, rl, generator=gen)
         for k in LOSSES:
