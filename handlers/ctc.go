@@ -90,7 +90,7 @@ func trainCTC(ctx context.Context, r *run, cfg *contract.CTCTrain, arch string) 
 	}
 	name := r.model.Artifact
 	artifact := str(res["artifact"], filepath.Join(outDir, name))
-	acts, err := uploadOutputs(ctx, r.Project, job.ID, map[string]string{
+	acts, err := r.uploadOutputs(ctx, map[string]string{
 		name:          artifact,
 		"metrics.csv": str(res["metrics_csv"], filepath.Join(outDir, "metrics.csv")),
 		"loss.png":    str(res["loss_png"], filepath.Join(outDir, "loss.png")),

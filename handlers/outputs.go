@@ -11,9 +11,11 @@ import (
 	"gpu-worker/project"
 )
 
-// uploadOutputs stores model files (LFS) and small reports (plain) under
-// gpu_jobs/job_<id>/models/. Missing optional files are left out.
-func uploadOutputs(ctx context.Context, p project.Project, jobID string, files map[string]string) ([]project.Action, error) {
+// uploadOutputs stores an engine's model files (LFS) and small reports
+// (plain) under gpu_jobs/job_<id>/models/. Missing optional files are left
+// out; every file must be the engine's own, inside the job's folder.
+func (r *run) uploadOutputs(ctx context.Context, files map[string]string) ([]project.Action, error) {
+	p, jobID := r.Project, r.Job.ID
 	var acts []project.Action
 	for name, local := range files {
 		if !fileExists(local) {
@@ -21,6 +23,9 @@ func uploadOutputs(ctx context.Context, p project.Project, jobID string, files m
 				return nil, fmt.Errorf("engine did not write %s", name)
 			}
 			continue
+		}
+		if err := engineFile(r.WorkDir, local); err != nil {
+			return nil, err
 		}
 		var act project.Action
 		var err error

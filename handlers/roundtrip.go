@@ -91,6 +91,9 @@ func (r *run) roundTripCER(ctx context.Context, wavs, texts map[string]string) (
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
+		if err := engineFile(r.WorkDir, wavs[id]); err != nil {
+			return 0, "skipped: " + err.Error()
+		}
 		name := fmt.Sprintf("%03d.wav", len(entries))
 		secs, err := audio.Clean(ctx, wavs[id], filepath.Join(dir, name), audio.CleanOptions{SampleRate: 16000})
 		if err != nil {

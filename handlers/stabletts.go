@@ -160,7 +160,7 @@ func trainTTS(ctx context.Context, r *run) (string, error) {
 		if best := filepath.Join(outDir, "best_model.pt"); fileExists(best) {
 			sctx, cancel := afterJob(ctx)
 			defer cancel()
-			if acts, aerr := uploadOutputs(sctx, r.Project, job.ID, map[string]string{
+			if acts, aerr := r.uploadOutputs(sctx, map[string]string{
 				"best_model.pt": best, "best_model.json": sidecar(best)}); aerr == nil {
 				r.out.Actions = append(r.out.Actions, acts...)
 				r.out.Result["checkpoint_path"] = modelPath(job.ID, "best_model.pt")
@@ -172,14 +172,21 @@ func trainTTS(ctx context.Context, r *run) (string, error) {
 	best := str(res["best_model"], filepath.Join(outDir, "best_model.pt"))
 	final := str(res["final_model"], filepath.Join(outDir, "final_model.pt"))
 	r.evaluateTTS(ctx, best, res)
-	acts, err := uploadOutputs(ctx, r.Project, job.ID, map[string]string{
+	outputs := map[string]string{
 		"best_model.pt":    best,
 		"best_model.json":  sidecar(best),
 		"final_model.pt":   final,
 		"final_model.json": sidecar(final),
 		"metrics.csv":      str(res["metrics_csv"], filepath.Join(outDir, "metrics.csv")),
 		"loss.png":         str(res["loss_png"], filepath.Join(outDir, "loss.png")),
-	})
+	}
+	// The published code's continue_training reads a folder of
+	// <name>_<epoch>.pt files only: the best model again under that name
+	// (the same LFS object, so nothing more is uploaded).
+	if k := str(res["kdaip_checkpoint"], ""); k != "" {
+		outputs["kdaip/"+filepath.Base(k)] = k
+	}
+	acts, err := r.uploadOutputs(ctx, outputs)
 	if err != nil {
 		return "", err
 	}
@@ -191,6 +198,9 @@ func trainTTS(ctx context.Context, r *run) (string, error) {
 	res2["checkpoint_path"] = modelPath(job.ID, "best_model.pt")
 	res2["final_checkpoint_path"] = modelPath(job.ID, "final_model.pt")
 	res2["metrics_path"] = modelPath(job.ID, "metrics.csv")
+	if k := str(res["kdaip_checkpoint"], ""); k != "" {
+		res2["kdaip_checkpoint_path"] = modelPath(job.ID, "kdaip/"+filepath.Base(k))
+	}
 	res2["base_model"] = or(base, "none (trained from scratch)")
 	copyKeys(res2, res, "best_epoch", "best_val_loss", "epochs_completed", "gpu_memory_peak", "frontend", "unmapped_characters", "parameters", "hyperparameters")
 	r.warnUnmapped(res)
@@ -313,6 +323,9 @@ func synthesizeTTS(ctx context.Context, r *run, model string) error {
 // attachAudio encodes a synthesised verse, stores it in LFS where the
 // editor keeps recordings and adds the cell's new take to the outcome.
 func (r *run) attachAudio(ctx context.Context, it codex.Item, wav string) error {
+	if err := engineFile(r.WorkDir, wav); err != nil {
+		return err
+	}
 	format := r.Job.AudioFormat
 	id := codex.NewAudioID(time.Now())
 	encoded := filepath.Join(r.WorkDir, "encoded", id+"."+format)
