@@ -469,7 +469,8 @@ func (w *Worker) retain() {
 			dirs = append(dirs, e.Name())
 		}
 	}
-	// Names end in a UTC datetime; the newest sort last by modification time.
+	// Oldest first by the folder's modification time, which new files in it
+	// move; the name (job id first) only breaks ties for unreadable ones.
 	sort.Slice(dirs, func(a, b int) bool {
 		ia, _ := os.Stat(filepath.Join(w.cfg.WorkDir, dirs[a]))
 		ib, _ := os.Stat(filepath.Join(w.cfg.WorkDir, dirs[b]))
