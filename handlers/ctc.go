@@ -97,7 +97,7 @@ func trainCTC(ctx context.Context, r *run, engineName string, extra map[string]a
 		}
 		cfg["base_checkpoint"] = base
 	}
-	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, engine: engineName, panelCSV: filepath.Join(outDir, "training_metrics.csv")}
+	tr := newTraining(r.JobEnv, r.cfg, engineName, outDir)
 	res, err := tr.run(ctx, cfg)
 	tr.report(r.out.Result)
 	if err != nil {

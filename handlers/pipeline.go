@@ -209,7 +209,7 @@ func (r *run) changes() worker.Changes {
 
 // engine runs one engine command for the job.
 func (r *run) engine(ctx context.Context, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
-	return runEngine(ctx, r.cfg.Engine, r.JobEnv, name, command, cfg, onEvent)
+	return r.cfg.runEngine(ctx, r.JobEnv, name, command, cfg, onEvent)
 }
 
 // author names the job in the edits it makes.

@@ -14,7 +14,6 @@ import (
 
 	"gpu-worker/atomicfile"
 	"gpu-worker/engine"
-	"gpu-worker/gpu"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 	"gpu-worker/worker"
@@ -41,7 +40,7 @@ func panelMetricsPath(jobID string) string {
 // retried with half the batch and twice the accumulation.
 type training struct {
 	env    *worker.JobEnv
-	runner *engine.Runner
+	cfg    Config
 	engine string
 	// panelCSV is the engine's training_metrics.csv, uploaded with each
 	// checkpoint so the job panel can draw the losses while it trains.
@@ -55,6 +54,12 @@ type training struct {
 	lastPortable string // newest upload-sized checkpoint (no optimizer state)
 	resumed      bool
 	epochsRun    map[int]bool // epochs this run trained, for the result
+}
+
+// newTraining is a training run of engine for env's job; outDir is the
+// engine's output_dir.
+func newTraining(env *worker.JobEnv, cfg Config, engine, outDir string) *training {
+	return &training{env: env, cfg: cfg, engine: engine, panelCSV: filepath.Join(outDir, "training_metrics.csv")}
 }
 
 // run trains with cfg (which it may adjust for OOM retries) and returns the
@@ -78,18 +83,21 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 	batch, _ := cfg["batch_size"].(int)
 	accum, _ := cfg["gradient_accumulation_steps"].(int)
 	var res map[string]any
-	err := gpu.RunWithOOMRetry(ctx, func(batch, accum int) error {
+	err := runWithOOMRetry(ctx, func(batch, accum int) error {
 		cfg["batch_size"], cfg["gradient_accumulation_steps"] = batch, accum
 		var err error
-		res, err = runEngine(ctx, t.runner, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
+		res, err = t.cfg.runEngine(ctx, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
 		return err
-	}, batch, accum, 3, func(batch, accum int) {
+	}, batch, accum, maxOOMHalvings, func(batch, accum int) {
 		if ck := t.latest(); ck != "" {
 			cfg["resume"] = ck
 		}
-		msg := gpu.OOMNote(batch, accum)
+		msg := oomNote(batch, accum)
 		env.Log.Warn(msg)
 		env.Report(worker.Progress{Message: msg})
+		if t.cfg.OOMRetried != nil {
+			t.cfg.OOMRetried()
+		}
 	})
 	t.uploading.Wait()
 	return res, err
@@ -250,23 +258,6 @@ func (t *training) fetchResume(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("download %s: %w", resumePath(t.env.Job.ID), err)
 	}
 	return dst, nil
-}
-
-// runEngine runs one engine command on the job's share of the GPUs, after
-// checking their free memory, and records the peak memory it used.
-func runEngine(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, name, command string, cfg map[string]any, onEvent func(engine.Event)) (map[string]any, error) {
-	lister, _ := gpu.Default()
-	done, err := gpu.Watch(ctx, lister, env.Slot, env.Job)
-	if err != nil {
-		return nil, err
-	}
-	base := *runner
-	base.Env = append(append([]string(nil), runner.Env...), env.Slot.Env...)
-	res, err := gpu.RunnerFor(&base, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
-	if peak := done(); len(peak) > 0 && res != nil {
-		res["gpu_memory_peak"] = peak
-	}
-	return res, err
 }
 
 // afterJob gives work that saves a stopped job's outputs a context of its own.

@@ -15,7 +15,6 @@ import (
 	"gpu-worker/engine"
 	"gpu-worker/gpu"
 	"gpu-worker/manifest"
-	"gpu-worker/ops"
 	"gpu-worker/project"
 	"gpu-worker/worker"
 )
@@ -161,7 +160,7 @@ func trainTTS(ctx context.Context, r *run) (string, error) {
 	if base != "" {
 		cfg["base_checkpoint"] = base
 	}
-	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, engine: "stabletts", panelCSV: filepath.Join(outDir, "training_metrics.csv")}
+	tr := newTraining(r.JobEnv, r.cfg, "stabletts", outDir)
 	res, err := tr.run(ctx, cfg)
 	tr.report(r.out.Result)
 	if err != nil {
@@ -363,8 +362,8 @@ func (r *run) warnUnmapped(res map[string]any) {
 }
 
 // doctorTTS checks that the configured vocoder and base model load.
-func doctorTTS(cfg Config) []ops.Check {
-	return []ops.Check{{
+func doctorTTS(cfg Config) []Check {
+	return []Check{{
 		Name: "TTS vocoder and base model",
 		Fix: fmt.Sprintf("download vocos.pt and checkpoint_0.pt from the KdaiP/StableTTS1.1 model repository and set --%s and --%s (README \"Models\")",
 			ttsVocoderFlag, ttsBaseModelFlag),
