@@ -36,8 +36,9 @@ func panelMetricsPath(jobID string) string {
 }
 
 // training runs an engine's train command: progress drives heartbeats,
-// resumable checkpoints are uploaded periodically, an out-of-memory error is
-// retried with half the batch and twice the accumulation.
+// resumable checkpoints are uploaded periodically, one at a time, an
+// out-of-memory error is retried with half the batch and twice the
+// accumulation.
 type training struct {
 	env    *worker.JobEnv
 	cfg    Config
@@ -48,12 +49,16 @@ type training struct {
 
 	mu           sync.Mutex
 	lastCkpt     string // newest resumable checkpoint on disk
-	uploaded     string // newest one committed to the project
 	lastUpload   time.Time
-	uploading    sync.WaitGroup
 	lastPortable string // newest upload-sized checkpoint (no optimizer state)
 	resumed      bool
 	epochsRun    map[int]bool // epochs this run trained, for the result
+
+	// due wakes the uploader when a checkpoint comes due; one waiting wake
+	// is enough, since it uploads the newest checkpoint there is.
+	due chan struct{}
+	// snapshots numbers the uploads' copies (the uploader's alone).
+	snapshots int
 }
 
 // newTraining is a training run of engine for env's job; outDir is the
@@ -79,6 +84,16 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 	}
 	t.lastUpload = time.Now()
 	t.epochsRun = map[int]bool{}
+	t.due = make(chan struct{}, 1)
+	engineDone := make(chan struct{})
+	uploaderDone := make(chan struct{})
+	go func() {
+		defer close(uploaderDone)
+		t.uploads(ctx, engineDone)
+	}()
+	// An upload under way when the engine stops lands first: the outputs or
+	// the interrupted run's checkpoint (partial) commit after it.
+	defer func() { close(engineDone); <-uploaderDone }()
 	interval := or(env.Job.CheckpointUploadInterval, defaultCheckpointUpload)
 	batch, _ := cfg["batch_size"].(int)
 	accum, _ := cfg["gradient_accumulation_steps"].(int)
@@ -86,7 +101,7 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 	err := runWithOOMRetry(ctx, func(batch, accum int) error {
 		cfg["batch_size"], cfg["gradient_accumulation_steps"] = batch, accum
 		var err error
-		res, err = t.cfg.runEngine(ctx, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
+		res, err = t.cfg.runEngine(ctx, env, t.engine, "train", cfg, func(ev engine.Event) { t.onEvent(ev, interval) })
 		return err
 	}, batch, accum, maxOOMHalvings, func(batch, accum int) {
 		if ck := t.latest(); ck != "" {
@@ -99,11 +114,10 @@ func (t *training) run(ctx context.Context, cfg map[string]any) (map[string]any,
 			t.cfg.OOMRetried()
 		}
 	})
-	t.uploading.Wait()
 	return res, err
 }
 
-func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.Duration) {
+func (t *training) onEvent(ev engine.Event, interval time.Duration) {
 	switch ev.Kind {
 	case "progress":
 		t.mu.Lock()
@@ -138,14 +152,36 @@ func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.D
 			t.lastUpload = time.Now()
 		}
 		t.mu.Unlock()
-		if due && ctx.Err() == nil {
-			t.uploading.Add(1)
-			go func() {
-				defer t.uploading.Done()
-				if err := t.upload(ctx, ev.Path); err != nil {
-					t.env.Log.Warn("checkpoint upload failed; will try again at the next one", "err", err)
-				}
-			}()
+		if due {
+			select {
+			case t.due <- struct{}{}:
+			default: // a wake is waiting already
+			}
+		}
+	}
+}
+
+// uploads commits the newest checkpoint each time one comes due, one upload
+// at a time, until the engine is done (what is due then is left to the
+// outputs or partial) or the job's context ends.
+func (t *training) uploads(ctx context.Context, engineDone <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-engineDone:
+			return
+		case <-t.due:
+			select { // the wake may have come with the end
+			case <-ctx.Done():
+				return
+			case <-engineDone:
+				return
+			default:
+			}
+			if err := t.upload(ctx, t.latestUpload()); err != nil && ctx.Err() == nil {
+				t.env.Log.Warn("checkpoint upload failed; will try again at the next one", "err", err)
+			}
 		}
 	}
 }
@@ -166,11 +202,13 @@ func (t *training) latestUpload() string {
 
 // upload commits a resumable checkpoint with a heartbeat (lease-guarded).
 func (t *training) upload(ctx context.Context, local string) error {
-	// The engine rotates checkpoints: copy first so the file cannot vanish
-	// while it streams.
-	snap := filepath.Join(t.env.WorkDir, "upload-resume.pt")
+	// The engine rotates its checkpoints: a copy of this upload's own keeps
+	// the file whole from its hash to the last byte sent.
+	t.snapshots++
+	snap := filepath.Join(t.env.WorkDir, fmt.Sprintf("upload-%d.pt", t.snapshots))
+	defer os.Remove(snap)
 	if err := copyFile(local, snap); err != nil {
-		return err
+		return fmt.Errorf("snapshot checkpoint: %w", err)
 	}
 	act, err := lfsAction(ctx, t.env.Project, snap, resumePath(t.env.Job.ID))
 	if err != nil {
@@ -183,10 +221,7 @@ func (t *training) upload(ctx context.Context, local string) error {
 	if err := t.env.Commit(ctx, "Checkpoint job "+t.env.Job.ID, acts); err != nil {
 		return err
 	}
-	t.mu.Lock()
-	t.uploaded = local
-	t.mu.Unlock()
-	t.env.Log.Info("uploaded resumable checkpoint", "path", resumePath(t.env.Job.ID))
+	t.env.Log.Info("uploaded resumable checkpoint", "path", resumePath(t.env.Job.ID), "from", filepath.Base(local))
 	return nil
 }
 
