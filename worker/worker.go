@@ -469,8 +469,7 @@ func (w *Worker) retain() {
 			dirs = append(dirs, e.Name())
 		}
 	}
-	// Oldest first by the folder's modification time, which new files in it
-	// move; the name (job id first) only breaks ties for unreadable ones.
+	// Oldest first by modification time; the name orders only unreadable ones.
 	sort.Slice(dirs, func(a, b int) bool {
 		ia, _ := os.Stat(filepath.Join(w.cfg.WorkDir, dirs[a]))
 		ib, _ := os.Stat(filepath.Join(w.cfg.WorkDir, dirs[b]))
