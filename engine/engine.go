@@ -36,8 +36,11 @@ type Event struct {
 	Val    map[string]float64 `json:"val"`
 
 	// checkpoint / item
-	Path       string `json:"path"`
-	Checkpoint string `json:"kind"` // checkpoint: resumable|best|final; error: oom|...
+	Path string `json:"path"`
+	// Kind of a checkpoint: resumable (with optimizer state, stays on the
+	// machine), portable (without, the one uploaded for a takeover), best or
+	// final; of an error: oom, refused (a project file failed its check)...
+	Checkpoint string `json:"kind"`
 	ID         string `json:"id"`
 
 	// error / warning

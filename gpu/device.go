@@ -1,12 +1,12 @@
-// Package gpu knows the host's GPUs: which there are, how much memory they
-// have free, how they are shared among concurrent jobs, and how a job that
-// ran out of memory is retried with smaller batches.
+// Package gpu knows the host's GPUs: which there are, which of them an
+// operator groups into slots (--gpus), how much memory they have free and
+// how much an engine used. It knows nothing of jobs: what a job gets is
+// decided by whoever runs it, by device index.
 package gpu
 
 import (
 	"context"
 	"sort"
-	"sync"
 )
 
 // Device is one GPU as the driver reports it. Index is NVML's (PCI bus
@@ -42,26 +42,14 @@ type None struct{ Reason string }
 func (None) Devices(context.Context) ([]Device, error) { return nil, nil }
 
 // Discover opens NVML. Without a driver or library it returns None with the
-// reason instead of failing: the worker then runs CPU jobs only.
+// reason instead of failing: the worker then runs CPU jobs only. A command
+// discovers once and hands the lister to what needs it.
 func Discover() (Lister, string) {
 	l, err := openNVML()
 	if err != nil {
 		return None{Reason: err.Error()}, err.Error()
 	}
 	return l, ""
-}
-
-var (
-	defaultOnce   sync.Once
-	defaultLister Lister
-	defaultReason string
-)
-
-// Default is Discover done once per process, shared by the daemon, its
-// metrics and the handlers.
-func Default() (Lister, string) {
-	defaultOnce.Do(func() { defaultLister, defaultReason = Discover() })
-	return defaultLister, defaultReason
 }
 
 // GiB is a gibibyte, for estimates and messages.

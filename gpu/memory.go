@@ -4,10 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
-
-	"gpu-worker/manifest"
-	"gpu-worker/worker"
 )
 
 // InsufficientMemoryError says a device lacks the memory a job needs.
@@ -50,31 +46,3 @@ func CheckFree(ctx context.Context, l Lister, indices []int, need uint64) error 
 	}
 	return nil
 }
-
-// Watch is what a handler does around an engine run: check that the job's
-// GPUs in its slot have the memory the job is estimated to need
-// (*InsufficientMemoryError when not), then sample them. Call done when the
-// engine has stopped: it returns the peak per GPU in MiB, for the result
-// (empty on a CPU slot).
-func Watch(ctx context.Context, l Lister, slot worker.Slot, j *manifest.Job) (done func() map[string]any, err error) {
-	share := Share(slot, j)
-	if err := CheckFree(ctx, l, share, EstimateMemory(j)); err != nil {
-		return nil, err
-	}
-	s := StartSampler(ctx, l, share, 2*time.Second)
-	return func() map[string]any { return PeakResult(s.Stop()) }, nil
-}
-
-// EstimateMemory is a job's GPU memory need, checked against a device's
-// free memory before the engine starts: its model's estimate (a
-// conservative default until the job's model is resolved, never "no
-// check"). The peak reported in each result is the way to tune them.
-func EstimateMemory(j *manifest.Job) uint64 {
-	if j.Spec == nil || j.Spec.Memory == nil {
-		return unresolvedModelMemory
-	}
-	return j.Spec.Memory(j)
-}
-
-// unresolvedModelMemory is assumed for a job whose model is not known.
-const unresolvedModelMemory = 16 * GiB

@@ -5,10 +5,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"gpu-worker/engine"
-	"gpu-worker/manifest"
-	"gpu-worker/worker"
 )
 
 // ParseSlots reads a --gpus value against the host's devices and returns
@@ -75,69 +71,4 @@ func describe(avail []int) string {
 		s[i] = strconv.Itoa(v)
 	}
 	return "GPUs " + strings.Join(s, ",")
-}
-
-// BuildSlots turns GPU groups into worker slots. Each slot's engines see
-// only its GPUs, numbered as NVML numbers them. No group gives one CPU slot
-// whose engines see no GPU at all.
-func BuildSlots(groups [][]int) []worker.Slot {
-	if len(groups) == 0 {
-		return []worker.Slot{{Name: "cpu", Env: []string{"CUDA_VISIBLE_DEVICES="}}}
-	}
-	out := make([]worker.Slot, 0, len(groups))
-	for _, g := range groups {
-		ids := make([]string, len(g))
-		for i, v := range g {
-			ids[i] = strconv.Itoa(v)
-		}
-		out = append(out, worker.Slot{
-			Name: "gpu" + strings.Join(ids, "+"),
-			Env:  []string{"CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES=" + strings.Join(ids, ",")},
-			GPUs: append([]int(nil), g...),
-		})
-	}
-	return out
-}
-
-// Widest is the most GPUs any slot has.
-func Widest(slots []worker.Slot) int {
-	n := 0
-	for _, s := range slots {
-		n = max(n, len(s.GPUs))
-	}
-	return n
-}
-
-// JobGPUs is how many GPUs a job asks for (at least one).
-func JobGPUs(j *manifest.Job) int { return max(j.GPUs, 1) }
-
-// Share is the part of a slot's GPUs a job uses: as many as it asks for,
-// at most the slot's.
-func Share(slot worker.Slot, j *manifest.Job) []int {
-	n := min(JobGPUs(j), len(slot.GPUs))
-	return append([]int(nil), slot.GPUs[:n]...)
-}
-
-// RunnerFor narrows a slot's engine runner to the GPUs the job uses and,
-// for more than one, launches the engine under torchrun (one process per
-// GPU; --standalone picks a free rendezvous port, so two distributed jobs
-// can share a host).
-func RunnerFor(base *engine.Runner, slot worker.Slot, j *manifest.Job) *engine.Runner {
-	r := *base
-	r.Env = append([]string(nil), base.Env...)
-	share := Share(slot, j)
-	if len(share) == 0 {
-		return &r
-	}
-	ids := make([]string, len(share))
-	for i, v := range share {
-		ids[i] = strconv.Itoa(v)
-	}
-	// exec keeps the last of duplicate variables: this overrides the slot's.
-	r.Env = append(r.Env, "CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES="+strings.Join(ids, ","))
-	r.Launcher = nil
-	if len(share) > 1 {
-		r.Launcher = []string{r.Python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", strconv.Itoa(len(share))}
-	}
-	return &r
 }

@@ -310,7 +310,7 @@ func TestTrainingProgressCarriesPhaseAndSteps(t *testing.T) {
 		gitlab.Source{Client: client}, worker.Registry{"asr/w2v2bert/inference": worker.HandlerFunc(func(ctx context.Context, env *worker.JobEnv) (*worker.Outcome, error) {
 			tr := &training{env: env, epochsRun: map[int]bool{}}
 			loss, eta := 0.25, 42.0
-			tr.onEvent(ctx, engine.Event{Kind: "progress", Epoch: 2, Epochs: 5, Step: 30, Steps: 75, Loss: &loss, ETA: &eta,
+			tr.onEvent(engine.Event{Kind: "progress", Epoch: 2, Epochs: 5, Step: 30, Steps: 75, Loss: &loss, ETA: &eta,
 				Val: map[string]float64{"wer": 0.5, "cer": 0.2}}, time.Hour)
 			return &worker.Outcome{}, nil
 		})}, slog.New(slog.DiscardHandler))

@@ -80,8 +80,7 @@ func trainCTC(ctx context.Context, r *run, cfg *contract.CTCTrain, arch string) 
 		}
 		cfg.BaseCheckpoint = base
 	}
-	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, conditions: conditions(job, "architecture="+arch),
-		panelCSV: filepath.Join(outDir, "training_metrics.csv")}
+	tr := newTraining(r.JobEnv, r.cfg, outDir, conditions(job, "architecture="+arch))
 	res, err := tr.run(ctx, cfg)
 	tr.report(r.out.Result)
 	if err != nil {

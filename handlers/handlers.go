@@ -11,10 +11,11 @@ import (
 	"fmt"
 	"sort"
 
+	"gpu-worker/contract"
 	"gpu-worker/engine"
+	"gpu-worker/gpu"
 	"gpu-worker/limits"
 	"gpu-worker/manifest"
-	"gpu-worker/ops"
 	"gpu-worker/worker"
 )
 
@@ -44,7 +45,15 @@ type Model struct {
 	Infer func(ctx context.Context, r *run, model string) error
 	// Doctor lists host checks for this model (e.g. that the vocoder
 	// loads). Optional.
-	Doctor func(cfg Config) []ops.Check
+	Doctor func(cfg Config) []Check
+}
+
+// Check is one host check of `gpu-worker doctor`; its fields are those of
+// ops.Check, which the command converts it to.
+type Check struct {
+	Name string
+	Run  func(ctx context.Context) (detail string, err error)
+	Fix  string // what to do when it fails
 }
 
 // Setting is one operator-wide setting of a model.
@@ -59,6 +68,23 @@ type Config struct {
 	Engine   *engine.Runner    // the engines' Python environment
 	Settings map[string]string // Setting.Flag → value
 	Limits   limits.Limits     // bounds on what a project makes a job read (zero: defaults)
+	// GPUs are the host's devices: free memory before an engine starts,
+	// peak use while it runs (nil: none, so only CPU slots run).
+	GPUs gpu.Lister
+	// OOMRetried hears each engine restart with a smaller batch after it
+	// ran out of GPU memory (the metrics count them). Optional.
+	OOMRetried func()
+	// Schema is the engines' schema configs are checked against and
+	// defaults read from (nil: the one the worker was built with).
+	Schema *contract.Schema
+}
+
+// schema is the engines' schema this configuration runs with.
+func (c Config) schema() *contract.Schema {
+	if c.Schema != nil {
+		return c.Schema
+	}
+	return contract.Engines()
 }
 
 // models are the descriptions, in file order; register adds one.
@@ -110,8 +136,8 @@ func Registry(cfg Config) worker.Registry {
 }
 
 // DoctorChecks are every model's host checks.
-func DoctorChecks(cfg Config) []ops.Check {
-	var cs []ops.Check
+func DoctorChecks(cfg Config) []Check {
+	var cs []Check
 	for _, m := range Models() {
 		if m.Doctor != nil {
 			cs = append(cs, m.Doctor(cfg)...)

@@ -48,7 +48,7 @@ func (r *run) fetchHubOptional(ctx context.Context, refs, optional []string) {
 	}
 	r.Log.Info("fetching from the Hugging Face hub", "refs", append(want, maybe...))
 	cfg := &contract.HubFetch{Refs: want, OptionalRefs: maybe}
-	err := contract.Engines().Check("hub", "fetch", cfg)
+	err := r.cfg.schema().Check("hub", "fetch", cfg)
 	if err == nil {
 		_, err = r.cfg.Engine.Online().Run(ctx, "hub", "fetch", cfg, r.WorkDir, r.LogWriter, nil)
 	}

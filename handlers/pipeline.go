@@ -208,7 +208,7 @@ func (r *run) changes() worker.Changes {
 
 // engine runs one engine command for the job.
 func (r *run) engine(ctx context.Context, cfg contract.Config, onEvent func(engine.Event)) (map[string]any, error) {
-	return runEngine(ctx, r.cfg.Engine, r.JobEnv, cfg, onEvent)
+	return r.cfg.runEngine(ctx, r.JobEnv, cfg, onEvent)
 }
 
 // author names the job in the edits it makes.

@@ -15,7 +15,6 @@ import (
 	"gpu-worker/atomicfile"
 	"gpu-worker/contract"
 	"gpu-worker/engine"
-	"gpu-worker/gpu"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 	"gpu-worker/worker"
@@ -38,11 +37,12 @@ func panelMetricsPath(jobID string) string {
 }
 
 // training runs an engine's train command: progress drives heartbeats,
-// resumable checkpoints are uploaded periodically, an out-of-memory error is
-// retried with half the batch and twice the accumulation.
+// resumable checkpoints are uploaded periodically, one at a time, an
+// out-of-memory error is retried with half the batch and twice the
+// accumulation.
 type training struct {
-	env    *worker.JobEnv
-	runner *engine.Runner
+	env *worker.JobEnv
+	cfg Config
 	// conditions pick the engine's presets for the job ("size=tiny"), to
 	// know the batch an OOM retry halves.
 	conditions []string
@@ -52,12 +52,22 @@ type training struct {
 
 	mu           sync.Mutex
 	lastCkpt     string // newest resumable checkpoint on disk
-	uploaded     string // newest one committed to the project
 	lastUpload   time.Time
-	uploading    sync.WaitGroup
 	lastPortable string // newest upload-sized checkpoint (no optimizer state)
 	resumed      bool
 	epochsRun    map[int]bool // epochs this run trained, for the result
+
+	// due wakes the uploader when a checkpoint comes due; one waiting wake
+	// is enough, since it uploads the newest checkpoint there is.
+	due chan struct{}
+	// snapshots numbers the uploads' copies (the uploader's alone).
+	snapshots int
+}
+
+// newTraining is a training run of engine for env's job; outDir is the
+// engine's output_dir.
+func newTraining(env *worker.JobEnv, cfg Config, outDir string, conditions []string) *training {
+	return &training{env: env, cfg: cfg, conditions: conditions, panelCSV: filepath.Join(outDir, "training_metrics.csv")}
 }
 
 // run trains with cfg (which it may adjust for OOM retries) and returns the
@@ -78,18 +88,29 @@ func (t *training) run(ctx context.Context, cfg contract.TrainOf) (map[string]an
 	}
 	t.lastUpload = time.Now()
 	t.epochsRun = map[int]bool{}
+	t.due = make(chan struct{}, 1)
+	engineDone := make(chan struct{})
+	uploaderDone := make(chan struct{})
+	go func() {
+		defer close(uploaderDone)
+		t.uploads(ctx, engineDone)
+	}()
+	// An upload under way when the engine stops lands first: the outputs or
+	// the interrupted run's checkpoint (partial) commit after it.
+	defer func() { close(engineDone); <-uploaderDone }()
 	interval := or(env.Job.CheckpointUploadInterval, defaultCheckpointUpload)
 	// An out-of-memory retry halves the batch and keeps the effective batch:
 	// it doubles the accumulation, unless the engine derives that from an
 	// effective batch of its own.
 	engineName, _ := cfg.Engine()
-	batch := derefOr(common.BatchSize, contract.Engines().Int(engineName, "train", "batch_size", t.conditions...))
-	accum := derefOr(common.GradientAccumulationSteps, max(1, contract.Engines().Int(engineName, "train", "gradient_accumulation_steps", t.conditions...)))
-	_, derived := contract.Engines().Default(engineName, "train", "effective_batch", t.conditions...)
+	schema := t.cfg.schema()
+	batch := derefOr(common.BatchSize, schema.Int(engineName, "train", "batch_size", t.conditions...))
+	accum := derefOr(common.GradientAccumulationSteps, max(1, schema.Int(engineName, "train", "gradient_accumulation_steps", t.conditions...)))
+	_, derived := schema.Default(engineName, "train", "effective_batch", t.conditions...)
 	derived = derived && common.GradientAccumulationSteps == nil
 	var res map[string]any
 	first := true
-	err := gpu.RunWithOOMRetry(ctx, func(batch, accum int) error {
+	err := runWithOOMRetry(ctx, func(batch, accum int) error {
 		if !first {
 			common.BatchSize = &batch
 			if !derived {
@@ -98,21 +119,23 @@ func (t *training) run(ctx context.Context, cfg contract.TrainOf) (map[string]an
 		}
 		first = false
 		var err error
-		res, err = runEngine(ctx, t.runner, env, cfg, func(ev engine.Event) { t.onEvent(ctx, ev, interval) })
+		res, err = t.cfg.runEngine(ctx, env, cfg, func(ev engine.Event) { t.onEvent(ev, interval) })
 		return err
-	}, batch, accum, 3, func(batch, accum int) {
+	}, batch, accum, maxOOMHalvings, func(batch, accum int) {
 		if ck := t.latest(); ck != "" {
 			common.Resume = ck
 		}
-		msg := gpu.OOMNote(batch, accum)
+		msg := oomNote(batch, accum)
 		env.Log.Warn(msg)
 		env.Report(worker.Progress{Message: msg})
+		if t.cfg.OOMRetried != nil {
+			t.cfg.OOMRetried()
+		}
 	})
-	t.uploading.Wait()
 	return res, err
 }
 
-func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.Duration) {
+func (t *training) onEvent(ev engine.Event, interval time.Duration) {
 	switch ev.Kind {
 	case "progress":
 		t.mu.Lock()
@@ -147,14 +170,36 @@ func (t *training) onEvent(ctx context.Context, ev engine.Event, interval time.D
 			t.lastUpload = time.Now()
 		}
 		t.mu.Unlock()
-		if due && ctx.Err() == nil {
-			t.uploading.Add(1)
-			go func() {
-				defer t.uploading.Done()
-				if err := t.upload(ctx, ev.Path); err != nil {
-					t.env.Log.Warn("checkpoint upload failed; will try again at the next one", "err", err)
-				}
-			}()
+		if due {
+			select {
+			case t.due <- struct{}{}:
+			default: // a wake is waiting already
+			}
+		}
+	}
+}
+
+// uploads commits the newest checkpoint each time one comes due, one upload
+// at a time, until the engine is done (what is due then is left to the
+// outputs or partial) or the job's context ends.
+func (t *training) uploads(ctx context.Context, engineDone <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-engineDone:
+			return
+		case <-t.due:
+			select { // the wake may have come with the end
+			case <-ctx.Done():
+				return
+			case <-engineDone:
+				return
+			default:
+			}
+			if err := t.upload(ctx, t.latestUpload()); err != nil && ctx.Err() == nil {
+				t.env.Log.Warn("checkpoint upload failed; will try again at the next one", "err", err)
+			}
 		}
 	}
 }
@@ -175,11 +220,13 @@ func (t *training) latestUpload() string {
 
 // upload commits a resumable checkpoint with a heartbeat (lease-guarded).
 func (t *training) upload(ctx context.Context, local string) error {
-	// The engine rotates checkpoints: copy first so the file cannot vanish
-	// while it streams.
-	snap := filepath.Join(t.env.WorkDir, "upload-resume.pt")
+	// The engine rotates its checkpoints: a copy of this upload's own keeps
+	// the file whole from its hash to the last byte sent.
+	t.snapshots++
+	snap := filepath.Join(t.env.WorkDir, fmt.Sprintf("upload-%d.pt", t.snapshots))
+	defer os.Remove(snap)
 	if err := copyFile(local, snap); err != nil {
-		return err
+		return fmt.Errorf("snapshot checkpoint: %w", err)
 	}
 	act, err := lfsAction(ctx, t.env.Project, snap, resumePath(t.env.Job.ID))
 	if err != nil {
@@ -192,10 +239,7 @@ func (t *training) upload(ctx context.Context, local string) error {
 	if err := t.env.Commit(ctx, "Checkpoint job "+t.env.Job.ID, acts); err != nil {
 		return err
 	}
-	t.mu.Lock()
-	t.uploaded = local
-	t.mu.Unlock()
-	t.env.Log.Info("uploaded resumable checkpoint", "path", resumePath(t.env.Job.ID))
+	t.env.Log.Info("uploaded resumable checkpoint", "path", resumePath(t.env.Job.ID), "from", filepath.Base(local))
 	return nil
 }
 
@@ -267,27 +311,6 @@ func (t *training) fetchResume(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("download %s: %w", resumePath(t.env.Job.ID), err)
 	}
 	return dst, nil
-}
-
-// runEngine runs one engine command on the job's share of the GPUs, after
-// checking their free memory, and records the peak memory it used.
-func runEngine(ctx context.Context, runner *engine.Runner, env *worker.JobEnv, cfg contract.Config, onEvent func(engine.Event)) (map[string]any, error) {
-	name, command := cfg.Engine()
-	if err := contract.Engines().Check(name, command, cfg); err != nil {
-		return nil, err
-	}
-	lister, _ := gpu.Default()
-	done, err := gpu.Watch(ctx, lister, env.Slot, env.Job)
-	if err != nil {
-		return nil, err
-	}
-	base := *runner
-	base.Env = append(append([]string(nil), runner.Env...), env.Slot.Env...)
-	res, err := gpu.RunnerFor(&base, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
-	if peak := done(); len(peak) > 0 && res != nil {
-		res["gpu_memory_peak"] = peak
-	}
-	return res, err
 }
 
 // afterJob gives work that saves a stopped job's outputs a context of its own.

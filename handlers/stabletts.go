@@ -16,7 +16,6 @@ import (
 	"gpu-worker/engine"
 	"gpu-worker/gpu"
 	"gpu-worker/manifest"
-	"gpu-worker/ops"
 	"gpu-worker/project"
 	"gpu-worker/worker"
 )
@@ -152,7 +151,7 @@ func trainTTS(ctx context.Context, r *run) (string, error) {
 	cfg := &contract.StableTTSTrain{Train: r.train(outDir), SaveEveryEpochs: job.Knobs.SaveInterval,
 		Frontend: ttsFrontend(job), FromScratch: job.OptBoolPtr("model.from_scratch")}
 	cfg.BaseCheckpoint = base
-	tr := &training{env: r.JobEnv, runner: r.cfg.Engine, conditions: conditions(job), panelCSV: filepath.Join(outDir, "training_metrics.csv")}
+	tr := newTraining(r.JobEnv, r.cfg, outDir, conditions(job))
 	res, err := tr.run(ctx, cfg)
 	tr.report(r.out.Result)
 	if err != nil {
@@ -359,8 +358,8 @@ func (r *run) warnUnmapped(res map[string]any) {
 }
 
 // doctorTTS checks that the configured vocoder and base model load.
-func doctorTTS(cfg Config) []ops.Check {
-	return []ops.Check{{
+func doctorTTS(cfg Config) []Check {
+	return []Check{{
 		Name: "TTS vocoder and base model",
 		Fix: fmt.Sprintf("download vocos.pt and checkpoint_0.pt from the KdaiP/StableTTS1.1 model repository and set --%s and --%s (README \"Models\")",
 			ttsVocoderFlag, ttsBaseModelFlag),
@@ -378,7 +377,7 @@ func doctorTTS(cfg Config) []ops.Check {
 				return "", err
 			}
 			defer os.RemoveAll(dir)
-			if err := contract.Engines().Check("stabletts", "check", check); err != nil {
+			if err := cfg.schema().Check("stabletts", "check", check); err != nil {
 				return "", err
 			}
 			res, err := cfg.Engine.Run(ctx, "stabletts", "check", check, dir, nil, nil)

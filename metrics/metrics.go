@@ -61,6 +61,7 @@ type Metrics struct {
 	jobEpoch     *prometheus.GaugeVec
 	jobEpochs    *prometheus.GaugeVec
 	jobETA       *prometheus.GaugeVec
+	restarts     prometheus.Counter
 
 	mu       sync.Mutex
 	started  map[string]labels // running job id → its labels
@@ -125,12 +126,11 @@ func New(o Options) *Metrics {
 			Help: "Epochs a running job will train."}, []string{"job_id", "job_type", "mode"}),
 		jobETA: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "job_eta_seconds",
 			Help: "Estimated time left of a running job."}, []string{"job_id", "job_type", "mode"}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "engine_restarts_total",
+			Help: "Engine runs restarted with a smaller batch after running out of GPU memory."}),
 	}
 	m.reg.MustRegister(m.jobsRunning, m.jobsTotal, m.jobDuration, m.scanDuration, m.apiRequests, m.apiRetries, m.apiErrors,
-		m.lfsBytes, m.jobEpoch, m.jobEpochs, m.jobETA,
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "engine_restarts_total",
-			Help: "Engine runs restarted with a smaller batch after running out of GPU memory."},
-			func() float64 { return float64(gpu.OOMRetries()) }),
+		m.lfsBytes, m.jobEpoch, m.jobEpochs, m.jobETA, m.restarts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
 			Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": o.Version}},
 			func() float64 { return 1 }),
@@ -173,6 +173,10 @@ func (m *Metrics) Hooks() worker.Hooks {
 		ScanDone:    m.scanDone,
 	}
 }
+
+// EngineRestarted counts an engine run restarted with a smaller batch
+// after it ran out of GPU memory (pass it as handlers.Config.OOMRetried).
+func (m *Metrics) EngineRestarted() { m.restarts.Inc() }
 
 func (m *Metrics) jobStarted(j *manifest.Job) {
 	l := jobLabels(j)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"gpu-worker/gpu"
 	"gpu-worker/manifest"
 	"gpu-worker/worker"
 )
@@ -25,6 +24,7 @@ type ModelLabel struct{ JobType, Model string }
 type Queue struct {
 	m     *Metrics
 	known []ModelLabel
+	needs Needs
 
 	runnable, claimed, oldest, requests, scannedAt *prometheus.Desc
 	scans                                          *prometheus.CounterVec
@@ -36,11 +36,20 @@ type Queue struct {
 	lastErr string
 }
 
-// NewQueue registers the queue series on m.
-func (m *Metrics) NewQueue(known []ModelLabel) *Queue {
+// Needs is what a job asks of a host: GPUs and GPU memory in bytes, as
+// the code that runs jobs reckons them.
+type Needs func(j *manifest.Job) (gpus int, memory uint64)
+
+// NewQueue registers the queue series on m; the report shows each job's
+// needs (nil: none shown).
+func (m *Metrics) NewQueue(known []ModelLabel, needs Needs) *Queue {
+	if needs == nil {
+		needs = func(*manifest.Job) (int, uint64) { return 0, 0 }
+	}
 	q := &Queue{
 		m:     m,
 		known: known,
+		needs: needs,
 		runnable: prometheus.NewDesc(ns+"_jobs_runnable",
 			"Jobs a worker would claim and run now: queued, handed back, or with a claim gone stale within the retry limit.",
 			[]string{"job_type", "model"}, nil),
@@ -137,8 +146,9 @@ func (q *Queue) Report() (QueueReport, error) {
 	now := q.m.now()
 	r := QueueReport{ScannedAt: q.snap.At, ScanSeconds: q.snap.Took.Seconds(), ScanRequests: q.reqs, Error: q.lastErr, Jobs: []QueueJob{}}
 	for _, j := range q.snap.Jobs {
+		gpus, memory := q.needs(j.Job)
 		row := QueueJob{Project: j.Project, ID: j.Job.ID, Type: j.Job.JobType, Mode: j.Job.Mode, Model: modelName(j.Job),
-			Size: j.Job.ModelSize, GPUs: gpu.JobGPUs(j.Job), Priority: j.Job.Priority, MemoryEstimateBytes: gpu.EstimateMemory(j.Job),
+			Size: j.Job.ModelSize, GPUs: gpus, Priority: j.Job.Priority, MemoryEstimateBytes: memory,
 			State: j.State, Reason: j.Reason, Since: j.Since, AgeSeconds: max(now.Sub(j.Since).Seconds(), 0),
 			WorkerID: j.WorkerID, RetryCount: j.RetryCount, LastHeartbeat: j.Heartbeat}
 		if row.Size == "" {

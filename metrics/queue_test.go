@@ -16,7 +16,10 @@ import (
 func TestQueueSeriesAndReport(t *testing.T) {
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	m := New(Options{Version: "test", Now: func() time.Time { return now }, Observer: true})
-	q := m.NewQueue([]ModelLabel{{"tts", "StableTTS"}, {"asr", "MMS"}})
+	// The needs are the caller's: here a job's GPUs, and 1 GiB per GPU.
+	q := m.NewQueue([]ModelLabel{{"tts", "StableTTS"}, {"asr", "MMS"}}, func(j *manifest.Job) (int, uint64) {
+		return max(j.GPUs, 1), uint64(max(j.GPUs, 1)) << 30
+	})
 	mux := http.NewServeMux()
 	mux.Handle("/queue", q)
 	mux.Handle("/", m.Handler(now, time.Hour))
@@ -41,7 +44,7 @@ func TestQueueSeriesAndReport(t *testing.T) {
 	}
 
 	tts := &manifest.Job{ID: "v", JobType: "tts", Mode: "training", ModelType: "StableTTS"}
-	asr := &manifest.Job{ID: "a", JobType: "asr", Mode: "training", ModelType: "W2V2BERT", ModelSize: "tiny"}
+	asr := &manifest.Job{ID: "a", JobType: "asr", Mode: "training", ModelType: "W2V2BERT", ModelSize: "tiny", GPUs: 2}
 	q.Update(worker.Queue{At: now, Took: 40 * time.Millisecond, Jobs: []worker.QueuedJob{
 		{Project: "team/a", Job: tts, State: worker.QueueRunnable, Since: now.Add(-2 * time.Hour)},
 		{Project: "team/a", Job: asr, State: worker.QueueRunnable, Since: now.Add(-time.Minute)},
@@ -83,7 +86,7 @@ func TestQueueSeriesAndReport(t *testing.T) {
 	if rep.Runnable != 2 || rep.Running != 1 || rep.Wanted != 3 || len(rep.Jobs) != 4 || !strings.Contains(rep.Error, "503") || rep.ScanRequests != 7 {
 		t.Fatalf("after a failed scan: %+v", rep)
 	}
-	if j := rep.Jobs[1]; j.ID != "a" || j.Size != "tiny" || j.Model != "W2V2BERT" || j.AgeSeconds != 60 || j.MemoryEstimateBytes == 0 {
+	if j := rep.Jobs[1]; j.ID != "a" || j.Size != "tiny" || j.Model != "W2V2BERT" || j.AgeSeconds != 60 || j.GPUs != 2 || j.MemoryEstimateBytes != 2<<30 {
 		t.Errorf("job a: %+v", j)
 	}
 	if got := scrape(t, srv.URL)[`gpu_worker_scans_total{result="error"}`]; got != 1 {
@@ -104,9 +107,15 @@ func TestWorkerSeriesStartAtZero(t *testing.T) {
 		`gpu_worker_jobs_running{job_type="asr",mode="training_and_inference"}`,
 		`gpu_worker_api_retries_total{endpoint="files"}`,
 		`gpu_worker_api_errors_total{endpoint="commits"}`,
+		`gpu_worker_engine_restarts_total`,
 	} {
 		if v, ok := got[series]; !ok || v != 0 {
 			t.Errorf("%s = %v (present %v), want 0", series, v, ok)
 		}
+	}
+	m.EngineRestarted()
+	m.EngineRestarted()
+	if v := scrape(t, srv.URL)[`gpu_worker_engine_restarts_total`]; v != 2 {
+		t.Errorf("engine restarts %v, want 2", v)
 	}
 }

@@ -179,8 +179,10 @@ func (l *lease) recheck(ctx context.Context) error {
 	return nil
 }
 
-// guard returns an update of response.yaml carrying the lease's guard, for
-// the final commit that codex.Commit assembles.
+// finalAction returns the update of response.yaml that update makes,
+// guarded by the lease's last write and owned by this worker, with the
+// response it writes; leaseGuard's Step and Final put it in each commit of
+// a job's outcome (Landed records it once landed).
 func (l *lease) finalAction(update func(r *manifest.Response)) (project.Action, manifest.Response) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

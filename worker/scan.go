@@ -111,7 +111,7 @@ type cachedResponse struct {
 func newScanner(claimTimeout time.Duration, runnable func(*manifest.Job) bool, log *slog.Logger) *scanner {
 	return &scanner{claimTimeout: claimTimeout, runnable: runnable, log: log, states: map[string]*projectState{},
 		clock: time.Now, limits: limits.Default(),
-		self:  scanSelf{runningHere: func(string, string) bool { return false }, unsure: func(string, string) bool { return false }}}
+		self: scanSelf{runningHere: func(string, string) bool { return false }, unsure: func(string, string) bool { return false }}}
 }
 
 func (s *scanner) due(st *projectState, now time.Time) bool {
@@ -255,8 +255,10 @@ func quiet(st *projectState, last, listedAt time.Time) bool {
 		!st.checkedAt.Before(last.Add(activityLag)) && !listedAt.Before(st.checkedAt)
 }
 
-// forget drops what the scanner knows of a project, so the next scan reads
-// it afresh (after we changed it ourselves).
+// forget marks a project due after we tried a claim on it: the next scan
+// looks at its jobs again even when neither its manifest nor its activity
+// moved (our own commit may not show in last_activity_at). Cached manifest
+// and response.yaml files stay; changed blob ids replace them.
 func (s *scanner) forget(p project.Project) {
 	if st := s.states[p.Name()]; st != nil {
 		st.pending = true

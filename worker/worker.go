@@ -469,7 +469,7 @@ func (w *Worker) retain() {
 			dirs = append(dirs, e.Name())
 		}
 	}
-	// Names end in a UTC datetime; the newest sort last by modification time.
+	// Oldest first by modification time; the name orders only unreadable ones.
 	sort.Slice(dirs, func(a, b int) bool {
 		ia, _ := os.Stat(filepath.Join(w.cfg.WorkDir, dirs[a]))
 		ib, _ := os.Stat(filepath.Join(w.cfg.WorkDir, dirs[b]))

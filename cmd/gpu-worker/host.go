@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"strconv"
+	"strings"
 	"time"
 
 	"gpu-worker/gpu"
+	"gpu-worker/handlers"
 	"gpu-worker/manifest"
 	"gpu-worker/worker"
 )
@@ -50,7 +53,7 @@ func probeHost(ctx context.Context, python, enginesDir, gpusFlag string, allowCP
 			log.Warn("this host cannot run jobs", "reason", h.engines)
 		}
 	}()
-	h.lister, h.gpuReason = gpu.Default()
+	h.lister, h.gpuReason = gpu.Discover()
 	devs, err := h.lister.Devices(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list GPUs: %w", err)
@@ -62,8 +65,8 @@ func probeHost(ctx context.Context, python, enginesDir, gpusFlag string, allowCP
 	if len(devs) == 0 {
 		log.Info("no GPU", "reason", h.gpuReason, "allow_cpu", allowCPU)
 	}
-	h.slots = gpu.BuildSlots(groups)
-	h.widest = gpu.Widest(h.slots)
+	h.slots = buildSlots(groups)
+	h.widest = widest(h.slots)
 	return h, nil
 }
 
@@ -87,23 +90,54 @@ func (h *host) canRun(j *manifest.Job) error {
 		}
 		return nil
 	}
-	if n := gpu.JobGPUs(j); n > h.widest {
+	if n := handlers.JobGPUs(j); n > h.widest {
 		return fmt.Errorf("job asks for %d GPUs; the widest slot here has %d (group GPUs with --gpus 0+1,...)", n, h.widest)
 	}
 	if !h.memCheck {
 		return nil
 	}
-	need := gpu.EstimateMemory(j)
+	need := handlers.EstimateMemory(j)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var last error
 	for _, s := range h.slots {
-		if len(s.GPUs) < gpu.JobGPUs(j) {
+		if len(s.GPUs) < handlers.JobGPUs(j) {
 			continue
 		}
-		if last = gpu.CheckFree(ctx, h.lister, gpu.Share(s, j), need); last == nil {
+		if last = gpu.CheckFree(ctx, h.lister, handlers.Share(s, j), need); last == nil {
 			return nil
 		}
 	}
 	return last
+}
+
+// buildSlots turns the GPU groups of --gpus into the worker's slots. Each
+// slot's engines see only its GPUs, numbered as NVML numbers them. No group
+// gives one CPU slot whose engines see no GPU at all.
+func buildSlots(groups [][]int) []worker.Slot {
+	if len(groups) == 0 {
+		return []worker.Slot{{Name: "cpu", Env: []string{"CUDA_VISIBLE_DEVICES="}}}
+	}
+	out := make([]worker.Slot, 0, len(groups))
+	for _, g := range groups {
+		ids := make([]string, len(g))
+		for i, v := range g {
+			ids[i] = strconv.Itoa(v)
+		}
+		out = append(out, worker.Slot{
+			Name: "gpu" + strings.Join(ids, "+"),
+			Env:  []string{"CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES=" + strings.Join(ids, ",")},
+			GPUs: append([]int(nil), g...),
+		})
+	}
+	return out
+}
+
+// widest is the most GPUs any slot has.
+func widest(slots []worker.Slot) int {
+	n := 0
+	for _, s := range slots {
+		n = max(n, len(s.GPUs))
+	}
+	return n
 }

@@ -71,7 +71,8 @@ func (f *observeFlags) observer(log *slog.Logger) (*observer, error) {
 		ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries, Models: handlers.Catalog(),
 		Handled: func(j *manifest.Job) bool { _, ok := handled[j.Kind()]; return ok },
 	}, b.source(), log)
-	return &observer{obs: obs, m: m, queue: m.NewQueue(known), log: log}, nil
+	needs := func(j *manifest.Job) (int, uint64) { return handlers.JobGPUs(j), handlers.EstimateMemory(j) }
+	return &observer{obs: obs, m: m, queue: m.NewQueue(known, needs), log: log}, nil
 }
 
 // scan counts the queue once and publishes it.

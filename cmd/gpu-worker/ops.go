@@ -213,7 +213,7 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		FreeDisk:    ops.FreeDisk,
 		MinFreeDisk: uint64(*minFree) * gpu.GiB,
 	}
-	d.GPUs, d.GPUReason = gpu.Default()
+	d.GPUs, d.GPUReason = gpu.Discover()
 	if py, dir, err := pythonAndEngines(*f.python, *f.enginesDir); err != nil {
 		d.Engines = func(context.Context) (string, error) { return "", err }
 	} else {
@@ -232,7 +232,10 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageErr(stderr, "doctor", "%v", err)
 	}
-	checks := append(ops.DoctorChecks(d), handlers.DoctorChecks(f.handlersConfig(runner, lim))...)
+	checks := ops.DoctorChecks(d)
+	for _, c := range handlers.DoctorChecks(f.handlersConfig(runner, lim)) {
+		checks = append(checks, ops.Check(c))
+	}
 	fmt.Fprintf(stdout, "gpu-worker %s doctor\n", version)
 	if !ops.WriteReport(stdout, ops.RunChecks(ctx, checks, 2*time.Minute)) {
 		return errChecksFailed

@@ -121,8 +121,8 @@ func TestHostCanRun(t *testing.T) {
 		{Index: 0, MemTotal: 80 * gpu.GiB, MemFree: 2 * gpu.GiB, Available: true}, // busy with something else
 		{Index: 1, MemTotal: 80 * gpu.GiB, MemFree: 70 * gpu.GiB, Available: true},
 	}
-	single := &host{lister: devs, memCheck: true, slots: gpu.BuildSlots([][]int{{0}, {1}})}
-	single.widest = gpu.Widest(single.slots)
+	single := &host{lister: devs, memCheck: true, slots: buildSlots([][]int{{0}, {1}})}
+	single.widest = widest(single.slots)
 	asr := resolvedJob(t, "{job_id: a, job_type: asr, mode: training, model: {type: W2V2BERT}}")
 	if err := single.canRun(asr); err != nil {
 		t.Errorf("GPU 1 has room: %v", err)
@@ -131,7 +131,7 @@ func TestHostCanRun(t *testing.T) {
 	if err := single.canRun(two); err == nil || !strings.Contains(err.Error(), "widest slot") {
 		t.Errorf("two-GPU job on single slots: %v", err)
 	}
-	wide := &host{lister: devs, memCheck: true, slots: gpu.BuildSlots([][]int{{0, 1}})}
+	wide := &host{lister: devs, memCheck: true, slots: buildSlots([][]int{{0, 1}})}
 	wide.widest = 2
 	if err := wide.canRun(two); err == nil || !strings.Contains(err.Error(), "GPU 0 has 2.0 GiB free") {
 		t.Errorf("two-GPU job with one GPU busy: %v", err)

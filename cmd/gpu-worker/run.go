@@ -211,7 +211,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg.CanRun, cfg.Slots, cfg.Hooks = host.canRun, host.slots, m.Hooks()
 	log.Info(sandbox.Probe(ctx))
 	runner := &engine.Runner{Python: py, EnginesDir: engDir, Grace: *f.grace, Sandbox: sandbox}
-	w := worker.New(cfg, src, handlers.Registry(f.handlersConfig(runner, lim)), log)
+	hc := f.handlersConfig(runner, lim)
+	hc.GPUs, hc.OOMRetried = host.lister, m.EngineRestarted
+	w := worker.New(cfg, src, handlers.Registry(hc), log)
 
 	if *f.listen != "" {
 		ln, err := net.Listen("tcp", *f.listen)

@@ -1,29 +1,23 @@
-package gpu
+package handlers
 
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 
 	"gpu-worker/engine"
 )
 
-var oomRetries atomic.Int64
+// maxOOMHalvings is how often a training run halves its batch after running
+// out of GPU memory before it fails.
+const maxOOMHalvings = 3
 
-// OOMRetries counts engine restarts after out-of-memory errors since the
-// process started (exported as a metric).
-func OOMRetries() int64 { return oomRetries.Load() }
-
-// NoteOOMRetry counts one restart after out of memory, for callers that
-// run their own retry loop.
-func NoteOOMRetry() { oomRetries.Add(1) }
-
-// RunWithOOMRetry calls run with batch and accum; when the engine reports
+// runWithOOMRetry calls run with batch and accum; when the engine reports
 // out of memory it calls run again with half the batch and twice the
 // gradient accumulation — the same effective batch for even sizes — at
 // most maxHalvings times. onRetry (may be nil) hears each new setting
-// before the retry, so the caller can say so in status_message.
-func RunWithOOMRetry(ctx context.Context, run func(batch, accum int) error, batch, accum, maxHalvings int, onRetry func(batch, accum int)) error {
+// before the retry, so the caller can say so in status_message and count
+// the restart.
+func runWithOOMRetry(ctx context.Context, run func(batch, accum int) error, batch, accum, maxHalvings int, onRetry func(batch, accum int)) error {
 	batch, accum = max(batch, 1), max(accum, 1)
 	for halvings := 0; ; halvings++ {
 		err := run(batch, accum)
@@ -37,14 +31,13 @@ func RunWithOOMRetry(ctx context.Context, run func(batch, accum int) error, batc
 			return fmt.Errorf("out of GPU memory; retry abandoned: %w", context.Cause(ctx))
 		}
 		batch, accum = batch/2, accum*2
-		NoteOOMRetry()
 		if onRetry != nil {
 			onRetry(batch, accum)
 		}
 	}
 }
 
-// OOMNote is the status line for a retry after running out of memory.
-func OOMNote(batch, accum int) string {
+// oomNote is the status line for a retry after running out of memory.
+func oomNote(batch, accum int) string {
 	return fmt.Sprintf("out of GPU memory; retrying with batch size %d and %d gradient accumulation steps (same effective batch)", batch, accum)
 }

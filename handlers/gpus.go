@@ -1,0 +1,104 @@
+package handlers
+
+import (
+	"context"
+	"gpu-worker/contract"
+	"strconv"
+	"strings"
+	"time"
+
+	"gpu-worker/engine"
+	"gpu-worker/gpu"
+	"gpu-worker/manifest"
+	"gpu-worker/worker"
+)
+
+// JobGPUs is how many GPUs a job asks for (at least one).
+func JobGPUs(j *manifest.Job) int { return max(j.GPUs, 1) }
+
+// Share is the part of a slot's GPUs a job uses: as many as it asks for,
+// at most the slot's.
+func Share(slot worker.Slot, j *manifest.Job) []int {
+	n := min(JobGPUs(j), len(slot.GPUs))
+	return append([]int(nil), slot.GPUs[:n]...)
+}
+
+// EstimateMemory is a job's GPU memory need, checked against a device's
+// free memory before the engine starts: its model's estimate (a
+// conservative default until the job's model is resolved, never "no
+// check"). The peak reported in each result is the way to tune them.
+func EstimateMemory(j *manifest.Job) uint64 {
+	if j.Spec == nil || j.Spec.Memory == nil {
+		return unresolvedModelMemory
+	}
+	return j.Spec.Memory(j)
+}
+
+// unresolvedModelMemory is assumed for a job whose model is not known.
+const unresolvedModelMemory = 16 * gpu.GiB
+
+// runnerFor narrows a slot's engine runner to the GPUs the job uses and,
+// for more than one, launches the engine under torchrun (one process per
+// GPU; --standalone picks a free rendezvous port, so two distributed jobs
+// can share a host).
+func runnerFor(base *engine.Runner, slot worker.Slot, j *manifest.Job) *engine.Runner {
+	r := *base
+	r.Env = append([]string(nil), base.Env...)
+	share := Share(slot, j)
+	if len(share) == 0 {
+		return &r
+	}
+	ids := make([]string, len(share))
+	for i, v := range share {
+		ids[i] = strconv.Itoa(v)
+	}
+	// exec keeps the last of duplicate variables: this overrides the slot's.
+	r.Env = append(r.Env, "CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES="+strings.Join(ids, ","))
+	r.Launcher = nil
+	if len(share) > 1 {
+		r.Launcher = []string{r.Python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", strconv.Itoa(len(share))}
+	}
+	return &r
+}
+
+// watchMemory is what runs around an engine: check that the job's share of
+// its slot has the memory the job is estimated to need
+// (*gpu.InsufficientMemoryError when not), then sample it. Call done when
+// the engine has stopped: it returns the peak per GPU in MiB, for the
+// result (empty on a CPU slot).
+func watchMemory(ctx context.Context, l gpu.Lister, slot worker.Slot, j *manifest.Job) (done func() map[string]any, err error) {
+	share := Share(slot, j)
+	if err := gpu.CheckFree(ctx, l, share, EstimateMemory(j)); err != nil {
+		return nil, err
+	}
+	s := gpu.StartSampler(ctx, l, share, 2*time.Second)
+	return func() map[string]any { return gpu.PeakResult(s.Stop()) }, nil
+}
+
+// runEngine runs one engine command on the job's share of the GPUs, after
+// checking their free memory, and records the peak memory it used.
+func (c Config) runEngine(ctx context.Context, env *worker.JobEnv, cfg contract.Config, onEvent func(engine.Event)) (map[string]any, error) {
+	name, command := cfg.Engine()
+	if err := c.schema().Check(name, command, cfg); err != nil {
+		return nil, err
+	}
+	done, err := watchMemory(ctx, c.gpus(), env.Slot, env.Job)
+	if err != nil {
+		return nil, err
+	}
+	base := *c.Engine
+	base.Env = append(append([]string(nil), c.Engine.Env...), env.Slot.Env...)
+	res, err := runnerFor(&base, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
+	if peak := done(); len(peak) > 0 && res != nil {
+		res["gpu_memory_peak"] = peak
+	}
+	return res, err
+}
+
+// gpus is the host's GPUs as the operator gave them; none when not given.
+func (c Config) gpus() gpu.Lister {
+	if c.GPUs == nil {
+		return gpu.None{Reason: "no GPU lister configured"}
+	}
+	return c.GPUs
+}
