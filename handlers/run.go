@@ -225,7 +225,7 @@ func (t *training) upload(ctx context.Context, local string) error {
 	t.snapshots++
 	snap := filepath.Join(t.env.WorkDir, fmt.Sprintf("upload-%d.pt", t.snapshots))
 	defer os.Remove(snap)
-	if err := copyFile(local, snap); err != nil {
+	if err := snapshot(t.env.WorkDir, local, snap); err != nil {
 		return fmt.Errorf("snapshot checkpoint: %w", err)
 	}
 	act, err := lfsAction(ctx, t.env.Project, snap, resumePath(t.env.Job.ID))
@@ -282,6 +282,10 @@ func (t *training) partial(ctx context.Context) []project.Action {
 	}
 	ck := t.latestUpload()
 	if ck == "" {
+		return acts
+	}
+	if err := engineFile(t.env.WorkDir, ck); err != nil {
+		t.env.Log.Warn("the interrupted run's checkpoint is not saved", "err", err)
 		return acts
 	}
 	act, err := lfsAction(ctx, t.env.Project, ck, resumePath(t.env.Job.ID))
@@ -391,16 +395,6 @@ func fetchFile(ctx context.Context, env *worker.JobEnv, repoPath, dst string) er
 		return err
 	}
 	_, err = atomicfile.WriteFrom(dst, bytes.NewReader(f.Content), 0o644)
-	return err
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	_, err = atomicfile.WriteFrom(dst, in, 0o644)
 	return err
 }
 
