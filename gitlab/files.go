@@ -147,11 +147,11 @@ func (p *Project) Commit(ctx context.Context, message string, actions []project.
 			return result(id, actions), nil
 		}
 		if ferr != nil {
-			return nil, fmt.Errorf("commit outcome unknown: %w (check: %w)", p.c.clean(err), p.c.clean(ferr))
+			return nil, fmt.Errorf("%w: %w (check: %w)", project.ErrOutcomeUnknown, p.c.clean(err), p.c.clean(ferr))
 		}
 		if attempt >= p.c.cfg.MaxRetries || ctx.Err() != nil {
 			// It may still land: GitLab can apply a request whose client left.
-			return nil, fmt.Errorf("commit outcome unknown: %w", p.c.clean(err))
+			return nil, fmt.Errorf("%w: %w", project.ErrOutcomeUnknown, p.c.clean(err))
 		}
 	}
 }

@@ -93,6 +93,10 @@ func (r *CommitResult) GuardOf(path string) string {
 // ErrNotFound reports a missing file, object or project.
 var ErrNotFound = errors.New("not found")
 
+// ErrOutcomeUnknown reports a commit whose answer was lost: it may still
+// land. Nothing that contradicts it should be written meanwhile.
+var ErrOutcomeUnknown = errors.New("commit outcome unknown")
+
 // ConflictKind says which compare-and-swap failed.
 type ConflictKind int
 

@@ -46,6 +46,13 @@ func (f *finalWrite) write(ctx context.Context, log *slog.Logger) error {
 	if err == nil || errors.Is(err, ErrLeaseLost) {
 		return err
 	}
+	if errors.Is(err, project.ErrOutcomeUnknown) {
+		// The results may still land: an outcome "without results" written
+		// now could contradict them. A later scan tries again; the lease
+		// guard keeps them from landing twice.
+		log.Warn("results' commit outcome unknown; trying again later", "err", err)
+		return err
+	}
 	log.Error("results could not be committed", "err", err)
 	ferr := f.lease.write(ctx, fmt.Sprintf("Job %s %s without results", f.job.ID, f.label()), f.withoutOutputs(err), []project.Action{logs})
 	if ferr != nil {
