@@ -53,7 +53,7 @@ def bench_train(model, cfg, args, device) -> float:
         if i == args.warmup:
             sync(device)
             t0 = time.perf_counter()
-        ref, rl = data.reference_windows(y, yl, 1 / 3, 1.0)
+        ref, rl = data.style_windows(y, yl)
         with amp:
             loss = sum(model(x, xl, y, yl, ref, rl).values())
         opt.zero_grad(set_to_none=True)

@@ -152,6 +152,23 @@ def test_saved_model_is_a_bare_state_dict_that_loads_strictly(trained):
     assert list(fresh.state_dict()) == list(sd)
 
 
+def test_published_tools_continue_from_the_output_folder(trained):
+    """KdaiP's continue_training (the recorded rule) refuses the output folder itself and
+    loads kdaip/checkpoint_<best epoch>.pt, the best model under a second name."""
+    from test_stabletts_recipe import published_continue_rule
+    result, _ = trained
+    out = os.path.dirname(result["best_model"])
+    assert published_continue_rule(os.listdir(out)) == {"raises": "ValueError"}
+    folder = os.path.join(out, "kdaip")
+    name = f"checkpoint_{result['best_epoch']}.pt"
+    assert published_continue_rule(os.listdir(folder)) == {"returns": 0, "loads": [name]}
+    assert result["kdaip_checkpoint"] == os.path.join(folder, name)
+    assert os.path.samefile(result["kdaip_checkpoint"], result["best_model"])  # one file, one upload
+    meta = json.loads(open(result["best_model_meta"], encoding="utf-8").read())
+    fresh = StableTTS(ckpt.read_meta(result["best_model"]).config, meta["kdaip_constructor"]["n_vocab"])
+    fresh.load_state_dict(torch.load(result["kdaip_checkpoint"], weights_only=True), strict=True)
+
+
 def test_twenty_plus_twenty_resumed_steps_equal_forty_straight(speech, tmp_path):
     base = dict(model=SMALL, batch_size=1, val_split=0.25, epochs=14, learning_rate=2e-3)
     straight, ev_straight = run_in_process(

@@ -8,12 +8,22 @@ published StableTTS v1.1. Resumable checkpoints are our own dict: weights, the
 sidecar's content and the training state (optimizer state, counters, RNG states
 as tensors, the train config as plain values).
 
+KdaiP's own tools read a folder of `checkpoint_<epoch>.pt` files: its
+utils/load.py `continue_training` parses every `*.pt` of the folder as
+`<name>_<epoch>.pt` and fails on `best_model.pt` ("model" is not a number). So
+training also leaves `kdaip/checkpoint_<best epoch>.pt`, a hard link to
+best_model.pt (same bytes, one Git LFS object): KdaiP's train.py continues from
+that folder. The sidecar gives KdaiP's constructor arguments (kdaip_constructor)
+and mel settings (kdaip_mel_config), which its api.py assumes to be the
+published ones.
+
 Every one of these files may come from a project, so each is read as data only
 (untrusted.py): torch.load with weights_only=True, sidecars with a size cap. A
 file that would run code when loaded is refused with its path in the message.
 """
 import json
 import os
+import shutil
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -41,16 +51,67 @@ class Meta:
     def to_dict(self) -> dict:
         return {"format": META_FORMAT, "model_config": self.config.to_dict(),
                 "frontend": self.frontend.to_dict(), "n_vocab": len(self.frontend),
-                "size": self.size, "origin": self.origin, **self.info}
+                "size": self.size, "origin": self.origin,
+                "kdaip_constructor": kdaip_constructor(self.config, len(self.frontend)),
+                "kdaip_mel_config": kdaip_mel_config(self.config), **self.info}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Meta":
         if d.get("format") != META_FORMAT:
             raise ValueError(f"format {d.get('format')!r}, want {META_FORMAT}")
-        info = {k: v for k, v in d.items()
-                if k not in ("format", "model_config", "frontend", "n_vocab", "size", "origin")}
+        info = {k: v for k, v in d.items() if k not in DERIVED}
         return cls(ModelConfig.from_dict(d["model_config"]), FrontEnd.from_dict(d["frontend"]),
                    d.get("size", "default"), d.get("origin", "fine-tuned"), info, published=False)
+
+
+DERIVED = ("format", "model_config", "frontend", "n_vocab", "size", "origin",
+           "kdaip_constructor", "kdaip_mel_config")
+KDAIP_FOLDER = "kdaip"
+
+
+def kdaip_constructor(cfg: ModelConfig, n_vocab: int) -> dict:
+    """Keyword arguments of KdaiP's models.model.StableTTS for this model."""
+    return {"n_vocab": n_vocab, "mel_channels": cfg.n_mels, "hidden_channels": cfg.hidden_channels,
+            "filter_channels": cfg.filter_channels, "n_heads": cfg.n_heads,
+            "n_enc_layers": cfg.n_enc_layers, "n_dec_layers": cfg.n_dec_layers,
+            "kernel_size": cfg.kernel_size, "p_dropout": cfg.p_dropout,
+            "gin_channels": cfg.gin_channels}
+
+
+def kdaip_mel_config(cfg: ModelConfig) -> dict:
+    """Keyword arguments of KdaiP's config.MelConfig / utils.audio.LogMelSpectrogram."""
+    return {"sample_rate": cfg.sample_rate, "n_fft": cfg.n_fft, "win_length": cfg.win_length,
+            "hop_length": cfg.hop_length, "f_min": cfg.f_min, "f_max": cfg.f_max,
+            "pad": (cfg.n_fft - cfg.hop_length) // 2, "n_mels": cfg.n_mels, "center": False,
+            "pad_mode": "reflect", "mel_scale": "slaney"}
+
+
+def link_kdaip_name(model_path: str, epoch: int) -> str:
+    """<folder of model_path>/kdaip/checkpoint_<epoch>.pt as a hard link to model_path (a
+    copy where links are not possible), the only .pt file of that folder, so KdaiP's
+    continue_training loads it; returns its path."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(model_path)), KDAIP_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"checkpoint_{int(epoch)}.pt")
+    tmp = path + ".tmp"  # not *.pt: never taken for a checkpoint
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(model_path, tmp)
+    except OSError:
+        shutil.copyfile(model_path, tmp)
+    os.replace(tmp, path)
+    for name in os.listdir(folder):  # an earlier best
+        if name.endswith(".pt") and name != os.path.basename(path):
+            os.remove(os.path.join(folder, name))
+    return path
+
+
+def kdaip_name(model_path: str) -> str | None:
+    """The kdaip/checkpoint_<epoch>.pt beside model_path, if there is one."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(model_path)), KDAIP_FOLDER)
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".pt")) if os.path.isdir(folder) else []
+    return os.path.join(folder, names[0]) if names else None
 
 
 def sidecar_path(path: str) -> str:

@@ -105,11 +105,6 @@ class TrainConfig(FileCaps):
                                     help="stop, with a resumable checkpoint, at this optimizer step")
     bucket_size: int = knob(32, unit="items", min=1,
                             help="batches per length bucket when shuffling (little padding)")
-    ref_min_share: float = knob(1 / 3, unit="ratio", min=0.0, max=1.0,
-                                help="the style encoder sees a random window of at least this "
-                                     "share of each training utterance")
-    ref_max_share: float = knob(1.0, unit="ratio", min=0.0, max=1.0,
-                                help="... and at most this share")
     model: dict = knob({}, help="ModelConfig fields for a model trained from scratch; a "
                                 "fine-tune takes its base's architecture and only the dropouts "
                                 f"({', '.join(TUNABLE)})")
@@ -127,8 +122,6 @@ class TrainConfig(FileCaps):
         self.preset("size")
 
     def validate(self) -> None:
-        if self.ref_min_share <= 0 or self.ref_min_share > self.ref_max_share:
-            raise EngineError("config: need 0 < ref_min_share <= ref_max_share <= 1")
         unknown = sorted(set(self.model) - set(ModelConfig.__dataclass_fields__))
         if unknown:
             raise EngineError(f"config: unknown model key(s): {', '.join(map(repr, unknown))} "

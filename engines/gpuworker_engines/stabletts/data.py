@@ -1,5 +1,5 @@
 """Training data: cached log-mels, a reproducible validation split, length-bucketed
-batches whose order is a pure function of (seed, epoch), and reference windows."""
+batches whose order is a pure function of (seed, epoch), and the style windows."""
 import hashlib
 import json
 import os
@@ -134,15 +134,21 @@ def collate(examples: list[Example], device) -> tuple[torch.Tensor, ...]:
     return x.to(device), x_lens.to(device), y.to(device), y_lens.to(device)
 
 
-def reference_windows(y, y_lens, lo: float, hi: float, generator=None):
-    """A random window of lo..hi of each mel's length: the voice the style encoder sees.
-    -> windows [b, mels, L] (0-padded) and their lengths."""
+def style_windows(y, y_lens, generator=None):
+    """The voice the style encoder sees in training, as the published recipe slices it
+    (KdaiP's random_slice_tensor): an utterance of L >= 12 frames gives a window of a
+    uniformly drawn whole length in [L // 12, L // 3] at a uniformly drawn start; a
+    shorter one is used whole. Short windows keep the encoder from copying the
+    utterance it is asked to speak. -> windows [b, mels, W] (0-padded), lengths [b]."""
     b = y.shape[0]
-    share = lo + (hi - lo) * torch.rand(b, device=y.device, generator=generator)
-    lens = torch.minimum(torch.clamp((y_lens.float() * share).long(), min=1), y_lens)
-    start = (torch.rand(b, device=y.device, generator=generator) * (y_lens - lens + 1).float()).long()
-    L = int(lens.max())
-    idx = (start[:, None] + torch.arange(L, device=y.device)[None]).clamp(max=y.shape[2] - 1)
+    lens = y_lens.long()
+    lo, hi = lens // 12, lens // 3
+    size = lo + (torch.rand(b, device=y.device, generator=generator) * (hi - lo + 1)).long()
+    size = torch.where(lens < 12, lens, torch.minimum(size, hi))  # rand < 1, but be sure
+    start = (torch.rand(b, device=y.device, generator=generator) * (lens - size + 1)).long()
+    start = torch.minimum(start, lens - size)
+    width = int(size.max())
+    idx = (start[:, None] + torch.arange(width, device=y.device)[None]).clamp(max=y.shape[2] - 1)
     window = torch.gather(y, 2, idx.unsqueeze(1).expand(-1, y.shape[1], -1))
-    valid = torch.arange(L, device=y.device)[None] < lens[:, None]
-    return window * valid.unsqueeze(1).to(y.dtype), lens
+    valid = torch.arange(width, device=y.device)[None] < size[:, None]
+    return window * valid.unsqueeze(1).to(y.dtype), size

@@ -25,6 +25,12 @@ PUBLISHED_SYMBOLS = (["_"] + list(",.!?-~…'")
                      + [f"{b}{tone}" for b in _CNM3_BASES for tone in range(1, 6)]
                      + ["<sil>", "<asp>"])
 KINDS = ("ipa", "uroman", "graphemes")
+PIPELINES = {  # what the ipa and uroman front-ends run, for the sidecar
+    "ipa": "KdaiP/StableTTS v1.1 text/english.py english_to_ipa2 (eng-to-ipa 0.0.2, "
+           "inflect, Unidecode), then the table lookup and blank interspersing",
+    "uroman": "uroman 1.3.1.1 Uroman().romanize_string(text, lcode=None), then KdaiP/StableTTS "
+              "v1.1 english_to_ipa2, the table lookup and blank interspersing",
+}
 _SPACES = re.compile(r"\s+")
 _JOINERS = {"\u200d", "\u200c"}  # zero-width joiner / non-joiner glue graphemes together
 _uroman = None
@@ -52,9 +58,36 @@ def mostly_non_latin(texts) -> bool:
     return letters > 0 and non_latin * 2 > letters
 
 
+# The graphemes rule, written into every sidecar so that code without this engine
+# (KdaiP's, say) reproduces the ids; change the version with any change of graphemes().
+SEGMENTATION = {
+    "name": "gpuworker-graphemes", "version": 1,
+    "unicode_version": unicodedata.unidata_version,
+    "normalization": "NFC",
+    "whitespace": "str.isspace",
+    "attach_categories": ["Mn", "Mc", "Me"],
+    "attach_code_points": ["U+200C", "U+200D"],
+    "attach_after_code_points": ["U+200D"],
+    "blank_id": 0,
+    "steps": [
+        "normalize the text to Unicode NFC",
+        "replace every run of whitespace (the characters for which Python's str.isspace() "
+        "is true) by one U+0020 SPACE, and remove it at both ends",
+        "when lowercase is true, lower-case the text with Python's str.lower() (the full "
+        "Unicode mapping; it is not normalized again)",
+        "cut the text into units, reading code points from left to right: a code point "
+        "joins the unit before it when its general category is one of attach_categories, "
+        "when it is one of attach_code_points, or when the code point before it is one of "
+        "attach_after_code_points; any other code point starts a new unit",
+        "replace each unit that is an entry of symbols by its index; leave out the others",
+        "put blank_id before, between and after the ids: n ids give 2n + 1 tokens",
+    ],
+}
+
+
 def graphemes(text: str, lowercase: bool = True) -> list[str]:
     """NFC text, whitespace runs as one space, split into base characters with their
-    combining marks attached."""
+    combining marks attached (SEGMENTATION says the same in words)."""
     text = _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip()
     if lowercase:
         text = text.lower()
@@ -117,10 +150,26 @@ class FrontEnd:
         return new
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "symbols": self.symbols, "lowercase": self.lowercase}
+        """The table and, for graphemes, the whole rule: SEGMENTATION and every symbol of
+        more than one code point that the rule can cut out (a per-character lookup, as
+        KdaiP's cleaned_text_to_sequence does, would miss them)."""
+        d = {"kind": self.kind, "symbols": self.symbols, "lowercase": self.lowercase}
+        if self.kind == "graphemes":
+            d["segmentation"] = SEGMENTATION
+            d["multi_code_point_symbols"] = [
+                {"id": i, "symbol": s, "code_points": [f"U+{ord(ch):04X}" for ch in s]}
+                for i, s in enumerate(self.symbols) if len(s) > 1 and graphemes(s, False) == [s]]
+        else:
+            d["pipeline"] = PIPELINES[self.kind]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "FrontEnd":
+        seg = d.get("segmentation")
+        if d.get("kind") == "graphemes" and seg is not None and \
+                (seg.get("name"), seg.get("version")) != (SEGMENTATION["name"], SEGMENTATION["version"]):
+            raise EngineError(f"graphemes rule {seg.get('name')}/{seg.get('version')} is not "
+                              f"this engine's {SEGMENTATION['name']}/{SEGMENTATION['version']}")
         return cls(d["kind"], d.get("symbols"), d.get("lowercase", True))
 
 

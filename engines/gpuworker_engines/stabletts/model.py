@@ -8,6 +8,14 @@ decoder: flow matching from noise to mel, velocity from an estimator of DiT
 blocks with FiLM time conditioning and U-Net long skips; classifier-free
 guidance against the learned fake_speaker / fake_content.
 Shapes are [batch, channels, time].
+
+Training follows the published recipe (KdaiP's v1.1 models/model.py): an item
+dropped for guidance (each independently, with probability cfg_dropout) gets
+fake_speaker as its speaker vector in the text encoder, the duration predictor
+and the flow decoder, and fake_content instead of mu_y in the decoder. Kept on
+purpose: our flow loss leaves padded frames out, KdaiP's also sums
+(1 - sigma_min)^2 z^2 over them. That term depends on no weight (same
+gradients); it only makes the loss value grow with a batch's padding.
 """
 import math
 
@@ -31,12 +39,19 @@ class StableTTS(nn.Module):
                                     cfg.dp_dropout, cfg.gin_channels)
         self.decoder = FlowDecoder(cfg)
 
-    def forward(self, x, x_lengths, y, y_lengths, ref, ref_lengths, generator=None) -> dict:
+    def forward(self, x, x_lengths, y, y_lengths, ref, ref_lengths, generator=None,
+                drop=None, flow_draws=None) -> dict:
         """Training losses for token ids x [b, Tx], log-mels y [b, mels, Ty] and reference
-        log-mels ref [b, mels, Tr] (the voice)."""
+        log-mels ref [b, mels, Tr] (the voice). drop [b] (bool) names the items that learn
+        the unconditional model; None draws them in training (see guidance_drop).
+        flow_draws fixes the flow-matching draws (see FlowDecoder.loss)."""
         ref_mask = sequence_mask(ref_lengths, ref.shape[2]).unsqueeze(1).to(y.dtype)
         y_mask = sequence_mask(y_lengths, y.shape[2]).unsqueeze(1).to(y.dtype)
         c = self.ref_encoder(ref, ref_mask)
+        if drop is None and self.training:
+            drop = guidance_drop(y.shape[0], self.cfg.cfg_dropout, y.device, generator)
+        if drop is not None:  # the fake speaker conditions every part, as published
+            c = torch.where(drop[:, None], self.fake_speaker.to(c.dtype), c)
         h, mu_x, x_mask = self.encoder(x, c, x_lengths)
         logw = self.dp(h.detach(), x_mask, c.detach())
 
@@ -49,11 +64,10 @@ class StableTTS(nn.Module):
         prior_loss = (0.5 * ((y - mu_y.float()) ** 2 + math.log(2 * math.pi)) * y_mask).sum() \
             / (y_mask.sum() * self.cfg.n_mels)
 
-        if self.training and self.cfg.cfg_dropout > 0:  # learn the unconditional velocity too
-            drop = torch.rand(y.shape[0], device=y.device, generator=generator) < self.cfg.cfg_dropout
-            c = torch.where(drop[:, None], self.fake_speaker.to(c.dtype), c)
-            mu_y = torch.where(drop[:, None, None], self.fake_content.to(mu_y.dtype), mu_y)
-        flow_loss = self.decoder.loss(y, y_mask, mu_y, c, generator)
+        content = mu_y
+        if drop is not None:
+            content = torch.where(drop[:, None, None], self.fake_content.to(mu_y.dtype), mu_y)
+        flow_loss = self.decoder.loss(y, y_mask, content, c, generator, flow_draws)
         return {"duration": dur_loss, "prior": prior_loss, "flow": flow_loss}
 
     @torch.no_grad()
@@ -86,6 +100,14 @@ class StableTTS(nn.Module):
         with torch.no_grad():
             new.weight[:old.num_embeddings] = old.weight
         self.encoder.emb = new
+
+
+def guidance_drop(batch: int, share: float, device, generator=None):
+    """Which items of a training batch learn the unconditional model: each one
+    independently with probability `share` (None when share is 0)."""
+    if share <= 0:
+        return None
+    return torch.rand(batch, device=device, generator=generator) <= share
 
 
 # ---------------------------------------------------------------- text side
@@ -183,11 +205,16 @@ class FlowDecoder(nn.Module):
         self.sigma_min = cfg.sigma_min
         self.estimator = Estimator(cfg)
 
-    def loss(self, y, y_mask, mu, c, generator=None):
+    def loss(self, y, y_mask, mu, c, generator=None, draws=None):
+        """Mean squared velocity error over the real frames. draws = (u [b], z like y)
+        fixes the random time (before the cosine schedule) and the noise."""
         b = y.shape[0]
-        u = torch.rand(b, device=y.device, dtype=y.dtype, generator=generator)
+        if draws is None:
+            u = torch.rand(b, device=y.device, dtype=y.dtype, generator=generator)
+            z = torch.randn(y.shape, device=y.device, dtype=y.dtype, generator=generator)
+        else:
+            u, z = draws
         t = (1 - torch.cos(u * math.pi / 2))[:, None, None]  # more samples near the noise
-        z = torch.randn(y.shape, device=y.device, dtype=y.dtype, generator=generator)
         x_t = (1 - (1 - self.sigma_min) * t) * z + t * y
         target = y - (1 - self.sigma_min) * z
         v = self.estimator(t.view(b), x_t, y_mask, mu, c).float()  # the loss in fp32 under autocast

@@ -206,7 +206,7 @@ def train_step(r: Run, micro: list[training.Micro]) -> tuple[dict, float]:
 
     def forward(batch: list[int]) -> dict:
         x, xl, y, yl = data.collate([r.train_set[j] for j in batch], r.device)
-        ref, rl = data.reference_windows(y, yl, tc.ref_min_share, tc.ref_max_share)
+        ref, rl = data.style_windows(y, yl)
         with r.amp:
             return r.net(x, xl, y, yl, ref, rl)
 
@@ -254,6 +254,7 @@ def done(r: Run) -> dict:
             save(r, "best", epoch=r.epoch, step=r.step)
         m = r.metrics
         result.update(best_model=paths["best"], final_model=paths["final"],
+                      kdaip_checkpoint=ckpt.kdaip_name(paths["best"]),
                       best_model_meta=ckpt.sidecar_path(paths["best"]),
                       final_model_meta=ckpt.sidecar_path(paths["final"]),
                       metrics_csv=m.path if m.rows else None,
@@ -276,6 +277,8 @@ def save(r: Run, kind: str, **info) -> None:
         path = _model_paths(r.tc)[kind]
         ckpt.save_model(r.model, Meta(m.config, m.frontend, m.size, m.origin, {"kind": kind, **info},
                                       published=False), path)
+        if kind == "best":  # the name KdaiP's tools continue from
+            ckpt.link_kdaip_name(path, info["epoch"])
         events.emit("checkpoint", path=path, epoch=info.get("epoch"), step=r.step, kind=kind)
 
 
@@ -304,7 +307,7 @@ def validate(model: StableTTS, val_set, tc: TrainConfig, device, amp) -> dict:
     for s in range(0, len(val_set), tc.batch_size):
         part = val_set[s:s + tc.batch_size]
         x, xl, y, yl = data.collate(part, device)
-        ref, rl = data.reference_windows(y, yl, tc.ref_min_share, tc.ref_max_share, gen)
+        ref, rl = data.style_windows(y, yl, gen)
         with amp:
             losses = model(x, xl, y, yl, ref, rl, generator=gen)
         for k in LOSSES:
