@@ -1,7 +1,9 @@
 """The engine side of the JSON-lines protocol.
 
 stdout carries one JSON object per line, nothing else; human logs go to
-stderr. Event kinds: progress, checkpoint, item, warning, result, error.
+stderr. Event kinds: progress, checkpoint, item, warning, result, error. In a
+run of several processes only rank 0 speaks: the others' events go to stderr
+(training.Processes).
 """
 import json
 import os
