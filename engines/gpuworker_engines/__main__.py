@@ -1,4 +1,5 @@
-"""Command-line entry: python -m gpuworker_engines <engine> <command> --config FILE."""
+"""Command-line entry: python -m gpuworker_engines <engine> <command> --config FILE,
+and python -m gpuworker_engines schema (every command's settings, as JSON)."""
 import argparse
 import importlib
 import json
@@ -6,22 +7,41 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from . import events, untrusted
+from . import events
 
 
 def engines() -> list[str]:
     """Every sub-package with a cli module is an engine: adding one needs no list here.
 
-    Its cli module exposes COMMANDS: dict[str, callable(config: dict, stop) -> dict].
+    Its cli module exposes COMMANDS: dict[str, callable(config, stop) -> dict], and its
+    config module (which imports no torch) CONFIGS: dict[str, Settings class], the
+    settings of each command.
     """
     root = Path(__file__).resolve().parent
     return sorted(m.name for m in pkgutil.iter_modules([str(root)])
                   if m.ispkg and (root / m.name / "cli.py").exists())
 
 
+def configs(engine: str) -> dict:
+    return importlib.import_module(f"gpuworker_engines.{engine}.config").CONFIGS
+
+
+def schema() -> dict:
+    """What every command of every engine accepts: printed from the settings dataclasses."""
+    from .config import FORMAT, describe
+    return {"format": FORMAT, "engines": {
+        e: {name: describe(cls) for name, cls in configs(e).items()} for e in engines()}}
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["schema"]:
+        json.dump(schema(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     events.watch_parent()
-    parser = argparse.ArgumentParser(prog="gpuworker_engines")
+    parser = argparse.ArgumentParser(prog="gpuworker_engines",
+                                     epilog="`python -m gpuworker_engines schema` prints every setting")
     parser.add_argument("engine", choices=engines())
     parser.add_argument("command")
     parser.add_argument("--config", required=True, help="path to the run's config.json")
@@ -43,8 +63,11 @@ def main(argv=None) -> int:
         config["resume"] = args.resume
     stop = events.install_stop_handler()
     try:
-        untrusted.configure(config)  # caps on files that may come from a project
-        result = command(config, stop)
+        settings = configs(args.engine)[args.command].of(config)
+        from . import untrusted  # here: the schema command above runs without torch
+        if isinstance(settings, untrusted.FileCaps):
+            untrusted.configure(settings)  # caps on files that may come from a project
+        result = command(settings, stop)
     except events.Interrupted as e:
         # a resumable checkpoint was saved and reported before raising
         print(f"interrupted: {e}", file=sys.stderr)

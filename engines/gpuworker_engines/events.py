@@ -1,7 +1,9 @@
 """The engine side of the JSON-lines protocol.
 
 stdout carries one JSON object per line, nothing else; human logs go to
-stderr. Event kinds: progress, checkpoint, item, warning, result, error.
+stderr. Event kinds: progress, checkpoint, item, warning, result, error. In a
+run of several processes only rank 0 speaks: the others' events go to stderr
+(training.Processes).
 """
 import json
 import os
@@ -13,6 +15,7 @@ import time
 EXIT_INTERRUPTED = 75  # saved a resumable checkpoint on SIGTERM and stopped
 
 _lock = threading.Lock()
+_to_stderr = False  # a rank other than 0 of a multi-process run: rank 0 speaks for the run
 
 
 class EngineError(Exception):
@@ -29,9 +32,16 @@ class Interrupted(Exception):
 
 def emit(event: str, **fields) -> None:
     line = json.dumps({"event": event, **fields}, ensure_ascii=False, default=_plain)
+    out = sys.stderr if _to_stderr else sys.stdout
     with _lock:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        out.write(line + "\n")
+        out.flush()
+
+
+def speak_on_stderr() -> None:
+    """From now on events go to the log (stderr), not to the worker."""
+    global _to_stderr
+    _to_stderr = True
 
 
 def _plain(v):

@@ -33,8 +33,8 @@ What each project file is, and how it is read:
     transmorgrifier.tm  zip of params.json, action.cb, char.cb (catboost binary)
                                                               read_zip_members
 
-The caps are keys of any engine's config (defaults below): max_unpacked_bytes,
-max_archive_members, max_json_bytes.
+The caps are keys of every command's config that reads such files (config.FileCaps
+holds them and their defaults): max_unpacked_bytes, max_archive_members, max_json_bytes.
 """
 import contextlib
 import json
@@ -44,41 +44,29 @@ import shutil
 import stat
 import tarfile
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import torch
 
+from .config import GiB, MiB, FileCaps
 from .events import EngineError
 
-GiB, MiB = 1 << 30, 1 << 20
 CHUNK = 1 << 20
 REFUSED = "refused"  # the error event's kind for a file that failed a check
 # weights formats that are pickles underneath: never read from a project
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib")
 
 
-@dataclass
-class Limits:
-    max_unpacked_bytes: int = 16 * GiB  # a w2v-bert-2.0 artifact unpacks to about 2.4 GB
-    max_archive_members: int = 10_000
-    max_json_bytes: int = 32 * MiB  # MMS's vocab.json, keyed by 1,000+ languages, is a few MB
+_limits = FileCaps()
 
 
-_limits = Limits()
-
-
-def configure(config: dict) -> Limits:
-    """Takes the caps an engine's config sets (positive integers); the rest keep their defaults."""
+def configure(config) -> FileCaps:
+    """Takes the caps a command's settings (or a config dict) set; the rest keep their defaults."""
+    if not isinstance(config, FileCaps):
+        names = {f.name for f in fields(FileCaps)}
+        config = FileCaps.from_dict({k: v for k, v in config.items() if k in names}, "the file caps")
     global _limits
-    values = {}
-    for f in fields(Limits):
-        v = config.get(f.name)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise EngineError(f"config: {f.name} must be a positive integer, not {v!r}")
-        values[f.name] = v
-    _limits = Limits(**values)
+    _limits = FileCaps(**{f.name: getattr(config, f.name) for f in fields(FileCaps)})
     return _limits
 
 

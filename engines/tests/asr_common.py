@@ -59,7 +59,7 @@ def tiny_config(dataset: str, out: str, **kw) -> dict:
     """A size-tiny run that learns in seconds; post-correction and LM off unless asked."""
     c = {"dataset": dataset, "output_dir": out, "size": "tiny", "device": "cpu", "seed": 7, "epochs": 2,
          "batch_size": 4, "learning_rate": 3e-3, "warmup_steps": 10, "val_split": 0, "test_split": 0,
-         "save_interval": 1000, "progress_every_steps": 1, "transmorgrifier": {"enabled": False},
+         "save_every_steps": 1000, "progress_every_steps": 1, "transmorgrifier": {"enabled": False},
          "lm": {"enabled": False}}
     c.update(kw)
     return c

@@ -11,8 +11,8 @@ from asr_common import SAMPLE_RATE  # noqa: F401 - puts the engines on sys.path
 from gpuworker_engines.ctc import card, data, infer, scoring, text
 from gpuworker_engines.ctc.decode import Greedy, Labels
 from gpuworker_engines.ctc.tinyhub import feature_extractor, tiny_config
-from gpuworker_engines.ctc.trainer import lr_at
 from gpuworker_engines.events import EngineError
+from gpuworker_engines.training import Plan
 from gpuworker_engines.w2v2bert.config import TrainConfig
 from gpuworker_engines.w2v2bert.model import CLASSES
 
@@ -132,11 +132,7 @@ def test_three_way_split():
     assert [len(x) for x in data.split(list(range(6)), 0.4, 0.4, 1)] == [3, 2, 1]
 
 
-def test_lr_schedule_and_batches():
-    assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
-    assert lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
-    assert lr_at(55, 1.0, 10, 100) == pytest.approx(0.5)
-    assert lr_at(100, 1.0, 10, 100) == 0
+def test_length_grouped_batches():
     rng = random.Random(1)
     durs = [rng.uniform(1, 10) for _ in range(100)]
     a = data.epoch_batches(durs, 8, 3, 0, True)
@@ -150,25 +146,37 @@ def test_lr_schedule_and_batches():
 def test_recipe_defaults_per_architecture():
     c = TrainConfig.from_dict({"dataset": "d", "output_dir": "o"})
     hp = c.resolve("w2v2bert")
-    assert (hp["learning_rate"], hp["batch_size"], hp["gradient_accumulation_steps"], hp["effective_batch"],
+    assert (hp["learning_rate"], hp["batch_size"], hp["gradient_accumulation_steps"],
             hp["warmup_steps"], hp["add_adapter"], hp["dropout"], hp["layerdrop"], hp["mask_time_prob"]) == \
-        (5e-5, 16, 2, 32, 500, True, 0.0, 0.0, 0.0)
+        (5e-5, 16, 2, 500, True, 0.0, 0.0, 0.0)
     hp = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "learning_rate": None}).resolve("wav2vec2")
-    assert (hp["learning_rate"], hp["mask_time_prob"], hp["effective_batch"]) == (3e-4, 0.05, 32)
+    assert (hp["learning_rate"], hp["mask_time_prob"], hp["batch_size"] * hp["gradient_accumulation_steps"]) == \
+        (3e-4, 0.05, 32)
     # what the worker sends wins; accumulation makes up the recipe's effective batch
     hp = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "batch_size": 4,
                                 "learning_rate": 1e-5}).resolve("w2v2bert")
-    assert (hp["batch_size"], hp["gradient_accumulation_steps"], hp["effective_batch"], hp["learning_rate"]) == \
-        (4, 8, 32, 1e-5)
-    hp = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "batch_size": 4}).resolve("w2v2bert", world=2)
-    assert (hp["gradient_accumulation_steps"], hp["effective_batch"]) == (4, 32)
+    assert (hp["batch_size"], hp["gradient_accumulation_steps"], hp["learning_rate"]) == (4, 8, 1e-5)
+    # warmup 0 is no warmup, not "the recipe's"; a size-tiny job gets the tiny recipe
+    hp = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "warmup_steps": 0}).resolve("w2v2bert")
+    assert hp["warmup_steps"] == 0
+    tiny = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "size": "tiny"})
+    hp = tiny.resolve("w2v2bert")
+    assert (hp["learning_rate"], hp["batch_size"], hp["gradient_accumulation_steps"], hp["warmup_steps"]) == \
+        (3e-3, 8, 1, 10)
+    assert tiny.transmorgrifier.iterations == 30
+    # on two processes each accumulates half: the same effective batch
+    c = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "batch_size": 4})
+    c.resolve("w2v2bert")
+    plan = Plan(c.batch_size, c.gradient_accumulation_steps, 2)
+    assert (plan.per_process, plan.effective_batch) == (4, 32)
     c = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "transmorgrifier": {"iterations": 5},
                                "text_normalization": {"lowercase": None}})
-    assert c.transmorgrifier["iterations"] == 5 and c.text_normalization["lowercase"] is True
-    assert c.lm == {"enabled": True, "order": 4} and (c.val_split, c.test_split) == (0.1, 0.1)
+    assert c.transmorgrifier.iterations == 5 and c.text_normalization.lowercase is True
+    assert (c.lm.enabled, c.lm.order) == (True, 4) and (c.val_split, c.test_split) == (0.1, 0.1)
     for bad, match in [({"dataset": ""}, "dataset"), ({"size": "huge"}, "size"),
                        ({"val_split": 0.6, "test_split": 0.5}, "sum"), ({"lm": {"order": 9}}, "lm.order"),
-                       ({"layerdrop": 1.5}, "layerdrop")]:
+                       ({"layerdrop": 1.5}, "layerdrop"), ({"save_interval": 5}, "unknown key.*'save_interval'"),
+                       ({"lm": {"ordr": 3}}, "'lm.ordr'")]:
         with pytest.raises(EngineError, match=match):
             TrainConfig.from_dict({"dataset": "d", "output_dir": "o", **bad})
 
@@ -236,7 +244,7 @@ def test_reduced_precision_path():
     assert low.dtype == np.float32 and low.shape == ref.shape and np.abs(low - ref).max() < 0.5
     assert infer.inference_dtype("auto", torch.device("cpu")) == torch.float32
     with pytest.raises(EngineError, match="chunk_seconds"):
-        infer.Options.from_config({"chunk_seconds": 10, "stride_seconds": 5})
+        infer.Options.from_dict({"chunk_seconds": 10, "stride_seconds": 5})
 
 
 def _events(capsys):

@@ -118,8 +118,10 @@ def test_fetch_names_a_reference_it_cannot_get(tmp_path, monkeypatch):
         fetch({"refs": ["hf://a/b/c.pt"]}, events.StopFlag())
     with pytest.raises(EngineError, match="^not a repo: neither an existing local path nor a hub reference"):
         fetch({"refs": ["not a repo"]}, events.StopFlag())
-    with pytest.raises(EngineError, match="refs and optional_refs must be lists"):
+    with pytest.raises(EngineError, match="refs must be a list of strings"):
         fetch({"refs": "a/b"}, events.StopFlag())
+    with pytest.raises(EngineError, match="refs and optional_refs must be lists of non-empty strings"):
+        fetch({"optional_refs": [""]}, events.StopFlag())
     with pytest.raises(EngineError, match="not hf://"):
         fetch({"refs": ["hf://a/b/../../x"]}, events.StopFlag())
 

@@ -18,7 +18,8 @@ import torch
 from scipy.signal import resample_poly
 
 from gpuworker_engines.events import EngineError, StopFlag
-from gpuworker_engines.stabletts import ckpt, evaluate, synthesize, train
+from gpuworker_engines.stabletts import ckpt, evaluate, train
+from gpuworker_engines.stabletts.config import SynthesizeConfig
 from gpuworker_engines.stabletts.model import StableTTS
 
 torch.set_num_threads(1)
@@ -320,4 +321,5 @@ def test_evaluate_gives_lower_mcd_after_training(speech, trained, tmp_path):
 
 def test_synthesize_refuses_a_bad_solver():
     with pytest.raises(EngineError, match="solver must be one of euler, midpoint, dopri5"):
-        synthesize.options({"checkpoint": "x", "dataset": "d", "output_dir": "o", "solver": "rk4"})
+        SynthesizeConfig.from_dict({"checkpoint": "x", "dataset": "d", "output_dir": "o",
+                                    "voice_reference": "v", "solver": "rk4"})

@@ -1,4 +1,4 @@
-"""StableTTS engine pieces: MAS, front-ends, mel, Griffin-Lim, MCD, LR schedule,
+"""StableTTS engine pieces: MAS, front-ends, mel, Griffin-Lim, MCD, the train config,
 durations, checkpoint references and sidecars."""
 import math
 import sys
@@ -10,7 +10,7 @@ import torch
 
 from gpuworker_engines import hub
 from gpuworker_engines.events import EngineError
-from gpuworker_engines.stabletts import ckpt, evaluate, mas, train
+from gpuworker_engines.stabletts import ckpt, evaluate, mas
 from gpuworker_engines.stabletts.ckpt import Meta
 from gpuworker_engines.stabletts.config import ModelConfig, TrainConfig
 from gpuworker_engines.stabletts.frontend import (PUBLISHED_SYMBOLS, FrontEnd, choose, encode_all,
@@ -161,22 +161,17 @@ def test_mcd_is_zero_for_itself_and_small_for_a_time_stretch():
     assert evaluate.mcd(a, other) > 1.0
 
 
-# ---------------------------------------------------------------- schedule, config
-
-def test_lr_is_a_pure_function_of_step():
-    lrs = [train.lr_at(s, 1e-3, 10, 100, 0.1) for s in range(100)]
-    assert lrs == [train.lr_at(s, 1e-3, 10, 100, 0.1) for s in range(100)]
-    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
-    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    assert train.lr_at(100, 1e-3, 10, 100, 0.1) == pytest.approx(1e-4)
-
+# ---------------------------------------------------------------- config
 
 def test_train_config_defaults_and_errors():
-    cfg = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "unknown_key": 1,
-                                 "resume": None, "learning_rate": 1})
+    cfg = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "resume": None, "learning_rate": 1})
     assert (cfg.batch_size, cfg.learning_rate, cfg.frontend, cfg.from_scratch) == (8, 1.0, "auto", False)
+    assert (cfg.epochs, cfg.warmup_steps, cfg.save_every_epochs) == (1000, 200, 100)
     assert cfg.model_config() == ModelConfig.published()
+    with pytest.raises(EngineError, match="unknown key.*'save_interval', 'unknown_key'"):
+        TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "unknown_key": 1, "save_interval": 5})
+    with pytest.raises(EngineError, match="unknown model key.*'hidden'"):
+        TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "model": {"hidden": 8}})
     with pytest.raises(EngineError, match="epochs"):
         TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "epochs": "ten"})
     with pytest.raises(EngineError, match="size"):
@@ -184,8 +179,13 @@ def test_train_config_defaults_and_errors():
     with pytest.raises(EngineError, match="frontend"):
         TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "frontend": "espeak"})
     tiny = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "size": "tiny",
-                                  "model": {"hidden_channels": 8}}).model_config()
-    assert (tiny.hidden_channels, tiny.sample_rate) == (8, 16000)
+                                  "model": {"hidden_channels": 8}})
+    assert (tiny.learning_rate, tiny.warmup_steps) == (2e-3, 10)  # the tiny preset
+    assert (tiny.model_config().hidden_channels, tiny.model_config().sample_rate) == (8, 16000)
+    # what a job sets wins over the preset, 0 included
+    set_ = TrainConfig.from_dict({"dataset": "d", "output_dir": "o", "size": "tiny", "warmup_steps": 0,
+                                  "learning_rate": None})
+    assert (set_.learning_rate, set_.warmup_steps) == (2e-3, 0)
 
 
 # ---------------------------------------------------------------- durations

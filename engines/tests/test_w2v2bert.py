@@ -19,7 +19,6 @@ from gpuworker_engines import dataset, events
 from gpuworker_engines.ctc import artifact, checkpoints, infer, scoring, text
 from gpuworker_engines.ctc.audio import load_audio
 from gpuworker_engines.ctc.decode import Greedy, Labels
-from gpuworker_engines.ctc.transcribe import choose_decoder
 from gpuworker_engines.events import EngineError
 from gpuworker_engines.w2v2bert.config import TrainConfig
 from gpuworker_engines.w2v2bert.model import Recipe, load_trained
@@ -348,8 +347,8 @@ def test_bad_input_gives_clear_errors(speech, tmp_path, capsys):
         transcribe({"model": str(tmp_path / "no.tar"), "dataset": mixed}, events.StopFlag())
     with pytest.raises(EngineError, match="resume checkpoint not found"):
         train(tiny_config(mixed, out, resume=str(tmp_path / "no.pt")), events.StopFlag())
-    with pytest.raises(EngineError, match="decoder must be auto, lm or greedy"):
-        choose_decoder("beam", out, None, 1)
+    with pytest.raises(EngineError, match="decoder must be one of auto, lm, greedy"):
+        transcribe({"model": str(tmp_path / "no.tar"), "dataset": mixed, "decoder": "beam"}, events.StopFlag())
 
 
 def test_transcribe_skips_silent_audio(trained, speech, tmp_path, capsys):

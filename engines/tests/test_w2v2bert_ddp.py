@@ -1,5 +1,5 @@
-"""Two processes (torchrun, gloo on the CPU) with dropout and layer drop: layers skipped on one
-rank and not the other must not stall gradient reduction."""
+"""Two processes (torchrun, gloo on the CPU): the recipe of one process, and with dropout and
+layer drop, layers skipped on one rank and not the other must not stall gradient reduction."""
 import json
 import os
 import subprocess
@@ -14,6 +14,42 @@ from asr_common import ENGINES, engine_env, speech_dataset, tiny_config
 def speech(tmp_path_factory) -> str:
     from asr_common import PHRASES
     return speech_dataset(str(tmp_path_factory.mktemp("speech")), PHRASES[:8])
+
+
+def train(processes: int, config: dict, tmp) -> tuple[dict, list[dict]]:
+    """(result, events) of a training run in `processes` CPU processes (1: no torchrun)."""
+    path = tmp / f"config-{processes}.json"
+    path.write_text(json.dumps(config))
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] \
+        if processes > 1 else []
+    proc = subprocess.run([sys.executable, *launcher, "-m", "gpuworker_engines", "w2v2bert", "train",
+                           "--config", str(path)], cwd=ENGINES, env=engine_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evs = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    results = [e for e in evs if e["event"] == "result"]
+    assert len(results) == 1  # rank 1 stays silent on stdout
+    return results[0], evs
+
+
+def test_two_processes_take_the_recipe_of_one(speech, tmp_path):
+    # 8 items in batches of 2, two micro-batches a step: 2 optimizer steps an epoch on 1 or 2 processes
+    cfg = tiny_config(speech, str(tmp_path / "one"), epochs=2, batch_size=2, gradient_accumulation_steps=2,
+                      warmup_steps=2, warmup_max_fraction=0.5, seed=3)
+    one, ev_one = train(1, cfg, tmp_path)
+    two, ev_two = train(2, {**cfg, "output_dir": str(tmp_path / "two")}, tmp_path)
+    hp1, hp2 = one["hyperparameters"], two["hyperparameters"]
+    assert hp1 == {**hp2, "gradient_accumulation_steps": 2, "processes": 1}
+    assert (hp2["gradient_accumulation_steps"], hp2["processes"]) == (1, 2)
+    for hp in (hp1, hp2):
+        assert (hp["batch_size"], hp["effective_batch"], hp["steps_per_epoch"], hp["total_steps"],
+                hp["learning_rate"], hp["warmup_steps"], hp["warmup_steps_used"]) == (2, 4, 2, 4, 3e-3, 2, 2)
+    a = {e["step"]: e for e in ev_one if e["event"] == "progress" and "lr" in e}
+    b = {e["step"]: e for e in ev_two if e["event"] == "progress" and "lr" in e}
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    assert [a[s]["lr"] for s in a] == [b[s]["lr"] for s in a]  # the same learning rate at every step
+    for s in a:  # the same micro-batches and seeds: the same losses
+        assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-5), s
 
 
 def test_ddp_two_processes_with_layerdrop_and_dropout(speech, tmp_path):

@@ -23,32 +23,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
 
 from .. import events, untrusted
 from ..events import EngineError
+from .config import Transmorgrifier as Options  # its settings: iterations, device, ...
 
 FILENAME = "transmorgrifier.tm"
 KILL_AFTER_S = 3.0  # grace between SIGTERM and SIGKILL for the child
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@dataclass
-class Options:
-    enabled: bool = True
-    iterations: int = 1000  # cap per catboost model
-    early_stopping_rounds: int = 50  # on the validation pairs
-    device: str = "auto"  # auto (GPU when catboost sees one) | cpu | gpu
-    context: int = 7  # letters of context each side
-    learning_rate: float = 0.1
-    threads: int | None = None
-    catboost: dict | None = None  # extra CatBoostClassifier parameters (benchmarks, experts)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "Options":
-        d = d or {}
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and v is not None}
-        return cls(**known)
 
 
 def train(pairs: list[tuple[str, str]], val_pairs: list[tuple[str, str]], opts: Options, out_path: str,

@@ -32,7 +32,7 @@ class Run:
 def finish(recipe, cfg, run: Run) -> dict:
     if not os.path.isdir(run.best_dir):
         raise EngineError(f"best model folder missing: {run.best_dir} (was output_dir changed on resume?)")
-    norm = cfg.text_normalization
+    norm = cfg.text_normalization.to_dict()
     model, fe, tok = recipe.load_model(run.best_dir, str(run.device), run.info.get("base_source"))
     labels = Labels(tok.get_vocab())
     tr = infer.Transcriber(model, fe, run.device, infer.Options(precision=cfg.precision))
@@ -45,7 +45,7 @@ def finish(recipe, cfg, run: Run) -> dict:
 
     lm.remove(run.best_dir)  # from an earlier, interrupted finishing step
     decoder, lm_info = greedy, None
-    if cfg.lm.get("enabled", True):
+    if cfg.lm.enabled:
         beam, lm_info = _language_model(cfg, run, labels, lp_val, refs_val, m)
         if beam is not None:
             m.update(_scores("test", beam(lp_test), refs_test, "_lm"))
@@ -62,9 +62,8 @@ def finish(recipe, cfg, run: Run) -> dict:
     tm_path = os.path.join(run.best_dir, corrector.FILENAME)
     if os.path.exists(tm_path):
         os.unlink(tm_path)
-    opts = corrector.Options.from_dict(cfg.transmorgrifier)
-    if opts.enabled:
-        tm_info = _post_correction(opts, run, tr, decoder, lp_val, lp_test, norm, m, tm_path)
+    if cfg.transmorgrifier.enabled:
+        tm_info = _post_correction(cfg.transmorgrifier, run, tr, decoder, lp_val, lp_test, norm, m, tm_path)
 
     card_info = {
         "format": 2, "engine": recipe.engine, "arch": run.info.get("arch"), "sample_rate": SAMPLE_RATE,
@@ -108,16 +107,16 @@ def _language_model(cfg, run: Run, labels, lp_val, refs_val, m) -> tuple:
     else:
         texts, excluded, source = [e.original for e in run.train], len(held_out), "training verses"
     work = os.path.join(os.path.abspath(cfg.output_dir), "lm")
-    order = int(cfg.lm.get("order", 4))
+    order = cfg.lm.order
     try:
-        arpa, unigrams, info = lm.build(texts, cfg.text_normalization, order, work)
-        alpha, beta = cfg.lm.get("alpha"), cfg.lm.get("beta")
+        arpa, unigrams, info = lm.build(texts, cfg.text_normalization.to_dict(), order, work)
+        alpha, beta = cfg.lm.alpha, cfg.lm.beta
         decoder = lm.make_decoder(labels, arpa, unigrams, 0.5 if alpha is None else alpha,
                                   1.5 if beta is None else beta)
     except EngineError as e:
         events.warning(f"language model not built: {e}")
         return None, {"kept": False, "reason": str(e)}
-    beam_width = int(cfg.lm.get("beam_width", 64))
+    beam_width = cfg.lm.beam_width
     tuned = None
     if (alpha is None or beta is None) and run.val:
         alpha, beta, _ = tuned = lm.tune(decoder, labels, lp_val, refs_val)

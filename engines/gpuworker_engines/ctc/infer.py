@@ -7,38 +7,16 @@ audio (`batch_seconds`); on out-of-memory the batch is halved and retried. On
 CUDA the model runs in bf16 (fp16 where bf16 is missing).
 """
 import math
-from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
 from .. import events
-from ..events import EngineError
 from . import SAMPLE_RATE
 from .audio import featurize, load_audio, output_lengths
+from .config import Inference as Options  # batch_seconds, chunk_seconds, ... and their defaults
 
 GROUP = 64  # clips read into memory (and decoded) at a time
-
-
-@dataclass
-class Options:
-    batch_seconds: float = 160.0  # padded audio per forward pass
-    chunk_seconds: float = 30.0  # longer clips are cut into windows of this length
-    stride_seconds: float = 5.0  # context each window borrows from its neighbours, per side
-    max_audio_seconds: float = 1200.0  # longer clips are skipped with a warning
-    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
-
-    @classmethod
-    def from_config(cls, config: dict) -> "Options":
-        known = {f.name for f in fields(cls)}
-        o = cls(**{k: config[k] for k in known if config.get(k) is not None})
-        if o.chunk_seconds <= 2 * o.stride_seconds or o.stride_seconds < 0:
-            raise EngineError("config: chunk_seconds must be more than twice stride_seconds (and stride >= 0)")
-        if o.batch_seconds <= 0 or o.max_audio_seconds <= 0:
-            raise EngineError("config: batch_seconds and max_audio_seconds must be positive")
-        if o.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise EngineError(f"config: precision must be auto, fp32, fp16 or bf16, not {o.precision!r}")
-        return o
 
 
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype:

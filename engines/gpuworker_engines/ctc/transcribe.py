@@ -12,6 +12,7 @@ import torch
 from .. import dataset, events, untrusted
 from ..events import EngineError
 from . import SAMPLE_RATE, artifact, corrector, infer, lm
+from .config import TranscribeConfig
 from .audio import duration, is_silent, load_audio
 from .decode import Beam, Greedy, Labels
 
@@ -25,8 +26,7 @@ def pick_device(name: str) -> str:
 
 
 def choose_decoder(choice: str, directory: str, labels: Labels, beam_width: int, shown: str | None = None):
-    if choice not in ("auto", "lm", "greedy"):
-        raise EngineError(f"config: decoder must be auto, lm or greedy, not {choice!r}")
+    """choice: auto | lm | greedy (TranscribeConfig.decoder)."""
     if choice != "greedy":
         decoder = lm.load(directory, labels, shown)
         if decoder is not None:
@@ -36,31 +36,26 @@ def choose_decoder(choice: str, directory: str, labels: Labels, beam_width: int,
     return Greedy(labels)
 
 
-def run(recipe, config: dict, stop) -> dict:
-    src = config.get("model")
-    if not src:
-        raise EngineError("config: model (an ASR artifact or unpacked folder) is required")
-    if not config.get("dataset"):
-        raise EngineError("config: dataset is required")
-    opts = infer.Options.from_config(config)
-    device = pick_device(config.get("device", "auto"))
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
-    items = dataset.load(config["dataset"], need_audio=True, need_text=False)  # cheap checks first
+def run(recipe, cfg: TranscribeConfig, stop) -> dict:
+    src = cfg.model
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    items = dataset.load(cfg.dataset, need_audio=True, need_text=False)  # cheap checks first
     with tempfile.TemporaryDirectory(prefix="asr-model-") as tmp:
         directory = artifact.unpack(src, os.path.join(tmp, "model"))
         with untrusted.shown_as(directory, src):  # errors name the artifact the config gave
             card = artifact.read_card(directory)
-            model, fe, tok = recipe.load_model(directory, device, config.get("base_model"))
+            # mms: the base the adapter belongs to, when the config names one
+            model, fe, tok = recipe.load_model(directory, device, getattr(cfg, "base_model", None))
             labels = Labels(tok.get_vocab())
-            decode = choose_decoder(config.get("decoder") or "auto", directory, labels,
-                                    int(config.get("beam_width") or 64), src)
+            decode = choose_decoder(cfg.decoder, directory, labels, cfg.beam_width, src)
             tm = corrector.load(directory)
-        tr = infer.Transcriber(model, fe, device, opts)
+        tr = infer.Transcriber(model, fe, device, cfg)
         kept, skipped = [], []
         for it in items:
-            if duration(it.audio) > opts.max_audio_seconds:
-                skipped.append({"id": it.id, "reason": f"audio longer than {opts.max_audio_seconds:g}s"})
+            if duration(it.audio) > cfg.max_audio_seconds:
+                skipped.append({"id": it.id, "reason": f"audio longer than {cfg.max_audio_seconds:g}s"})
             elif is_silent(load_audio(it.audio)):
                 skipped.append({"id": it.id, "reason": "audio is silent"})
             else:

@@ -1,6 +1,6 @@
 """Commands of the hub "engine": fetch, run by the worker with network before a job.
 
-    fetch   config {"refs": [...], "optional_refs": [...]} -> {"paths": {ref: local path}}
+    fetch   config FetchConfig (hub/config.py) -> {"paths": {ref: local path}}
 
 Each reference (see hub/__init__.py) is put into the Hugging Face cache: a repository
 id as the files from_pretrained reads, an hf:// file with its .json sidecar when the
@@ -9,15 +9,13 @@ cannot be fetched fails the command with its name; an optional one the repositor
 lacks maps to null (e.g. the published MMS adapter of a language that has none).
 """
 from .. import events
-from ..events import EngineError
 from . import fetch as fetch_ref
+from .config import FetchConfig
 
 
-def fetch(config: dict, stop) -> dict:
-    refs, optional = config.get("refs") or [], config.get("optional_refs") or []
-    if not isinstance(refs, list) or not isinstance(optional, list) or \
-            not all(isinstance(r, str) and r for r in refs + optional):
-        raise EngineError("config: refs and optional_refs must be lists of non-empty strings")
+def fetch(config, stop) -> dict:
+    cfg = FetchConfig.of(config)
+    refs, optional = cfg.refs, cfg.optional_refs
     paths = {}
     for ref, is_optional in [(r, False) for r in refs] + [(r, True) for r in optional]:
         if stop:

@@ -1,5 +1,6 @@
-"""Commands of the mms engine: train (adapter fine-tuning + LM + post-correction + pack) and transcribe."""
-from ..ctc import SAMPLE_RATE  # noqa: F401 - the worker reads the rate the engine wants
+"""Commands of the mms engine: train (adapter fine-tuning + LM + post-correction + pack)
+and transcribe. Both read 16 kHz mono audio (ctc.SAMPLE_RATE), the rate the worker
+resamples dataset recordings to; their settings are in config.py."""
 from .train import train
 from .transcribe import run as transcribe
 

@@ -1,23 +1,15 @@
-"""Configuration of the mms engine: adapter fine-tuning of a multilingual wav2vec2 base.
+"""Settings of the mms engine: adapter fine-tuning of a multilingual wav2vec2 base.
 
-Every shared key of `train` and `transcribe` is listed in ctc/config.py; this engine adds:
-
-    language          ISO 639-3 code; the base's published adapter for it
-                      (adapter.<language>.safetensors) is the starting point, else a fresh
-                      adapter is trained ("und" when not given)
-    adapter_attn_dim  size of fresh adapters when the base has none (MMS's own: 16)
-    base_model        default facebook/mms-1b-all (CC-BY-NC 4.0: non-commercial use only)
-    base_checkpoint   an earlier mms artifact: its adapter and vocabulary continue
-`transcribe` also takes base_model (default: the one recorded in the artifact).
-
-Recipe keys left out or null (the MMS adapter recipe): lr 1e-3, batch 16, effective
-batch 32, warmup 100, mask_time_prob 0.05, dropouts 0, layer drop 0. Only the adapter
-layers and the output head train: a few million parameters for the 1B base.
+The keys are ctc/config.py's, and this engine's own below. The recipe (the preset
+"architecture=wav2vec2") is MMS's adapter recipe: a large step on few parameters, as
+only the adapter layers and the output head train (a few million parameters for the
+1B base).
 """
 import re
 from dataclasses import dataclass
 
-from ..ctc.config import CTCConfig
+from ..config import knob
+from ..ctc.config import CTCConfig, TranscribeConfig
 from ..events import EngineError
 
 LANGUAGE = re.compile(r"^[a-z]{3}(-[A-Za-z_]+)?$")
@@ -27,19 +19,36 @@ RECIPES = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig(CTCConfig):
+    """Trains the per-language adapter of a frozen multilingual base, then adds a language model and post-correction."""
     RECIPES = RECIPES
     ENGINE = "mms"
 
-    base_model: str = "facebook/mms-1b-all"
-    architecture: str = "wav2vec2"
-    adapter_attn_dim: int = 16
+    base_model: str = knob("facebook/mms-1b-all",
+                           help="the multilingual base: a hub id or local folder (facebook/mms-1b-all "
+                                "is CC-BY-NC 4.0: non-commercial use only)")
+    base_checkpoint: str | None = knob(None, kind="path",
+                                       help="an earlier mms artifact: its adapter and vocabulary continue")
+    architecture: str = knob("wav2vec2", choices=("wav2vec2",), help="MMS bases are wav2vec2")
+    language: str | None = knob(None, help="ISO 639-3 code; the base's published adapter for it "
+                                           "(adapter.<language>.safetensors) is the starting point, "
+                                           "else a fresh adapter is trained (\"und\" when null)")
+    adapter_attn_dim: int = knob(16, min=1, help="size of fresh adapters when the base has none")
 
     def validate(self) -> None:
         super().validate()
-        if self.architecture != "wav2vec2":
-            raise EngineError("config: the mms engine adapts wav2vec2 bases only (architecture wav2vec2)")
         if self.language is not None and not LANGUAGE.match(self.language):
             raise EngineError(f"config: language must be an ISO 639-3 code (e.g. \"nhx\", MMS also "
                               f"writes \"srp-script_latin\"), not {self.language!r}")
+
+
+@dataclass(kw_only=True)
+class Transcribe(TranscribeConfig):
+    ENGINE = "mms"
+
+    base_model: str | None = knob(None, help="the base the adapter belongs to: a hub id or local "
+                                             "folder (null: the one the artifact records)")
+
+
+CONFIGS = {"train": TrainConfig, "transcribe": Transcribe}

@@ -4,5 +4,5 @@ from .config import TrainConfig
 from .model import Recipe
 
 
-def train(config: dict, stop) -> dict:
-    return trainer.train(Recipe(), TrainConfig.from_dict(config), stop)
+def train(config, stop) -> dict:
+    return trainer.train(Recipe(), TrainConfig.of(config), stop)

@@ -1,7 +1,8 @@
 """The `transcribe` command: the shared CTC transcription, the base with this engine's adapter."""
 from ..ctc import transcribe
+from .config import Transcribe
 from .model import Recipe
 
 
-def run(config: dict, stop) -> dict:
-    return transcribe.run(Recipe(), config, stop)
+def run(config, stop) -> dict:
+    return transcribe.run(Recipe(), Transcribe.of(config), stop)

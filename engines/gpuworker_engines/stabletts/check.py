@@ -1,18 +1,22 @@
 """The `check` command (gpu-worker doctor): loads each configured file strictly."""
 from ..events import EngineError
 from . import ckpt
+from .config import CheckConfig
+from .synthesize import device_for
 from .vocoder import SAMPLE_RATE, Vocos
 
 
-def run(config: dict, stop) -> dict:
+def run(config, stop) -> dict:
+    cfg = CheckConfig.of(config)
+    device = device_for(cfg.device)
     result = {}
-    if config.get("vocoder"):
-        voc = Vocos.from_file(ckpt.resolve(config["vocoder"]))
+    if cfg.vocoder:
+        voc = Vocos.from_file(ckpt.resolve(cfg.vocoder)).to(device)
         result["vocoder"] = {"parameters": sum(p.numel() for p in voc.parameters()),
                              "sample_rate": SAMPLE_RATE, "n_mels": voc.n_mels,
                              "describe": voc.describe()}
-    if config.get("base_checkpoint"):
-        model, meta = ckpt.load_model(config["base_checkpoint"])
+    if cfg.base_checkpoint:
+        model, meta = ckpt.load_model(cfg.base_checkpoint, device)
         result["base_checkpoint"] = {
             "parameters": sum(p.numel() for p in model.parameters()),
             "symbols": len(meta.frontend), "frontend": meta.frontend.kind,

@@ -1,36 +1,10 @@
-"""The model's one config dataclass, and the settings of each command.
-
-Config keys the engine reads (JSON file given with --config; null means default):
-
-train
-    dataset, output_dir (required); device auto|cpu|cuda; size default|tiny;
-    epochs, batch_size, gradient_accumulation_steps, learning_rate, warmup_steps,
-    min_lr_ratio, weight_decay, grad_clip, val_split, seed, save_interval (epochs
-    between resumable checkpoints), keep_checkpoints, progress_every_steps,
-    max_duration (s), stop_at_step;
-    resume (a resumable checkpoint; also --resume);
-    base_checkpoint: a published state_dict (checkpoint_0.pt), our best_model.pt /
-        final_model.pt (sidecar JSON beside it), or hf://<owner>/<repo>/<path>;
-    from_scratch (bool): train without a base (always allowed for size tiny);
-    frontend auto|ipa|uroman|graphemes (auto: uroman when most letters of the
-        data are non-Latin, else ipa; a graphemes base stays graphemes);
-    model: {field: value} overrides of ModelConfig for a model trained from
-        scratch (a fine-tune takes the architecture of its base and only its
-        dropout fields).
-synthesize
-    checkpoint, dataset (text-only index), output_dir (required), voice_reference
-    (wav), device, steps (10), temperature (1), cfg_scale (3), length_scale (1),
-    solver euler|midpoint|dopri5 (euler), vocoder (a vocos.pt; required unless the
-    model is size tiny, which falls back to Griffin-Lim), batch_size, seed,
-    frontend (ipa|uroman|auto overrides the checkpoint's when they share symbols).
-evaluate
-    as synthesize, plus split_file (split.json written by train; default: the
-    one beside the checkpoint), split (val), max_items (0 = all), write_audio.
-check
-    vocoder, base_checkpoint, device: each given file is loaded strictly.
+"""The model's one config dataclass (ModelConfig), and the settings of each command:
+TrainConfig, SynthesizeConfig, EvaluateConfig, CheckConfig. Each key's default, unit and
+meaning are declared once, below; `python -m gpuworker_engines schema` prints them.
 """
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 
+from ..config import FileCaps, Settings, device_knob, knob, known_values
 from ..events import EngineError
 
 
@@ -75,7 +49,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict | None, base: "ModelConfig | None" = None) -> "ModelConfig":
         cfg = asdict(base or cls())
-        cfg.update(known_keys(cls, d or {}, "model"))
+        cfg.update(known_values(cls, d or {}, "model"))
         return cls(**cfg)
 
     def to_dict(self) -> dict:
@@ -86,89 +60,128 @@ TUNABLE = ("p_dropout", "style_dropout", "dp_dropout", "cfg_dropout")
 FRONTENDS = ("auto", "ipa", "uroman", "graphemes")
 
 
-@dataclass
-class TrainConfig:
-    dataset: str = ""
-    output_dir: str = ""
-    device: str = "auto"  # auto | cpu | cuda
-    seed: int = 1234
-    epochs: int = 100
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    min_lr_ratio: float = 0.1  # the cosine ends at learning_rate * min_lr_ratio
-    warmup_steps: int = 200
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    val_split: float = 0.1
-    save_interval: int = 100
-    keep_checkpoints: int = 3
-    progress_every_steps: int = 50
-    size: str = "default"  # tiny | default
-    model: dict = field(default_factory=dict)
-    resume: str | None = None
-    base_checkpoint: str | None = None
-    from_scratch: bool = False
-    frontend: str = "auto"
-    max_duration: float = 20.0  # seconds; longer items are skipped (memory)
-    stop_at_step: int | None = None  # stop (with a resumable checkpoint) at this optimizer step
-    bucket_size: int = 32  # batches per length bucket when shuffling
+def _path(help: str, required: bool = False):
+    return knob(None, kind="path", required=required, help=help)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        cfg = cls(**known_keys(cls, d, "train"))
-        if cfg.size not in ("tiny", "default"):
-            raise EngineError(f"config: size must be \"tiny\" or \"default\", not {cfg.size!r}")
-        if cfg.device not in ("auto", "cpu", "cuda"):
-            raise EngineError(f"config: device must be auto, cpu or cuda, not {cfg.device!r}")
-        if cfg.frontend not in FRONTENDS:
-            raise EngineError(f"config: frontend must be one of {', '.join(FRONTENDS)}, "
-                              f"not {cfg.frontend!r}")
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "save_interval"):
-            if getattr(cfg, name) < 1:
-                raise EngineError(f"config: {name} must be at least 1")
-        if not 0 <= cfg.val_split < 1:
-            raise EngineError("config: val_split must be in [0, 1)")
-        if not cfg.dataset or not cfg.output_dir:
-            raise EngineError("config: dataset and output_dir are required")
-        return cfg
+
+@dataclass(kw_only=True)
+class TrainConfig(FileCaps):
+    """Fine-tunes a base model (or trains from scratch) on a dataset folder, with exact resume.
+
+    Multi-process runs (torchrun) keep the recipe: see training.py.
+    """
+    NAME = "stabletts train"
+    PRESETS = {"size=tiny": {"learning_rate": 2e-3, "warmup_steps": 10}}
+
+    dataset: str = _path("the dataset folder: index.jsonl and the recordings it names", required=True)
+    output_dir: str = _path("where models, checkpoints and metrics are written", required=True)
+    device: str = device_knob()
+    seed: int = knob(1234, help="seeds the split, the batch order and every step's random draws")
+    size: str = knob("default", choices=("default", "tiny"),
+                     help="default: the published architecture, fine-tuned from a base; "
+                          "tiny: a small model trained from scratch in seconds (tests, demos)")
+    epochs: int = knob(1000, unit="epochs", min=1, help="passes over the training items")
+    batch_size: int = knob(8, unit="items", min=1, help="items per micro-batch (per process)")
+    gradient_accumulation_steps: int = knob(
+        1, min=1, help="micro-batches per optimizer step, over all processes: the effective batch "
+                       "is batch_size x this on any number of processes")
+    learning_rate: float = knob(1e-4, min=0.0, help="peak learning rate, after the warmup")
+    min_lr_ratio: float = knob(0.1, unit="ratio", min=0.0, max=1.0,
+                               help="the cosine decay ends at learning_rate x this")
+    warmup_steps: int = knob(200, unit="steps", min=0,
+                             help="linear warmup from 0 to learning_rate (0: none)")
+    weight_decay: float = knob(0.01, min=0.0, help="AdamW weight decay")
+    grad_clip: float = knob(1.0, min=0.0, help="largest gradient norm of an optimizer step")
+    val_split: float = knob(0.1, unit="ratio", min=0.0, max=0.99,
+                            help="share of items held out to choose the best model")
+    save_every_epochs: int = knob(100, unit="epochs", min=1,
+                                  help="epochs between resumable checkpoints")
+    keep_checkpoints: int = knob(3, unit="items", min=1, help="resumable checkpoints kept on disk")
+    progress_every_steps: int = knob(50, unit="steps", min=1,
+                                     help="steps between progress events (every step is logged)")
+    max_duration: float = knob(20.0, unit="seconds", min=0.0,
+                               help="longer items are left out (memory)")
+    stop_at_step: int | None = knob(None, unit="steps", min=1,
+                                    help="stop, with a resumable checkpoint, at this optimizer step")
+    bucket_size: int = knob(32, unit="items", min=1,
+                            help="batches per length bucket when shuffling (little padding)")
+    model: dict = knob({}, help="ModelConfig fields for a model trained from scratch; a "
+                                "fine-tune takes its base's architecture and only the dropouts "
+                                f"({', '.join(TUNABLE)})")
+    resume: str | None = _path("a resumable checkpoint to continue (also --resume)")
+    base_checkpoint: str | None = _path(
+        "the model to fine-tune: the published checkpoint_0.pt, an earlier job's best_model.pt "
+        "or final_model.pt (with its JSON sidecar), or hf://<owner>/<repo>/<path>")
+    from_scratch: bool = knob(False, help="train from random weights without a base "
+                                          "(always so for size tiny without a base)")
+    frontend: str = knob("auto", choices=FRONTENDS,
+                         help="text to symbols: auto takes uroman when most letters of the data are "
+                              "non-Latin, else ipa; a graphemes base stays graphemes")
+
+    def settle(self) -> None:
+        self.preset("size")
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.model) - set(ModelConfig.__dataclass_fields__))
+        if unknown:
+            raise EngineError(f"config: unknown model key(s): {', '.join(map(repr, unknown))} "
+                              f"(known: {', '.join(ModelConfig.__dataclass_fields__)})")
 
     def model_config(self) -> ModelConfig:
         base = ModelConfig.tiny() if self.size == "tiny" else ModelConfig.published()
         return ModelConfig.from_dict(self.model, base)
 
 
-def known_keys(cls, d: dict, what: str) -> dict:
-    """Keeps the keys the dataclass knows (unknown ones are ignored), with checked types."""
-    out = {}
-    for f in fields(cls):
-        if f.name not in d:
-            continue
-        v = d[f.name]
-        default = f.default_factory() if f.default is MISSING else f.default
-        if v is None:
-            if default is None:
-                out[f.name] = None
-            continue  # null means "use the default"
-        try:
-            if isinstance(default, bool) or f.type is bool:
-                if not isinstance(v, bool):
-                    raise TypeError
-            elif isinstance(default, int) or f.type in (int, int | None):
-                if isinstance(v, bool) or float(v) != int(v):
-                    raise TypeError
-                v = int(v)
-            elif isinstance(default, float) or f.type in (float, float | None):
-                if isinstance(v, bool):
-                    raise TypeError
-                v = float(v)
-            elif isinstance(default, dict) and not isinstance(v, dict):
-                raise TypeError
-            elif isinstance(default, str) and not isinstance(v, str):
-                raise TypeError
-            elif f.type == (str | None) and not isinstance(v, str):
-                raise TypeError
-        except (TypeError, ValueError):
-            raise EngineError(f"config: {what} key {f.name!r} has a wrong type: {v!r}") from None
-        out[f.name] = v
-    return out
+@dataclass(kw_only=True)
+class SynthesizeConfig(FileCaps):
+    """Speaks every text of a dataset in the voice of one reference recording, one WAV per item."""
+    NAME = "stabletts synthesize"
+    # size: the model's (from its checkpoint)
+    PRESETS = {"size=tiny": {"solver": "euler"}}
+
+    checkpoint: str = _path("the model: best_model.pt or final_model.pt of a training job",
+                            required=True)
+    dataset: str = _path("a dataset folder whose items have text", required=True)
+    output_dir: str = _path("where the WAVs are written", required=True)
+    voice_reference: str = _path("a recording (WAV) of the voice to speak in", required=True)
+    device: str = device_knob()
+    steps: int = knob(10, min=1, help="output steps of the flow-matching ODE")
+    temperature: float = knob(1.0, min=0.0, help="scale of the initial noise")
+    cfg_scale: float = knob(3.0, min=0.0, help="classifier-free guidance scale")
+    length_scale: float = knob(1.0, min=0.01, help="speaking-rate factor (> 1 is slower)")
+    solver: str = knob("dopri5", choices=("euler", "midpoint", "dopri5"),
+                       help="ODE solver: dopri5 as the published inference, euler for a tiny model")
+    vocoder: str | None = _path("the published vocos.pt; a tiny model without one speaks "
+                                "through Griffin-Lim")
+    batch_size: int = knob(8, unit="items", min=1, help="texts synthesized together")
+    seed: int = knob(1234, help="seeds the noise")
+    frontend: str | None = knob(None, choices=FRONTENDS,
+                                help="the model's own when null; ipa, uroman or auto instead "
+                                     "for a model that reads the published symbols")
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig(SynthesizeConfig):
+    """Mel-cepstral distortion of synthesis against the recordings of held-out items."""
+    NAME = "stabletts evaluate"
+
+    voice_reference: str | None = _path("one recording for every item; null: each item's own")
+    split_file: str | None = _path("split.json written by train; null: the one beside the "
+                                   "checkpoint (without one every item is scored)")
+    split: str = knob("val", choices=("val", "train"), help="which items of the split to score")
+    max_items: int = knob(0, unit="items", min=0, help="score at most this many (0: all)")
+    write_audio: bool = knob(True, help="also write each item's WAV (through the vocoder)")
+
+
+@dataclass(kw_only=True)
+class CheckConfig(FileCaps):
+    """Loads each configured file strictly (gpu-worker doctor)."""
+    NAME = "stabletts check"
+
+    vocoder: str | None = _path("a vocos.pt to load")
+    base_checkpoint: str | None = _path("a base model to load")
+    device: str = device_knob()
+
+
+CONFIGS: dict[str, type[Settings]] = {"train": TrainConfig, "synthesize": SynthesizeConfig,
+                                      "evaluate": EvaluateConfig, "check": CheckConfig}

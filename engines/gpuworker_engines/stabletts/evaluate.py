@@ -19,8 +19,9 @@ from .. import dataset, events, untrusted
 from ..events import EngineError, Interrupted
 from . import ckpt
 from .mel import LogMel, load_wav, wav_to_mel, write_wav
-from .synthesize import (device_for, encode_texts, frontend_for, options, output_name,
-                         reference_mel, synth_batch)
+from .config import EvaluateConfig
+from .synthesize import (device_for, encode_texts, frontend_for, output_name, reference_mel,
+                         synth_batch)
 from .vocoder import load_vocoder
 
 N_CEPSTRA = 24
@@ -65,13 +66,12 @@ def mcd(log_mel_a: np.ndarray, log_mel_b: np.ndarray) -> float:
     return float(_K * np.mean([dist[i, j] for i, j in path]))
 
 
-def held_out(items, config: dict) -> tuple[list, str, str | None]:
+def held_out(items, opts: EvaluateConfig) -> tuple[list, str, str | None]:
     """The items of the requested split (at most max_items), the split's name and the
     split file used. Without a split file (none given, none beside the checkpoint)
     every item is scored and the split is called "all"."""
-    split = config.get("split") or "val"
-    path = config.get("split_file") or os.path.join(
-        os.path.dirname(os.path.abspath(config["checkpoint"])), "split.json")
+    split = opts.split
+    path = opts.split_file or os.path.join(os.path.dirname(os.path.abspath(opts.checkpoint)), "split.json")
     if os.path.exists(path):
         data = untrusted.read_json(path)
         wanted = data.get(split) if isinstance(data, dict) else None
@@ -79,36 +79,36 @@ def held_out(items, config: dict) -> tuple[list, str, str | None]:
             raise EngineError(f"split file {path} has no list {split!r}")
         wanted = set(map(str, wanted))
         items = [it for it in items if it.id in wanted]
-    elif config.get("split_file"):
+    elif opts.split_file:
         raise EngineError(f"split file not found: {path}")
     else:
         events.warning("no split file: scoring every item, the training items too")
         split, path = "all", None
-    limit = int(config.get("max_items") or 0)
-    return (items[:limit] if limit > 0 else items), split, path
+    return (items[:opts.max_items] if opts.max_items > 0 else items), split, path
 
 
-def run(config: dict, stop) -> dict:
-    opts = options(config)
-    device = device_for(opts["device"])
-    model, meta = ckpt.load_model(config["checkpoint"], device)
+def run(config, stop) -> dict:
+    opts = EvaluateConfig.of(config)
+    device = device_for(opts.device)
+    model, meta = ckpt.load_model(opts.checkpoint, device)
+    opts.preset("size", meta.size)
     items, split, split_file = held_out(
-        dataset.load(config["dataset"], need_audio=True, need_text=True), config)
+        dataset.load(opts.dataset, need_audio=True, need_text=True), opts)
     result = {"items_scored": 0, "split": split, "split_file": split_file}
     if not items:
         events.log(f"evaluate: no {split} item to score")
         return result
-    write_audio = config.get("write_audio", True)
-    vocoder = load_vocoder(opts["vocoder"], model.cfg, meta.size, device)[0] if write_audio else None
-    fe = frontend_for(meta.frontend, opts["frontend"], [it.text for it in items])
+    write_audio = opts.write_audio
+    vocoder = load_vocoder(opts.vocoder, model.cfg, meta.size, device)[0] if write_audio else None
+    fe = frontend_for(meta.frontend, opts.frontend, [it.text for it in items])
     melspec = LogMel(model.cfg).to(device)
     sr = model.cfg.sample_rate
-    shared_ref = (reference_mel(config["voice_reference"], melspec, sr, device)
-                  if config.get("voice_reference") else None)
-    out_dir = config["output_dir"]
+    shared_ref = (reference_mel(opts.voice_reference, melspec, sr, device)
+                  if opts.voice_reference else None)
+    out_dir = opts.output_dir
     os.makedirs(out_dir, exist_ok=True)
     id_lists, unmapped = encode_texts(fe, [it.text for it in items])
-    gen = torch.Generator(device=device).manual_seed(opts["seed"])
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
     scores = []
     for it, ids in zip(items, id_lists):
         if stop:

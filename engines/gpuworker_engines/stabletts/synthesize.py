@@ -7,34 +7,10 @@ import torch
 from .. import dataset, events
 from ..events import EngineError, Interrupted
 from . import ckpt
+from .config import SynthesizeConfig
 from .frontend import FrontEnd, describe_unmapped, encode_all, mostly_non_latin
 from .mel import LogMel, load_wav, wav_to_mel, write_wav
 from .vocoder import load_vocoder
-
-SOLVERS = ("euler", "midpoint", "dopri5")
-DEFAULTS = {"steps": 10, "temperature": 1.0, "cfg_scale": 3.0, "length_scale": 1.0,
-            "solver": "euler", "vocoder": None, "batch_size": 8, "device": "auto", "seed": 1234,
-            "frontend": None}
-
-
-def options(config: dict, required=("checkpoint", "dataset", "output_dir")) -> dict:
-    """Synthesis settings with defaults; null means default."""
-    opts = {k: (config.get(k) if config.get(k) is not None else v) for k, v in DEFAULTS.items()}
-    try:
-        opts["steps"], opts["batch_size"] = int(opts["steps"]), int(opts["batch_size"])
-        for k in ("temperature", "cfg_scale", "length_scale"):
-            opts[k] = float(opts[k])
-    except (TypeError, ValueError) as e:
-        raise EngineError(f"config: bad synthesis setting: {e}") from None
-    if opts["solver"] not in SOLVERS:
-        raise EngineError(f"config: solver must be one of {', '.join(SOLVERS)}, not {opts['solver']!r}")
-    if opts["steps"] < 1 or opts["batch_size"] < 1 or opts["length_scale"] <= 0:
-        raise EngineError("config: steps, batch_size and length_scale must be positive")
-    for k in required:
-        if not config.get(k):
-            raise EngineError(f"config: {k} is required")
-    return opts
-
 
 def device_for(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
@@ -70,9 +46,9 @@ def synth_batch(model, vocoder, id_lists, ref, opts, device, generator) -> list[
     x = torch.zeros(len(id_lists), int(lens.max()), dtype=torch.long, device=device)
     for i, ids in enumerate(id_lists):
         x[i, :len(ids)] = torch.tensor(ids, device=device)
-    out = model.synthesise(x, lens, ref, steps=opts["steps"], temperature=opts["temperature"],
-                           length_scale=opts["length_scale"], solver=opts["solver"],
-                           cfg_scale=opts["cfg_scale"], generator=generator)
+    out = model.synthesise(x, lens, ref, steps=opts.steps, temperature=opts.temperature,
+                           length_scale=opts.length_scale, solver=opts.solver,
+                           cfg_scale=opts.cfg_scale, generator=generator)
     res = []
     with torch.no_grad():
         for i, n in enumerate(out["mel_lengths"].tolist()):
@@ -94,32 +70,33 @@ def encode_texts(fe: FrontEnd, texts) -> tuple[list[list[int]], dict[str, int]]:
     return ids, unmapped
 
 
-def run(config: dict, stop) -> dict:
-    opts = options(config)
-    device = device_for(opts["device"])
-    model, meta = ckpt.load_model(config["checkpoint"], device)
-    vocoder, vocoder_desc = load_vocoder(opts["vocoder"], model.cfg, meta.size, device)
-    items = dataset.load(config["dataset"], need_audio=False, need_text=True)
-    fe = frontend_for(meta.frontend, opts["frontend"], [it.text for it in items])
+def run(config, stop) -> dict:
+    opts = SynthesizeConfig.of(config)
+    device = device_for(opts.device)
+    model, meta = ckpt.load_model(opts.checkpoint, device)
+    opts.preset("size", meta.size)
+    vocoder, vocoder_desc = load_vocoder(opts.vocoder, model.cfg, meta.size, device)
+    items = dataset.load(opts.dataset, need_audio=False, need_text=True)
+    fe = frontend_for(meta.frontend, opts.frontend, [it.text for it in items])
     sr = model.cfg.sample_rate
-    ref = reference_mel(config.get("voice_reference"), LogMel(model.cfg).to(device), sr, device)
-    out_dir = config["output_dir"]
+    ref = reference_mel(opts.voice_reference, LogMel(model.cfg).to(device), sr, device)
+    out_dir = opts.output_dir
     os.makedirs(out_dir, exist_ok=True)
     id_lists, unmapped = encode_texts(fe, [it.text for it in items])
     order = sorted(range(len(items)), key=lambda i: len(id_lists[i]))  # little padding
-    gen = torch.Generator(device=device).manual_seed(opts["seed"])
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
     audio_s, t0 = 0.0, time.monotonic()
-    for s in range(0, len(order), opts["batch_size"]):
+    for s in range(0, len(order), opts.batch_size):
         if stop:
             raise Interrupted(f"stopped after {s} of {len(items)} items")
-        part = order[s:s + opts["batch_size"]]
+        part = order[s:s + opts.batch_size]
         for i, (_, wav) in zip(part, synth_batch(model, vocoder, [id_lists[i] for i in part],
                                                  ref, opts, device, gen)):
             path = os.path.join(out_dir, output_name(items[i].id) + ".wav")
             write_wav(path, wav, sr)
             audio_s += len(wav) / sr
             events.emit("item", id=items[i].id, path=path, duration=round(len(wav) / sr, 3))
-        events.log(f"synthesized {min(s + opts['batch_size'], len(items))}/{len(items)}")
+        events.log(f"synthesized {min(s + opts.batch_size, len(items))}/{len(items)}")
     wall = time.monotonic() - t0
     return {"count": len(items), "audio_seconds": round(audio_s, 3),
             "rtf": round(wall / audio_s, 4) if audio_s else None, "vocoder": vocoder_desc,

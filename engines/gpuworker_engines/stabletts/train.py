@@ -1,19 +1,22 @@
 """The `train` command: fine-tune a base model (or, when asked, train from scratch)
 on a dataset folder, with exact resume.
 
-Everything random in a step is seeded from (seed, rank, step), and the batch
-order from (seed, epoch), so a resumed run repeats a straight run exactly.
+Top-down: run() sets up a Run (the data, the model, the optimizer, where a resume left
+off), takes the optimizer steps of each epoch (train_epoch, train_step; training.py:
+the same recipe on 1 or N processes), ends each epoch with validation, metrics, the
+best model and the periodic resumable checkpoint (end_of_epoch), and done() writes the
+final model. Each micro-batch's random draws are seeded from (seed, step, its place in
+the step) and the batch order from (seed, epoch): a resumed run repeats a straight run
+exactly.
 """
 import math
 import os
-import sys
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
-from .. import checkpoint, dataset, events
+from .. import checkpoint, dataset, events, training
 from ..events import EngineError, Interrupted
 from ..metrics import MetricsLog
 from . import ckpt, data
@@ -24,14 +27,6 @@ from .model import StableTTS
 from .panel import TrainingMetrics
 
 LOSSES = ("duration", "prior", "flow")
-
-
-def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warmup, then cosine decay to base * min_ratio at `total` steps."""
-    if warmup > 0 and step < warmup:
-        return base * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def starting_model(tc: TrainConfig, texts: list[str]) -> tuple[StableTTS, Meta, dict | None]:
@@ -69,12 +64,60 @@ def starting_model(tc: TrainConfig, texts: list[str]) -> tuple[StableTTS, Meta, 
     return StableTTS(cfg, len(fe)), Meta(cfg, fe, tc.size, "scratch", published=False), None
 
 
-def run(config: dict, stop) -> dict:
-    tc = TrainConfig.from_dict(config)
-    rank, world = _init_distributed()
-    if rank > 0:
-        sys.stdout = sys.stderr  # only rank 0 speaks the protocol
-    device = _device(tc.device)
+DECAY = "cosine"  # after the warmup, half a cosine down to learning_rate * min_lr_ratio
+
+
+@dataclass
+class Run:
+    """A training run: what setup() builds, and where the steps have got to."""
+    tc: TrainConfig
+    procs: training.Processes
+    model: StableTTS
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    meta: Meta
+    opt: torch.optim.Optimizer
+    amp: object
+    plan: training.Plan
+    train_set: list
+    val_set: list
+    unmapped: dict
+    split_file: str
+    total: int
+    hp: dict  # the hyperparameters used, as the result reports them
+    # the position (a resumable checkpoint keeps it)
+    step: int = 0
+    epoch: int = 0
+    batch_pos: int = 0  # micro-batches of the epoch done, over all processes
+    best_val: float = math.inf
+    best_epoch: int = 0
+    sums: dict = field(default_factory=lambda: {k: 0.0 for k in LOSSES})  # of the epoch's steps
+    count: int = 0
+    last_resumable: str | None = None
+    metrics: MetricsLog | None = None
+    panel: TrainingMetrics | None = None
+    progress: training.Progress | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.procs.torch_device
+
+    def lr(self, step: int) -> float:
+        tc = self.tc
+        return training.lr_at(step, tc.learning_rate, tc.warmup_steps, self.total, DECAY, tc.min_lr_ratio)
+
+
+def run(config, stop) -> dict:
+    r = setup(TrainConfig.of(config), stop)
+    while r.epoch < r.tc.epochs:
+        if not train_epoch(r, stop):
+            break  # stop_at_step
+        end_of_epoch(r)
+    return done(r)
+
+
+def setup(tc: TrainConfig, stop) -> Run:
+    procs = training.Processes()
+    device = procs.start(tc.device)
     os.makedirs(tc.output_dir, exist_ok=True)
     items = dataset.load(tc.dataset, need_audio=True, need_text=True)
     model, meta, resume = starting_model(tc, [it.text for it in items])
@@ -82,169 +125,176 @@ def run(config: dict, stop) -> dict:
     cfg, fe = meta.config, meta.frontend
 
     cache_dir = os.path.join(tc.output_dir, "mel_cache")
-    if rank == 0:
+    if procs.main:  # the other processes then read the cache it wrote
         examples, unmapped = data.prepare(items, cfg, fe, cache_dir, tc.max_duration, stop)
         if unmapped:
             events.warning(describe_unmapped(unmapped, fe.kind))
-    if world > 1:
-        dist.barrier()
-        if rank > 0:
-            examples, unmapped = data.prepare(items, cfg, fe, cache_dir, tc.max_duration, stop)
+    procs.barrier()
+    if not procs.main:
+        examples, unmapped = data.prepare(items, cfg, fe, cache_dir, tc.max_duration, stop)
     train_set, val_set = data.split(examples, tc.val_split, tc.seed,
                                     resume.get("val_ids") if resume else None)
     split_file = os.path.join(tc.output_dir, "split.json")
-    if rank == 0:
+    if procs.main:
         data.write_split(split_file, train_set, val_set)
-    frames = [e.frames for e in train_set]
 
     opt = torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
-    step, epoch, batch_pos = 0, 0, 0
-    best_val, best_epoch = math.inf, 0
-    sums, count = {k: 0.0 for k in LOSSES}, 0
+    plan = training.Plan(tc.batch_size, tc.gradient_accumulation_steps, procs.world)
+    n_batches = len(_epoch_batches(tc, train_set, 0))
+    hp = {**plan.hyperparameters(n_batches, tc.epochs), "learning_rate": tc.learning_rate,
+          "warmup_steps": tc.warmup_steps, "min_lr_ratio": tc.min_lr_ratio, "decay": DECAY,
+          "weight_decay": tc.weight_decay, "epochs": tc.epochs}
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    r = Run(tc, procs, model, procs.wrap(model), meta, opt, amp, plan, train_set, val_set, unmapped,
+            split_file, hp["total_steps"], hp, last_resumable=tc.resume)
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
-        step, epoch, batch_pos = resume["step"], resume["epoch"], resume["batch_in_epoch"]
-        best_val, best_epoch = resume["best_val_loss"], resume["best_epoch"]
-        sums, count = resume["epoch_sums"], resume["epoch_count"]  # of the interrupted epoch
+        r.step, r.epoch, r.batch_pos = resume["step"], resume["epoch"], resume["batch_in_epoch"]
+        r.best_val, r.best_epoch = resume["best_val_loss"], resume["best_epoch"]
+        r.sums, r.count = resume["epoch_sums"], resume["epoch_count"]  # of the interrupted epoch
         checkpoint.set_rng_state(resume["rng"])
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    micro_per_epoch = len(data.epoch_batches(frames, tc.batch_size, tc.seed, 0, tc.bucket_size,
-                                             rank, world))
-    steps_per_epoch = math.ceil(micro_per_epoch / tc.gradient_accumulation_steps)
-    total = tc.epochs * steps_per_epoch
-    ckpt_dir = os.path.join(tc.output_dir, "checkpoints")
-    paths = {"best": os.path.join(tc.output_dir, "best_model.pt"),
-             "final": os.path.join(tc.output_dir, "final_model.pt")}
-    resumed_at = epoch if resume else None
-    metrics = MetricsLog(tc.output_dir, resume_epoch=resumed_at) if rank == 0 else None
-    panel = TrainingMetrics(tc.output_dir, LOSSES, resume_epoch=resumed_at) if rank == 0 else None
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    eta = events.ETA(total, step)
-    pace = events.Pace(tc.progress_every_steps)
+    if procs.main:
+        resumed_at = r.epoch if resume else None
+        r.metrics = MetricsLog(tc.output_dir, resume_epoch=resumed_at)
+        r.panel = TrainingMetrics(tc.output_dir, LOSSES, resume_epoch=resumed_at)
+    r.progress = training.Progress(tc.epochs, r.total, r.step, tc.progress_every_steps, procs.main)
     n_params = sum(p.numel() for p in model.parameters())
     events.log(f"train: {len(train_set)} train / {len(val_set)} val items, frontend {fe.kind}, "
                f"{len(fe)} symbols, {n_params / 1e6:.1f} M params from {meta.origin}, {device}, "
-               f"world {world}, {steps_per_epoch} steps/epoch, from step {step}")
-
-    def save(kind: str, path: str, **info) -> None:
-        if rank == 0:
-            ckpt.save_model(model, Meta(cfg, fe, meta.size, meta.origin,
-                                        {"kind": kind, **info}, published=False), path)
-            if kind == "best":  # the name KdaiP's tools continue from
-                ckpt.link_kdaip_name(path, info["epoch"])
-            events.emit("checkpoint", path=path, epoch=info.get("epoch"), step=step, kind=kind)
-
-    def save_resumable(ep: int, pos: int) -> str:
-        path = os.path.join(ckpt_dir, f"resume_e{ep:05d}_s{step:08d}.pt")
-        if rank == 0:
-            ckpt.save_resumable(path, model, meta, optimizer=opt.state_dict(), step=step,
-                                epoch=ep, batch_in_epoch=pos, rng=checkpoint.rng_state(),
-                                best_val_loss=best_val, best_epoch=best_epoch,
-                                val_ids=[e.id for e in val_set], epoch_sums=dict(sums),
-                                epoch_count=count, train_config=vars(tc))
-            checkpoint.rotate(ckpt_dir, "resume_", tc.keep_checkpoints)
-            events.emit("checkpoint", path=path, epoch=ep, step=step, kind="resumable")
-        return path
-
-    last_resumable = tc.resume
-    finished = True
-    lr = lr_at(step, tc.learning_rate, tc.warmup_steps, total, tc.min_lr_ratio)
+               f"{procs.world} process(es), effective batch {plan.effective_batch}, "
+               f"{hp['steps_per_epoch']} steps/epoch, from step {r.step}")
     if stop:
-        raise Interrupted(f"stopped before training started; resume from {save_resumable(epoch, batch_pos)}")
-    while epoch < tc.epochs:
-        batches = data.epoch_batches(frames, tc.batch_size, tc.seed, epoch, tc.bucket_size, rank, world)
-        net.train()
-        for pos in range(batch_pos, len(batches), tc.gradient_accumulation_steps):
-            group = batches[pos:pos + tc.gradient_accumulation_steps]
-            lr = lr_at(step, tc.learning_rate, tc.warmup_steps, total, tc.min_lr_ratio)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            torch.manual_seed(_step_seed(tc.seed, rank, step))
-            opt.zero_grad(set_to_none=True)
-            parts = {k: 0.0 for k in LOSSES}
-            for i, b in enumerate(group):
-                x, xl, y, yl = data.collate([train_set[j] for j in b], device)
-                ref, rl = data.style_windows(y, yl)
-                sync = world == 1 or i == len(group) - 1
-                with (nullcontext() if sync else net.no_sync()), amp:
-                    losses = net(x, xl, y, yl, ref, rl)
-                    loss = sum(losses.values()) / len(group)
-                loss.backward()
-                for k in LOSSES:
-                    parts[k] += losses[k].item() / len(group)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            step += 1
-            parts = _mean_over_ranks(parts, world, device)
-            batch_pos = pos + len(group)
-            for k in LOSSES:
-                sums[k] += parts[k]
-            count += 1
-            total_loss = sum(parts.values())
-            left = eta(step)
-            events.log(f"epoch {epoch + 1}/{tc.epochs} step {step}/{total} loss {total_loss:.4f} "
-                       + " ".join(f"{k} {v:.4f}" for k, v in parts.items())
-                       + f" lr {lr:.2e} eta {_fmt_eta(left)}")
-            if pace.due(step):
-                events.emit("progress", epoch=epoch + 1, epochs=tc.epochs, step=step, steps=total,
-                            loss=total_loss, losses=parts, lr=lr, eta_s=left)
-            if not math.isfinite(total_loss):
-                raise EngineError(f"training diverged at step {step} (loss {total_loss}); "
-                                  "try a lower learning_rate")
-            if _agreed(bool(stop), world, device):
-                last_resumable = save_resumable(epoch, batch_pos)
-                raise Interrupted(f"stopped at step {step}; resume from {last_resumable}")
-            if tc.stop_at_step is not None and step >= tc.stop_at_step:
-                finished = False
-                break
-        if not finished:
-            break
+        raise Interrupted(f"stopped before training started; resume from {save_resumable(r)}")
+    return r
 
-        # end of epoch: validation, metrics, best model, periodic resumable checkpoint
-        epoch += 1
-        batch_pos = 0
-        train_losses = {k: v / max(count, 1) for k, v in sums.items()}
-        sums, count = {k: 0.0 for k in LOSSES}, 0
-        val = validate(model, val_set, tc, device, amp) if val_set else {}
-        score = val.get("loss", sum(train_losses.values()))
-        if rank == 0:
-            metrics.add(epoch=epoch, step=step, lr=lr, loss=sum(train_losses.values()),
-                        **train_losses, **{f"val_{k}": v for k, v in val.items()})
-            panel.add(epoch, train_losses, val)
-            events.emit("progress", epoch=epoch, epochs=tc.epochs, step=step, steps=total,
-                        loss=sum(train_losses.values()), losses=train_losses, val=val, lr=lr,
-                        eta_s=eta(step))
-        if score < best_val:
-            best_val, best_epoch = score, epoch
-            save("best", paths["best"], epoch=epoch, step=step, val_loss=score)
-        if epoch % tc.save_interval == 0 and epoch < tc.epochs:
-            last_resumable = save_resumable(epoch, 0)
 
-    last_resumable = save_resumable(epoch, batch_pos)
-    result = {"epochs_completed": epoch, "steps": step, "best_epoch": best_epoch,
-              "best_val_loss": best_val if math.isfinite(best_val) else None,
-              "resumable": last_resumable, "frontend": fe.kind, "n_symbols": len(fe),
-              "unmapped_characters": unmapped, "parameters": n_params, "base": meta.origin,
-              "split_file": split_file}
-    if rank == 0:
-        save("final", paths["final"], epoch=epoch, step=step)
+def _epoch_batches(tc: TrainConfig, train_set: list, epoch: int) -> list[list[int]]:
+    """The epoch's micro-batches, the same list in every process."""
+    return data.epoch_batches([e.frames for e in train_set], tc.batch_size, tc.seed, epoch, tc.bucket_size)
+
+
+def train_epoch(r: Run, stop) -> bool:
+    """The epoch's optimizer steps from where the run is; False when stop_at_step ends the run."""
+    tc = r.tc
+    batches = _epoch_batches(tc, r.train_set, r.epoch)
+    shares = r.plan.shares(batches, r.procs.rank)
+    r.net.train()
+    for i in range(-(-r.batch_pos // r.plan.micro_per_step), len(shares)):
+        parts, lr = train_step(r, shares[i])
+        r.batch_pos = min((i + 1) * r.plan.micro_per_step, len(batches))
+        for k in LOSSES:
+            r.sums[k] += parts[k]
+        r.count += 1
+        r.progress.step(r.epoch, r.step, parts, lr)
+        total_loss = sum(parts.values())
+        if not math.isfinite(total_loss):
+            raise EngineError(f"training diverged at step {r.step} (loss {total_loss}); "
+                              "try a lower learning_rate")
+        if r.procs.any(bool(stop)):
+            raise Interrupted(f"stopped at step {r.step}; resume from {save_resumable(r)}")
+        if tc.stop_at_step is not None and r.step >= tc.stop_at_step:
+            return False
+    return True
+
+
+def train_step(r: Run, micro: list[training.Micro]) -> tuple[dict, float]:
+    """One optimizer step over this process's micro-batches: (mean losses, learning rate)."""
+    tc = r.tc
+    lr = r.lr(r.step)
+    training.set_lr(r.opt, lr)
+    r.opt.zero_grad(set_to_none=True)
+
+    def forward(batch: list[int]) -> dict:
+        x, xl, y, yl = data.collate([r.train_set[j] for j in batch], r.device)
+        ref, rl = data.style_windows(y, yl)
+        with r.amp:
+            return r.net(x, xl, y, yl, ref, rl)
+
+    parts = training.accumulate(r.net, micro, r.procs, forward, tc.seed, r.step)
+    torch.nn.utils.clip_grad_norm_(r.model.parameters(), tc.grad_clip)
+    r.opt.step()
+    r.step += 1
+    return {k: parts[k] for k in LOSSES}, lr
+
+
+def end_of_epoch(r: Run) -> None:
+    """Validation, metrics, the best model, the periodic resumable checkpoint."""
+    tc = r.tc
+    r.epoch, r.batch_pos = r.epoch + 1, 0
+    train_losses = {k: v / max(r.count, 1) for k, v in r.sums.items()}
+    r.sums, r.count = {k: 0.0 for k in LOSSES}, 0
+    val = validate(r.model, r.val_set, tc, r.device, r.amp) if r.val_set else {}
+    score = val.get("loss", sum(train_losses.values()))
+    if r.procs.main:
+        r.metrics.add(epoch=r.epoch, step=r.step, lr=r.lr(max(r.step - 1, 0)),
+                      loss=sum(train_losses.values()), **train_losses,
+                      **{f"val_{k}": v for k, v in val.items()})
+        r.panel.add(r.epoch, train_losses, val)
+    r.progress.epoch_end(r.epoch, r.step, train_losses, val)
+    if score < r.best_val:
+        r.best_val, r.best_epoch = score, r.epoch
+        save(r, "best", epoch=r.epoch, step=r.step, val_loss=score)
+    if r.epoch % tc.save_every_epochs == 0 and r.epoch < tc.epochs:
+        save_resumable(r)
+
+
+def done(r: Run) -> dict:
+    """The last resumable checkpoint, the final model and what the run reports."""
+    save_resumable(r)
+    fe = r.meta.frontend
+    result = {"epochs_completed": r.epoch, "steps": r.step, "best_epoch": r.best_epoch,
+              "best_val_loss": r.best_val if math.isfinite(r.best_val) else None,
+              "resumable": r.last_resumable, "frontend": fe.kind, "n_symbols": len(fe),
+              "unmapped_characters": r.unmapped, "parameters": sum(p.numel() for p in r.model.parameters()),
+              "base": r.meta.origin, "split_file": r.split_file, "hyperparameters": r.hp}
+    if r.procs.main:
+        paths = _model_paths(r.tc)
+        save(r, "final", epoch=r.epoch, step=r.step)
         if not os.path.exists(paths["best"]):  # stopped before the first epoch ended
-            save("best", paths["best"], epoch=epoch, step=step)
+            save(r, "best", epoch=r.epoch, step=r.step)
+        m = r.metrics
         result.update(best_model=paths["best"], final_model=paths["final"],
                       kdaip_checkpoint=ckpt.kdaip_name(paths["best"]),
                       best_model_meta=ckpt.sidecar_path(paths["best"]),
                       final_model_meta=ckpt.sidecar_path(paths["final"]),
-                      metrics_csv=metrics.path if metrics.rows else None,
-                      training_metrics_csv=panel.path if panel.rows else None,
-                      loss_png=metrics.plot(["loss", "val_loss"] if val_set else ["loss"],
-                                            "StableTTS training") if metrics.rows else None)
-    if world > 1:
-        dist.destroy_process_group()
+                      metrics_csv=m.path if m.rows else None,
+                      training_metrics_csv=r.panel.path if r.panel.rows else None,
+                      loss_png=m.plot(["loss", "val_loss"] if r.val_set else ["loss"],
+                                      "StableTTS training") if m.rows else None)
+    r.procs.stop()
     return result
+
+
+def _model_paths(tc: TrainConfig) -> dict[str, str]:
+    return {"best": os.path.join(tc.output_dir, "best_model.pt"),
+            "final": os.path.join(tc.output_dir, "final_model.pt")}
+
+
+def save(r: Run, kind: str, **info) -> None:
+    """The best or final model (rank 0): a bare state_dict with its sidecar."""
+    if r.procs.main:
+        m = r.meta
+        path = _model_paths(r.tc)[kind]
+        ckpt.save_model(r.model, Meta(m.config, m.frontend, m.size, m.origin, {"kind": kind, **info},
+                                      published=False), path)
+        if kind == "best":  # the name KdaiP's tools continue from
+            ckpt.link_kdaip_name(path, info["epoch"])
+        events.emit("checkpoint", path=path, epoch=info.get("epoch"), step=r.step, kind=kind)
+
+
+def save_resumable(r: Run) -> str:
+    """A checkpoint to resume exactly from (rank 0 writes it); its path on every rank."""
+    path = os.path.join(r.tc.output_dir, "checkpoints", f"resume_e{r.epoch:05d}_s{r.step:08d}.pt")
+    if r.procs.main:
+        ckpt.save_resumable(path, r.model, r.meta, optimizer=r.opt.state_dict(), step=r.step,
+                            epoch=r.epoch, batch_in_epoch=r.batch_pos, rng=checkpoint.rng_state(),
+                            best_val_loss=r.best_val, best_epoch=r.best_epoch,
+                            val_ids=[e.id for e in r.val_set], epoch_sums=dict(r.sums),
+                            epoch_count=r.count, train_config=r.tc.to_dict())
+        checkpoint.rotate(os.path.dirname(path), "resume_", r.tc.keep_checkpoints)
+        events.emit("checkpoint", path=path, epoch=r.epoch, step=r.step, kind="resumable")
+    r.last_resumable = path
+    return path
 
 
 @torch.no_grad()
@@ -267,50 +317,3 @@ def validate(model: StableTTS, val_set, tc: TrainConfig, device, amp) -> dict:
     out = {k: v / n for k, v in sums.items()}
     out["loss"] = sum(out.values())
     return out
-
-
-def _step_seed(seed: int, rank: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
-
-
-def _mean_over_ranks(values: dict, world: int, device) -> dict:
-    if world == 1:
-        return values
-    t = torch.tensor(list(values.values()), device=device, dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: v / world for k, v in zip(values, t.tolist())}
-
-
-def _agreed(flag: bool, world: int, device) -> bool:
-    """All ranks stop at the same step if any of them was asked to stop."""
-    if world == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def _init_distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
-    return dist.get_rank(), world
-
-
-def _device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise EngineError("device cuda requested but no GPU is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def _fmt_eta(s) -> str:
-    if s is None:
-        return "?"
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -1,24 +1,18 @@
-"""Configuration of the w2v2bert engine: W2V2-BERT 2.0 and classic wav2vec2 (XLS-R, MMS
+"""Settings of the w2v2bert engine: W2V2-BERT 2.0 and classic wav2vec2 (XLS-R, MMS
 pretrained) CTC fine-tuning of the whole model.
 
-Every key of `train` and `transcribe` is listed in ctc/config.py. A recipe key
-(learning_rate, batch_size, effective_batch, warmup_steps, mask_time_prob, dropout,
-layerdrop, add_adapter) left out or null takes the value of the base's architecture:
+The keys are ctc/config.py's. This engine's own: the default base, and a recipe per
+architecture of the base (the presets "architecture=<arch>", below):
 
-    w2v2bert   lr 5e-5, batch 16, effective batch 32 (accumulation), warmup 500,
-               no time masking, dropouts 0, layer drop 0, adapter on (the W2V2-BERT recipe)
-    wav2vec2   lr 3e-4, batch 16, effective batch 32, warmup 500, mask_time_prob 0.05,
-               dropouts 0, layer drop 0, no adapter (the XLS-R / MMS fine-tuning recipe;
-               the convolutional front end stays frozen)
-    size tiny  lr 3e-3, batch 8, no accumulation, warmup 10 (a small random model)
-
-Defaults of the other keys: base_model facebook/w2v-bert-2.0, epochs 10, val_split and
-test_split 0.1, normalisation lowercase + punctuation removed, transmorgrifier on
-(cap 1000 iterations, early stopping 50), lm on (order 4).
+    w2v2bert   the W2V2-BERT 2.0 recipe: a small step on the whole model, an effective
+               batch of 32, the adapter on, no time masking
+    wav2vec2   the XLS-R / MMS fine-tuning recipe: a larger step, time masking, no
+               adapter; the convolutional front end stays frozen
 """
 from dataclasses import dataclass
 
-from ..ctc.config import CTCConfig
+from ..config import knob
+from ..ctc.config import CTCConfig, TranscribeConfig
 
 RECIPES = {
     "w2v2bert": dict(learning_rate=5e-5, batch_size=16, effective_batch=32, warmup_steps=500,
@@ -28,9 +22,18 @@ RECIPES = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig(CTCConfig):
+    """Fine-tunes a W2V2-BERT or wav2vec2 base (CTC), then adds a language model and post-correction."""
     RECIPES = RECIPES
     ENGINE = "w2v2bert"
 
-    base_model: str = "facebook/w2v-bert-2.0"
+    base_model: str = knob("facebook/w2v-bert-2.0", help="hub id or local folder of the model to fine-tune")
+
+
+@dataclass(kw_only=True)
+class Transcribe(TranscribeConfig):
+    ENGINE = "w2v2bert"
+
+
+CONFIGS = {"train": TrainConfig, "transcribe": Transcribe}
