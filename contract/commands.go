@@ -4,7 +4,7 @@ package contract
 // omitempty field left out means "the engine's default": the worker sends
 // only what a job or the operator set, and the paths it owns.
 
-// Command names an engine command a config is for.
+// Config is the configuration of one engine command.
 type Config interface {
 	Engine() (engine, command string)
 }
@@ -136,15 +136,13 @@ func NewCTCTrain(engine string) *CTCTrain { return &CTCTrain{engine: engine} }
 func (c *CTCTrain) Engine() (string, string) { return c.engine, "train" }
 func (c *CTCTrain) Common() *Train           { return &c.Train }
 
-// CTCTranscribe is `w2v2bert transcribe` and `mms transcribe`.
+// CTCTranscribe is `w2v2bert transcribe` (and the part of `mms
+// transcribe` they share).
 type CTCTranscribe struct {
-	engine    string
-	Model     string `json:"model"`
-	Dataset   string `json:"dataset"`
-	OutputDir string `json:"output_dir"`
-	Decoder   string `json:"decoder,omitempty"`
-	BaseModel string `json:"base_model,omitempty"`
-	Language  string `json:"language,omitempty"`
+	engine  string
+	Model   string `json:"model"`
+	Dataset string `json:"dataset"`
+	Decoder string `json:"decoder,omitempty"`
 	Caps
 }
 
@@ -152,6 +150,25 @@ type CTCTranscribe struct {
 func NewCTCTranscribe(engine string) *CTCTranscribe { return &CTCTranscribe{engine: engine} }
 
 func (c *CTCTranscribe) Engine() (string, string) { return c.engine, "transcribe" }
+
+// MMSTranscribe is `mms transcribe`: an adapter needs its base.
+type MMSTranscribe struct {
+	CTCTranscribe
+	BaseModel string `json:"base_model,omitempty"`
+}
+
+// NewMMSTranscribe is a transcribe config for the mms engine.
+func NewMMSTranscribe() *MMSTranscribe {
+	return &MMSTranscribe{CTCTranscribe: CTCTranscribe{engine: "mms"}}
+}
+
+// Transcribe is what every CTC transcribe config shares.
+type Transcribe interface {
+	Config
+	Shared() *CTCTranscribe
+}
+
+func (c *CTCTranscribe) Shared() *CTCTranscribe { return c }
 
 // HubFetch is `hub fetch`: hub references into the local cache, before a
 // sandboxed engine (which has no network) starts.

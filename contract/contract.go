@@ -46,6 +46,9 @@ type Field struct {
 	Help     string           `json:"help"`
 	Required bool             `json:"required"`
 	Nullable bool             `json:"nullable"`
+	Choices  []any            `json:"choices"`
+	Min      *float64         `json:"min"`
+	Max      *float64         `json:"max"`
 	Fields   map[string]Field `json:"fields"` // of an object
 }
 
@@ -88,9 +91,11 @@ func (s *Schema) Default(engine, command, key string, conditions ...string) (any
 	if !found {
 		return nil, false
 	}
+	// The first preset that names the key decides, null included (a tiny
+	// model has no effective batch whatever its architecture's recipe).
 	for _, cond := range conditions {
-		if v, ok := c.Presets[cond][key]; ok && v != nil {
-			return v, true
+		if v, ok := c.Presets[cond][key]; ok {
+			return v, v != nil
 		}
 	}
 	f, ok := c.Fields[key]
@@ -180,7 +185,7 @@ func (s *Schema) Describe(engine, command, path string) string {
 	c, _ := s.Command(engine, command)
 	var presets []string
 	for cond, values := range c.Presets {
-		if v, ok := values[path]; ok {
+		if v, ok := lookup(values, path); ok {
 			presets = append(presets, fmt.Sprintf("%s: %v", cond, v))
 		}
 	}
@@ -192,4 +197,19 @@ func (s *Schema) Describe(engine, command, path string) string {
 		b.WriteString(" (" + strings.Join(presets, "; ") + ")")
 	}
 	return b.String()
+}
+
+// lookup finds a dotted path in nested preset values.
+func lookup(values map[string]any, path string) (any, bool) {
+	var cur any = values
+	for _, part := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[part]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
 }

@@ -13,7 +13,7 @@ import (
 // configs are every command struct the worker sends, with its engine.
 func configs() []Config {
 	return []Config{&StableTTSTrain{}, &StableTTSSynthesize{}, &StableTTSEvaluate{}, &StableTTSCheck{},
-		NewCTCTrain("w2v2bert"), NewCTCTrain("mms"), NewCTCTranscribe("w2v2bert"), NewCTCTranscribe("mms"), &HubFetch{}}
+		NewCTCTrain("w2v2bert"), NewCTCTrain("mms"), NewCTCTranscribe("w2v2bert"), NewMMSTranscribe(), &HubFetch{}}
 }
 
 // enginesSchema is what the engines print now.

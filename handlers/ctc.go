@@ -162,7 +162,7 @@ func (r *run) writeLMCorpus() (string, error) {
 
 // transcribeCTC writes the model's transcription into the cells that need
 // text; cfg holds the model's own engine settings.
-func transcribeCTC(ctx context.Context, r *run, cfg *contract.CTCTranscribe, model string) error {
+func transcribeCTC(ctx context.Context, r *run, cfg contract.Transcribe, model string) error {
 	job := r.Job
 	items := r.selectInference(codex.NeedText)
 	r.out.Result["cells_transcribed"] = 0
@@ -179,8 +179,8 @@ func transcribeCTC(ctx context.Context, r *run, cfg *contract.CTCTranscribe, mod
 	}
 	r.Report(worker.Progress{Message: fmt.Sprintf("transcribing %d verses", len(ds.Items))})
 	texts := map[string]string{}
-	cfg.Model, cfg.Dataset, cfg.OutputDir = model, dir, filepath.Join(r.WorkDir, "transcription")
-	cfg.Decoder = job.OptString("inference.decoder")
+	shared := cfg.Shared()
+	shared.Model, shared.Dataset, shared.Decoder = model, dir, job.OptString("inference.decoder")
 	res, err := r.engine(ctx, cfg, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" {
 			if t, ok := ev.Fields["text"].(string); ok {

@@ -58,8 +58,8 @@ var mms = register(&Model{
 		return trainCTC(ctx, r, cfg, "wav2vec2")
 	},
 	Infer: func(ctx context.Context, r *run, model string) error {
-		cfg := contract.NewCTCTranscribe("mms")
-		cfg.BaseModel, cfg.Language = mmsBase(ctx, r)
+		cfg := contract.NewMMSTranscribe()
+		cfg.BaseModel, _ = mmsBase(ctx, r)
 		return transcribeCTC(ctx, r, cfg, model)
 	},
 })

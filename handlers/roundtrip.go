@@ -106,7 +106,7 @@ func (r *run) roundTripCER(ctx context.Context, wavs, texts map[string]string) (
 	}
 	heard := map[string]string{}
 	cfg := contract.NewCTCTranscribe(art.engine)
-	cfg.Model, cfg.Dataset, cfg.OutputDir = model, dir, filepath.Join(r.WorkDir, "roundtrip", "out")
+	cfg.Model, cfg.Dataset = model, dir
 	_, err = r.engine(ctx, cfg, func(ev engine.Event) {
 		if t, ok := ev.Fields["text"].(string); ok && ev.Kind == "item" {
 			heard[ev.ID] = t

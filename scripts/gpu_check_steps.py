@@ -74,7 +74,7 @@ def tts(ctx: Context) -> dict:
     ds = ctx.data.dataset(w / "dataset", 6 if ctx.dry else 96, 2.0 if ctx.dry else 6.0, rate)
     cfg = {"dataset": str(ds), "output_dir": str(w / "train"), "device": ctx.device, "size": ctx.size(),
            "epochs": 1000, "stop_at_step": 3 if ctx.dry else 200, "batch_size": 2 if ctx.dry else 16,
-           "learning_rate": 1e-4, "warmup_steps": 10, "save_interval": 1000, "progress_every_steps": 1 if ctx.dry else 10,
+           "learning_rate": 1e-4, "warmup_steps": 10, "save_every_epochs": 1000, "progress_every_steps": 1 if ctx.dry else 10,
            "val_split": 0.1}
     vocoder = ""
     if not ctx.dry:
@@ -118,7 +118,7 @@ def asr(ctx: Context) -> dict:
            "batch_size": 2 if ctx.dry else 8,
            "gradient_accumulation_steps": 1, "learning_rate": 5e-5, "warmup_steps": 10,
            "gradient_checkpointing": True, "precision": "auto", "val_split": 0.1, "test_split": 0.1,
-           "save_interval": 100000, "progress_every_steps": 1 if ctx.dry else 10,
+           "save_every_steps": 100000, "progress_every_steps": 1 if ctx.dry else 10,
            "transmorgrifier": {"enabled": False}, "lm": {"enabled": True, "order": 3}, "lm_corpus": str(corpus)}
     figures: dict = {}
     t0 = time.monotonic()
@@ -132,7 +132,7 @@ def asr(ctx: Context) -> dict:
             t1 = time.monotonic()
             with ctx.sampler() as s:
                 out, _ = ctx.engine("w2v2bert", "transcribe", {
-                    "model": res["artifact"], "dataset": str(clips), "output_dir": str(w / f"out-{decoder}"),
+                    "model": res["artifact"], "dataset": str(clips),
                     "device": ctx.device, "decoder": decoder, "batch_seconds": 240}, w, 900)
             figures.update({f"{decoder}_seconds": round(time.monotonic() - t1, 1), f"{decoder}_rtf": out.get("rtf"),
                             f"{decoder}_decoder_used": out.get("decoder"), **s.figures(decoder)})
