@@ -151,13 +151,14 @@ func TestKillAllStopsRunningEngines(t *testing.T) {
 }
 
 // realEntry is a gpuworker_engines package made of the project's real entry
-// point (__main__.py, events.py) plus a quiet engine that prints nothing.
+// point (__main__.py and the modules it reads) plus a quiet engine that
+// prints nothing.
 func realEntry(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	pkg := filepath.Join(dir, "gpuworker_engines")
 	os.MkdirAll(filepath.Join(pkg, "quiet"), 0o755)
-	for _, name := range []string{"__init__.py", "__main__.py", "events.py"} {
+	for _, name := range []string{"__init__.py", "__main__.py", "events.py", "config.py", "untrusted.py"} {
 		b, err := os.ReadFile(filepath.Join("..", "engines", "gpuworker_engines", name))
 		if err != nil {
 			t.Fatal(err)
@@ -165,10 +166,23 @@ func realEntry(t *testing.T) string {
 		os.WriteFile(filepath.Join(pkg, name), b, 0o644)
 	}
 	os.WriteFile(filepath.Join(pkg, "quiet", "__init__.py"), nil, 0o644)
+	os.WriteFile(filepath.Join(pkg, "quiet", "config.py"), []byte(`from dataclasses import dataclass
+
+from ..config import Settings, knob
+
+
+@dataclass(kw_only=True)
+class Sleep(Settings):
+    """Sleeps until stopped."""
+    pidfile: str = knob("", help="where to write the pid")
+
+
+CONFIGS = {"sleep": Sleep}
+`), 0o644)
 	os.WriteFile(filepath.Join(pkg, "quiet", "cli.py"), []byte(`import os, time
 
 def sleep(config, stop):
-    open(config["pidfile"], "w").write(str(os.getpid()))
+    open(config.pidfile, "w").write(str(os.getpid()))
     while True:
         time.sleep(3600)
 

@@ -46,8 +46,6 @@ import tarfile
 import zipfile
 from dataclasses import fields
 
-import torch
-
 from .config import GiB, MiB, FileCaps
 from .events import EngineError
 
@@ -87,6 +85,7 @@ def load_tensors(path: str, shown: str | None = None):
         raise EngineError(f"{shown}: not found")
     if zipfile.is_zipfile(path):  # torch's own format; the legacy one has no members to count
         _check_zip_totals(path, shown)
+    import torch  # here: commands that read no tensor file start without it
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - refusals and corrupt files raise many types
@@ -101,6 +100,7 @@ def load_tensors(path: str, shown: str | None = None):
 def _unsafe_globals(path: str, message: str) -> str:
     """What the file would import or call, read from its pickle opcodes without running them
     (or from torch's refusal, for the legacy format)."""
+    import torch
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # noqa: BLE001 - the listing is only for the message
