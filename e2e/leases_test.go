@@ -23,7 +23,9 @@ func quietEngines(t *testing.T, stubborn bool) string {
 	dir := t.TempDir()
 	pkg := filepath.Join(dir, "gpuworker_engines")
 	os.MkdirAll(filepath.Join(pkg, "stabletts"), 0o755)
-	for _, name := range []string{"__init__.py", "__main__.py", "events.py"} {
+	// The real entry point and configurations: the engine reads the
+	// worker's config as it would; only what the command does is fake.
+	for _, name := range []string{"__init__.py", "__main__.py", "events.py", "config.py", "untrusted.py", "stabletts/config.py"} {
 		b, err := os.ReadFile(filepath.Join(enginesDir, "gpuworker_engines", name))
 		if err != nil {
 			t.Fatal(err)
