@@ -168,6 +168,10 @@ class EvaluateConfig(SynthesizeConfig):
     voice_reference: str | None = _path("one recording for every item; null: each item's own")
     split_file: str | None = _path("split.json written by train; null: the one beside the "
                                    "checkpoint (without one every item is scored)")
+    # Held-out scoring of every training run: the fixed-step solver keeps it a small
+    # share of a job and its figures comparable from run to run.
+    solver: str = knob("euler", choices=("euler", "midpoint", "dopri5"),
+                       help="ODE solver of the scored synthesis (euler: cheap and repeatable)")
     split: str = knob("val", choices=("val", "train"), help="which items of the split to score")
     max_items: int = knob(0, unit="items", min=0, help="score at most this many (0: all)")
     write_audio: bool = knob(True, help="also write each item's WAV (through the vocoder)")
