@@ -189,12 +189,22 @@ func (s *Schema) Describe(engine, command, path string) string {
 			presets = append(presets, fmt.Sprintf("%s: %v", cond, v))
 		}
 	}
-	sort.Strings(presets)
+	// The size decides before the architecture, as in the engines.
+	sort.Slice(presets, func(i, j int) bool {
+		si, sj := strings.HasPrefix(presets[i], "size="), strings.HasPrefix(presets[j], "size=")
+		if si != sj {
+			return si
+		}
+		return presets[i] < presets[j]
+	})
 	if len(presets) > 0 {
 		if b.Len() == 0 {
 			b.WriteString("by recipe")
 		}
 		b.WriteString(" (" + strings.Join(presets, "; ") + ")")
+	}
+	if b.Len() == 0 {
+		return "set by the engine: " + f.Help
 	}
 	return b.String()
 }

@@ -11,8 +11,13 @@ import (
 )
 
 // modelsCmd prints what each model accepts in a manifest, from the same
-// descriptions validation reads.
-func modelsCmd(_ context.Context, _ []string, stdout, _ io.Writer) error {
+// descriptions validation reads, with the engines' defaults; --markdown
+// prints the training knobs' defaults as the README's table.
+func modelsCmd(_ context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) == 1 && args[0] == "--markdown" {
+		fmt.Fprint(stdout, knobTable())
+		return nil
+	}
 	for _, m := range handlers.Models() {
 		s := m.Spec
 		fmt.Fprintf(stdout, "%s (job_type: %s; engine %s)\n  %s\n", s.Name, s.JobType, s.Engine, s.Summary)
@@ -44,4 +49,29 @@ func modelsCmd(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		fmt.Fprintln(stdout)
 	}
 	return nil
+}
+
+// knobTable is the training knobs' defaults of every model, a Markdown
+// table read from the engines' schema.
+func knobTable() string {
+	var b strings.Builder
+	models := handlers.Models()
+	b.WriteString("| knob |")
+	for _, m := range models {
+		b.WriteString(" " + m.Spec.Name + " |")
+	}
+	b.WriteString("\n| --- |" + strings.Repeat(" --- |", len(models)) + "\n")
+	for i, k := range models[0].Knobs() {
+		b.WriteString("| `" + k.Manifest + "` |")
+		for _, m := range models {
+			kk := m.Knobs()[i]
+			d := contract.Engines().Describe(m.Spec.Engine, "train", kk.Engine)
+			if strings.HasPrefix(d, "set by the engine") {
+				d = "from the effective batch"
+			}
+			b.WriteString(" " + d + " |")
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }

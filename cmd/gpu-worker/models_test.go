@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -43,5 +45,21 @@ func TestModelSettingsAreFlags(t *testing.T) {
 	cfg := f.handlersConfig(nil, limits.Default())
 	if cfg.Settings["tts-base-model"] != "/models/checkpoint_0.pt" || cfg.Settings["tts-vocoder"] != "/models/vocos.pt" {
 		t.Errorf("settings %v", cfg.Settings)
+	}
+}
+
+// The README's table of the knobs' defaults is what the engines' schema
+// says: README, `gpu-worker models` and the engines cannot disagree.
+func TestREADMEKnobDefaultsAreTheEngines(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if table := knobTable(); !strings.Contains(string(readme), table) {
+		t.Errorf("README.md's knob table differs from the engines' defaults; paste `gpu-worker models --markdown`:\n%s", table)
+	}
+	var out bytes.Buffer
+	if code := realMain([]string{"models"}, &out, &out); code != 0 || !strings.Contains(out.String(), "epochs: 1000 epochs") {
+		t.Errorf("models does not show StableTTS's 1000 epochs from the schema:\n%s", out.String())
 	}
 }
