@@ -70,14 +70,9 @@ func bySeries(label string, want map[string]check) check {
 		if len(s) == 0 {
 			return fmt.Errorf("no data")
 		}
-		groups := map[string][]sample{}
-		for _, x := range s {
-			groups[x.labels[label]] = append(groups[x.labels[label]], x)
-		}
-		for v, c := range want {
-			if err := c(groups[v]); err != nil {
-				return fmt.Errorf("%s=%q: %w", label, v, err)
-			}
+		groups, err := matchGroups(label, s, want)
+		if err != nil {
+			return err
 		}
 		for v, g := range groups {
 			if _, ok := want[v]; !ok {
@@ -90,6 +85,21 @@ func bySeries(label string, want map[string]check) check {
 	}
 }
 
+// matchGroups splits samples by a label's value and checks the groups
+// want names.
+func matchGroups(label string, s []sample, want map[string]check) (map[string][]sample, error) {
+	groups := map[string][]sample{}
+	for _, x := range s {
+		groups[x.labels[label]] = append(groups[x.labels[label]], x)
+	}
+	for v, c := range want {
+		if err := c(groups[v]); err != nil {
+			return nil, fmt.Errorf("%s=%q: %w", label, v, err)
+		}
+	}
+	return groups, nil
+}
+
 // including: the series whose label has each value must match its check;
 // others only need to be finite and not negative.
 func including(label string, want map[string]check) check {
@@ -97,16 +107,8 @@ func including(label string, want map[string]check) check {
 		if err := atLeast(0)(s); err != nil {
 			return err
 		}
-		groups := map[string][]sample{}
-		for _, x := range s {
-			groups[x.labels[label]] = append(groups[x.labels[label]], x)
-		}
-		for v, c := range want {
-			if err := c(groups[v]); err != nil {
-				return fmt.Errorf("%s=%q: %w", label, v, err)
-			}
-		}
-		return nil
+		_, err := matchGroups(label, s, want)
+		return err
 	}
 }
 

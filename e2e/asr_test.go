@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -27,19 +25,7 @@ func hubSnapshot(t *testing.T, args ...string) string {
 // engineConfig reads the config the worker gave an engine command.
 func engineConfig(t *testing.T, e *env, worker, name string) map[string]any {
 	t.Helper()
-	paths, _ := filepath.Glob(filepath.Join(e.work, worker, "job_*", name))
-	if len(paths) != 1 {
-		t.Fatalf("engine config %s: found %v", name, paths)
-	}
-	b, err := os.ReadFile(paths[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return jobEngineConfig(t, e, worker, "*", name)
 }
 
 // num reads a number of a result as YAML gave it back (int or float).
