@@ -15,12 +15,13 @@ import (
 // and then to a config file key of the flag's name.
 type Set struct {
 	*flag.FlagSet
-	env map[string]string // flag name → environment variable
+	env     map[string]string // flag name → environment variable
+	aliases map[string]string // alias → flag name
 }
 
 // New makes a Set; --config FILE names the YAML file (keys = flag names).
 func New(name string) *Set {
-	s := &Set{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), env: map[string]string{}}
+	s := &Set{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), env: map[string]string{}, aliases: map[string]string{}}
 	s.String("config", "", "YAML config file; keys are flag names (env GPU_WORKER_CONFIG)")
 	s.env["config"] = "GPU_WORKER_CONFIG"
 	return s
@@ -34,13 +35,29 @@ func (s *Set) Env(flagName, variable string) {
 	}
 }
 
+// Alias lets --alias set flag name, as a short spelling of it; a value given
+// through the alias outranks the environment and the file like the flag's own.
+func (s *Set) Alias(alias, name string) {
+	f := s.Lookup(name)
+	if f == nil {
+		panic("config: alias " + alias + " of unknown flag " + name)
+	}
+	s.Var(f.Value, alias, "same as --"+name)
+	s.aliases[alias] = name
+}
+
 // Parse applies flags, then the environment, then the config file.
 func (s *Set) Parse(args []string) error {
 	if err := s.FlagSet.Parse(args); err != nil {
 		return err
 	}
 	set := map[string]bool{}
-	s.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	s.Visit(func(f *flag.Flag) {
+		set[f.Name] = true
+		if name, ok := s.aliases[f.Name]; ok {
+			set[name] = true
+		}
+	})
 	apply := func(name, value, from string) error {
 		if err := s.Set(name, value); err != nil {
 			return fmt.Errorf("%s: invalid value %q for %s: %w", from, value, name, err)
@@ -75,6 +92,9 @@ func (s *Set) Parse(args []string) error {
 	}
 	for key, v := range file {
 		name := strings.ReplaceAll(key, "_", "-")
+		if canonical, ok := s.aliases[name]; ok {
+			name = canonical
+		}
 		if s.Lookup(name) == nil {
 			return fmt.Errorf("config file %s: unknown setting %q", path, key)
 		}

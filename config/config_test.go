@@ -48,3 +48,31 @@ func TestConfigFileErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestAliasOutranksEnvironmentAndFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "worker.yaml")
+	os.WriteFile(file, []byte("listen: \":1\"\n"), 0o644)
+	t.Setenv("TEST_LISTEN_ADDRESS", ":2")
+
+	s := New("observe")
+	addr := s.String("listen-address", "", "")
+	s.Env("listen-address", "TEST_LISTEN_ADDRESS")
+	s.Alias("listen", "listen-address")
+	if err := s.Parse([]string{"--listen", ":3"}); err != nil {
+		t.Fatal(err)
+	}
+	if *addr != ":3" {
+		t.Errorf("--listen :3 gave listen-address %q", *addr)
+	}
+
+	s = New("observe")
+	addr = s.String("listen-address", "", "")
+	s.Alias("listen", "listen-address")
+	if err := s.Parse([]string{"--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	if *addr != ":1" {
+		t.Errorf("config key listen gave listen-address %q", *addr)
+	}
+}

@@ -43,6 +43,7 @@ func newObserveFlags(name string, stderr io.Writer, listen bool) (*config.Set, *
 	if listen {
 		f.listen = s.String("listen-address", ":9402", "serve /queue (JSON), /metrics, /healthz and /readyz here")
 		s.Env("listen-address", "GPU_WORKER_LISTEN_ADDRESS")
+		s.Alias("listen", "listen-address")
 	}
 	return s, f
 }

@@ -102,7 +102,7 @@ func TestObserveServes(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- observeCmd(ctx, []string{"--gitlab-url", srv.URL(), "--token", gitlabtest.DefaultToken,
-			"--listen-address", "127.0.0.1:0", "--loop-interval", "1"}, io.Discard, &logs)
+			"--listen", "127.0.0.1:0", "--loop-interval", "1"}, io.Discard, &logs)
 	}()
 	defer func() {
 		stop()

@@ -73,6 +73,7 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	s.Env("engines-dir", "GPU_WORKER_ENGINES")
 	s.Env("allow-cpu", "GPU_WORKER_ALLOW_CPU")
 	s.Env("listen-address", "GPU_WORKER_LISTEN_ADDRESS")
+	s.Alias("listen", "listen-address")
 	s.Env("gpus", "GPU_WORKER_GPUS")
 	s.Env("heartbeat-interval", "GPU_WORKER_HEARTBEAT_INTERVAL")
 	s.Env("cancel-check-interval", "GPU_WORKER_CANCEL_CHECK_INTERVAL")
