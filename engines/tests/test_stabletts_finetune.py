@@ -16,11 +16,11 @@ from gpuworker_engines.stabletts.ckpt import Meta
 from gpuworker_engines.stabletts.config import ModelConfig
 from gpuworker_engines.stabletts.frontend import PUBLISHED_SYMBOLS, FrontEnd
 from gpuworker_engines.stabletts.model import StableTTS
+from stabletts_fixtures import FIXTURES, fixture_json
 from test_stabletts_train import espeak_dataset, run_in_process, step_losses, write_dataset
 
 torch.set_num_threads(1)
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stabletts"
-TINY_REFERENCE = json.loads((FIXTURES / "tiny_reference.json").read_text())["constructor"]
+TINY_REFERENCE = fixture_json("tiny_reference.json")["constructor"]
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,6 @@
 """The engine computes what the published StableTTS v1.1 computes: its layout, the
 tiny published-format checkpoints' recorded outputs, the log-mel, the Vocos
 vocoder and the text front-end ids (fixtures/stabletts/README.md)."""
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,17 +10,9 @@ from gpuworker_engines.stabletts.frontend import PUBLISHED_SYMBOLS, FrontEnd, mo
 from gpuworker_engines.stabletts.mel import LogMel
 from gpuworker_engines.stabletts.model import StableTTS
 from gpuworker_engines.stabletts.vocoder import Vocos
+from stabletts_fixtures import FIXTURES, fixture_json, fixture_tensors, tiny_reference
 
 torch.set_num_threads(1)
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stabletts"
-
-
-def fixture_json(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-
-
-def fixture_tensors(name: str) -> dict:
-    return torch.load(FIXTURES / name, weights_only=True)
 
 
 def max_diff(a, b) -> float:
@@ -33,17 +22,7 @@ def max_diff(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def tiny():
-    """The tiny reference model, loaded strictly from its bare state_dict."""
-    c = fixture_json("tiny_reference.json")["constructor"]
-    cfg = ModelConfig(hidden_channels=c["hidden_channels"], filter_channels=c["filter_channels"],
-                      n_heads=c["n_heads"], n_enc_layers=c["n_enc_layers"],
-                      n_dec_layers=c["n_dec_layers"], kernel_size=c["kernel_size"],
-                      gin_channels=c["gin_channels"], p_dropout=c["p_dropout"], n_mels=c["mel_channels"])
-    model = StableTTS(cfg, c["n_vocab"])
-    sd = torch.load(FIXTURES / "tiny_reference.pt", weights_only=True)
-    assert list(model.state_dict()) == list(sd)  # the published key order too
-    model.load_state_dict(sd, strict=True)
-    return model.eval(), fixture_tensors("tiny_reference_io.pt")
+    return tiny_reference(), fixture_tensors("tiny_reference_io.pt")
 
 
 def test_default_config_has_the_published_layout():

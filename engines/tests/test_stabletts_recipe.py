@@ -19,25 +19,10 @@ from gpuworker_engines.stabletts.frontend import FrontEnd, choose
 from gpuworker_engines.stabletts.mel import LogMel, load_wav, wav_to_mel
 from gpuworker_engines.stabletts.mas import maximum_path
 from gpuworker_engines.stabletts.model import StableTTS, guidance_drop, log_likelihood
+from stabletts_fixtures import FIXTURES, fixture_json, tiny_reference
 
 torch.set_num_threads(1)
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stabletts"
 SIGMA_MIN = 1e-4
-
-
-def fixture_json(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-
-
-def tiny_reference() -> StableTTS:
-    c = fixture_json("tiny_reference.json")["constructor"]
-    cfg = ModelConfig(hidden_channels=c["hidden_channels"], filter_channels=c["filter_channels"],
-                      n_heads=c["n_heads"], n_enc_layers=c["n_enc_layers"],
-                      n_dec_layers=c["n_dec_layers"], kernel_size=c["kernel_size"],
-                      gin_channels=c["gin_channels"], p_dropout=c["p_dropout"], n_mels=c["mel_channels"])
-    model = StableTTS(cfg, c["n_vocab"])
-    model.load_state_dict(torch.load(FIXTURES / "tiny_reference.pt", weights_only=True), strict=True)
-    return model.eval()  # dropout off, as the recorded forward ran
 
 
 @pytest.fixture(scope="module")
