@@ -322,16 +322,18 @@ func synthesizeTTS(ctx context.Context, r *run, model string) error {
 // attachAudio encodes a synthesised verse, stores it in LFS where the
 // editor keeps recordings and adds the cell's new take to the outcome.
 func (r *run) attachAudio(ctx context.Context, it codex.Item, wav string) error {
-	if err := engineFile(r.WorkDir, wav); err != nil {
-		return err
-	}
 	format := r.Job.AudioFormat
 	id := codex.NewAudioID(time.Now())
 	encoded := filepath.Join(r.WorkDir, "encoded", id+"."+format)
+	synth := filepath.Join(r.WorkDir, "synthesised", id+".wav")
+	defer os.Remove(synth)
+	if err := copyEngineFile(r.WorkDir, wav, synth); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(encoded), 0o755); err != nil {
 		return err
 	}
-	meta, err := audio.Encode(ctx, wav, encoded, format)
+	meta, err := audio.Encode(ctx, synth, encoded, format)
 	if err != nil {
 		return err
 	}
