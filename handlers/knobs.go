@@ -42,3 +42,11 @@ func (m *Model) FieldDefault(f manifest.Field) string {
 	}
 	return contract.Engines().Describe(m.Spec.Engine, command, key)
 }
+
+// engineDefaultString is an engine command's default for a text field
+// ("" when it has none, or null).
+func engineDefaultString(engine, command, key string) string {
+	def, _ := contract.Engines().Default(engine, command, key)
+	s, _ := def.(string)
+	return s
+}

@@ -100,7 +100,6 @@ func prepareTTS(ctx context.Context, r *run) error {
 	if j.ModelSize == "tiny" {
 		return nil
 	}
-	defer r.fetchHub(ctx, r.setting(ttsBaseModelFlag), r.setting(ttsVocoderFlag))
 	if r.setting(ttsVocoderFlag) == "" {
 		return fmt.Errorf("no vocoder configured on this worker: the operator sets --%s (environment GPU_WORKER_TTS_VOCODER, config key %s) to the published vocos.pt; see README \"Models\"",
 			ttsVocoderFlag, ttsVocoderFlag)
@@ -109,6 +108,8 @@ func prepareTTS(ctx context.Context, r *run) error {
 		return fmt.Errorf("no base model to fine-tune: the operator sets --%s (environment GPU_WORKER_TTS_BASE_MODEL) to the published checkpoint_0.pt, or the job names model.base_checkpoint (a model of an earlier job) or sets model.from_scratch: true",
 			ttsBaseModelFlag)
 	}
+	// Only a job that will run fetches (gigabytes, for a base model).
+	r.fetchHub(ctx, r.setting(ttsBaseModelFlag), r.setting(ttsVocoderFlag))
 	return nil
 }
 

@@ -61,9 +61,7 @@ const w2v2BERTBaseFlag = "w2v2bert-base-model"
 // w2v2BaseOf is the pretrained model a W2V2BERT job fine-tunes when the
 // operator names none: the job's, else the engine's default.
 func w2v2BaseOf(j *manifest.Job) string {
-	def, _ := contract.Engines().Default("w2v2bert", "train", "base_model")
-	s, _ := def.(string)
-	return or(strings.TrimSpace(j.OptString("model.base_model")), s)
+	return or(strings.TrimSpace(j.OptString("model.base_model")), engineDefaultString("w2v2bert", "train", "base_model"))
 }
 
 // asrArchitecture tells a W2V2-BERT base from a wav2vec2-family one (which
