@@ -117,3 +117,24 @@ func TestMMSFetchesOncePerJob(t *testing.T) {
 		t.Errorf("mms transcribe's base_model default read as %q, want none", d)
 	}
 }
+
+// Scoring the trained voice sends the engine only what the pipeline
+// decides (how many held-out verses); which split is the engine's default.
+func TestTTSEvaluationLeavesTheSplitToTheEngine(t *testing.T) {
+	r := recordingRun(t, "job_type: tts, mode: training, model: {type: StableTTS}", nil)
+	r.evaluateTTS(context.Background(), filepath.Join(r.WorkDir, "best_model.pt"), map[string]any{})
+	b, err := os.ReadFile(filepath.Join(r.WorkDir, "stabletts-evaluate.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent map[string]any
+	if err := json.Unmarshal(b, &sent); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sent["split"]; ok {
+		t.Errorf("the evaluation names the split itself: %s", b)
+	}
+	if sent["max_items"] != float64(evalItems) {
+		t.Errorf("max_items %v, want %d", sent["max_items"], evalItems)
+	}
+}
