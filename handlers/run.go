@@ -110,19 +110,17 @@ func (t *training) run(ctx context.Context, cfg contract.TrainOf) (map[string]an
 	_, derived := schema.Default(engineName, "train", "effective_batch", t.conditions...)
 	derived = derived && common.GradientAccumulationSteps == nil
 	var res map[string]any
-	first := true
-	err := runWithOOMRetry(ctx, func(batch, accum int) error {
-		if !first {
-			common.BatchSize = &batch
-			if !derived {
-				common.GradientAccumulationSteps = &accum
-			}
-		}
-		first = false
+	// The first run sends the job's settings as written; a retry's
+	// settings go into cfg before it starts.
+	err := runWithOOMRetry(ctx, func(int, int) error {
 		var err error
 		res, err = t.cfg.runEngine(ctx, env, cfg, func(ev engine.Event) { t.onEvent(ev, interval) })
 		return err
 	}, batch, accum, maxOOMHalvings, func(batch, accum int) {
+		common.BatchSize = &batch
+		if !derived {
+			common.GradientAccumulationSteps = &accum
+		}
 		if ck := t.latest(); ck != "" {
 			common.Resume = ck
 		}
