@@ -39,7 +39,7 @@ var w2v2BERT = register(&Model{
 	Train: func(ctx context.Context, r *run) (string, error) {
 		// The base the job or the operator names; else the engine's.
 		set := or(r.Job.OptString("model.base_model"), r.setting(w2v2BERTBaseFlag))
-		base := or(set, w2v2BaseOf(r.Job))
+		base := or(set, engineDefaultString("w2v2bert", "train", "base_model"))
 		arch := asrArchitecture(base)
 		if r.Job.ModelSize != "tiny" {
 			r.fetchHub(ctx, base)
