@@ -2,11 +2,14 @@ package handlers
 
 import (
 	"context"
-	"gpu-worker/contract"
+	"encoding/json"
+	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
 
+	"gpu-worker/contract"
 	"gpu-worker/engine"
 	"gpu-worker/gpu"
 	"gpu-worker/manifest"
@@ -78,21 +81,32 @@ func watchMemory(ctx context.Context, l gpu.Lister, slot worker.Slot, j *manifes
 // runEngine runs one engine command on the job's share of the GPUs, after
 // checking their free memory, and records the peak memory it used.
 func (c Config) runEngine(ctx context.Context, env *worker.JobEnv, cfg contract.Config, onEvent func(engine.Event)) (map[string]any, error) {
-	name, command := cfg.Engine()
-	if err := c.schema().Check(name, command, cfg); err != nil {
-		return nil, err
-	}
 	done, err := watchMemory(ctx, c.gpus(), env.Slot, env.Job)
 	if err != nil {
 		return nil, err
 	}
 	base := *c.Engine
 	base.Env = append(append([]string(nil), c.Engine.Env...), env.Slot.Env...)
-	res, err := runnerFor(&base, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
+	res, err := c.runChecked(ctx, runnerFor(&base, env.Slot, env.Job), cfg, env.WorkDir, env.LogWriter, onEvent)
 	if peak := done(); len(peak) > 0 && res != nil {
 		res["gpu_memory_peak"] = peak
 	}
 	return res, err
+}
+
+// runChecked runs cfg with runner once its keys are ones its engine
+// command takes (a worker newer than its engines fails here, naming them).
+// The config is encoded once: the engine gets what was checked.
+func (c Config) runChecked(ctx context.Context, runner *engine.Runner, cfg contract.Config, workDir string, log io.Writer, onEvent func(engine.Event)) (map[string]any, error) {
+	name, command := cfg.Engine()
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("engine config: %w", err)
+	}
+	if err := c.schema().Check(name, command, json.RawMessage(b)); err != nil {
+		return nil, err
+	}
+	return runner.Run(ctx, name, command, json.RawMessage(b), workDir, log, onEvent)
 }
 
 // gpus is the host's GPUs as the operator gave them; none when not given.

@@ -385,10 +385,7 @@ func doctorTTS(cfg Config) []Check {
 				return "", err
 			}
 			defer os.RemoveAll(dir)
-			if err := cfg.schema().Check("stabletts", "check", check); err != nil {
-				return "", err
-			}
-			res, err := cfg.Engine.Run(ctx, "stabletts", "check", check, dir, nil, nil)
+			res, err := cfg.runChecked(ctx, cfg.Engine, check, dir, nil, nil)
 			if err != nil {
 				return "", err
 			}
