@@ -50,3 +50,10 @@ func engineDefaultString(engine, command, key string) string {
 	s, _ := def.(string)
 	return s
 }
+
+// batchSize is the batch a training job starts with: the one it set, else
+// the engine's default where conditions hold. The memory estimates and the
+// training run read it alike.
+func batchSize(s *contract.Schema, engine string, set *int, conditions []string) int {
+	return derefOr(set, s.Int(engine, "train", "batch_size", conditions...))
+}

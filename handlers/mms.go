@@ -35,7 +35,7 @@ var mms = register(&Model{
 				return 5 * gpu.GiB
 			}
 			// the frozen 1 B base in memory, activations for the batch
-			batch := derefOr(j.Knobs.BatchSize, contract.Engines().Int("mms", "train", "batch_size", conditions(j, "architecture=wav2vec2")...))
+			batch := batchSize(contract.Engines(), "mms", j.Knobs.BatchSize, conditions(j, "architecture=wav2vec2"))
 			return 6*gpu.GiB + uint64(batch)*gpu.GiB*3/4
 		},
 		Check: func(j *manifest.Job) []error {

@@ -105,7 +105,7 @@ func (t *training) run(ctx context.Context, cfg contract.TrainOf) (map[string]an
 	// effective batch of its own.
 	engineName, _ := cfg.Engine()
 	schema := t.cfg.schema()
-	batch := derefOr(common.BatchSize, schema.Int(engineName, "train", "batch_size", t.conditions...))
+	batch := batchSize(schema, engineName, common.BatchSize, t.conditions)
 	accum := derefOr(common.GradientAccumulationSteps, max(1, schema.Int(engineName, "train", "gradient_accumulation_steps", t.conditions...)))
 	_, derived := schema.Default(engineName, "train", "effective_batch", t.conditions...)
 	derived = derived && common.GradientAccumulationSteps == nil

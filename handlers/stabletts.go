@@ -55,7 +55,7 @@ var stableTTS = register(&Model{
 			case !j.Trains():
 				return 3 * gpu.GiB / 2
 			}
-			batch := derefOr(j.Knobs.BatchSize, contract.Engines().Int("stabletts", "train", "batch_size", conditions(j)...))
+			batch := batchSize(contract.Engines(), "stabletts", j.Knobs.BatchSize, conditions(j))
 			return 2*gpu.GiB + uint64(batch)*gpu.GiB*2/5
 		},
 		Check: func(j *manifest.Job) []error {

@@ -26,8 +26,8 @@ var w2v2BERT = register(&Model{
 			manifest.Field{Key: "model.base_model", Kind: manifest.Text,
 				Help: "the pretrained model to fine-tune: a hub id or a local folder (default: the operator's --w2v2bert-base-model, else facebook/w2v-bert-2.0)"}),
 		Memory: ctcMemory(1, func(j *manifest.Job) int {
-			return derefOr(j.Knobs.BatchSize, contract.Engines().Int("w2v2bert", "train", "batch_size",
-				conditions(j, "architecture="+asrArchitecture(w2v2BaseOf(j)))...))
+			return batchSize(contract.Engines(), "w2v2bert", j.Knobs.BatchSize,
+				conditions(j, "architecture="+asrArchitecture(w2v2BaseOf(j))))
 		}),
 	},
 	Settings: []Setting{{Flag: w2v2BERTBaseFlag, Env: "GPU_WORKER_W2V2BERT_BASE_MODEL",
