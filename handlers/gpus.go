@@ -40,6 +40,20 @@ func EstimateMemory(j *manifest.Job) uint64 {
 // unresolvedModelMemory is assumed for a job whose model is not known.
 const unresolvedModelMemory = 16 * gpu.GiB
 
+// DeviceEnv is the environment that shows an engine the GPUs with these
+// indices, numbered as nvidia-smi numbers them (PCI bus order); no index
+// shows it none.
+func DeviceEnv(gpus []int) []string {
+	if len(gpus) == 0 {
+		return []string{"CUDA_VISIBLE_DEVICES="}
+	}
+	ids := make([]string, len(gpus))
+	for i, v := range gpus {
+		ids[i] = strconv.Itoa(v)
+	}
+	return []string{"CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES=" + strings.Join(ids, ",")}
+}
+
 // runnerFor narrows a slot's engine runner to the GPUs the job uses and,
 // for more than one, launches the engine under torchrun (one process per
 // GPU; --standalone picks a free rendezvous port, so two distributed jobs
@@ -51,12 +65,8 @@ func runnerFor(base *engine.Runner, slot worker.Slot, j *manifest.Job) *engine.R
 	if len(share) == 0 {
 		return &r
 	}
-	ids := make([]string, len(share))
-	for i, v := range share {
-		ids[i] = strconv.Itoa(v)
-	}
 	// exec keeps the last of duplicate variables: this overrides the slot's.
-	r.Env = append(r.Env, "CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES="+strings.Join(ids, ","))
+	r.Env = append(r.Env, DeviceEnv(share)...)
 	r.Launcher = nil
 	if len(share) > 1 {
 		r.Launcher = []string{r.Python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", strconv.Itoa(len(share))}
