@@ -33,7 +33,6 @@ func migrated(t testing.TB, file, path string) *Notebook {
 func clone(t testing.TB, nb *Notebook) *Notebook {
 	t.Helper()
 	c := mustParse(t, nb.Path, nb.Marshal())
-	c.ReadAt = nb.ReadAt
 	return c
 }
 

@@ -45,7 +45,6 @@ func TestInitialImportBeforeFirstEdit(t *testing.T) {
 			} else {
 				read = loadNotebook(t, tc.file, tc.path)
 			}
-			read.ReadAt = readAt
 			old := read.Cell(tc.cell).Value()
 			before := len(editsOf(read.Cell(tc.cell)))
 			nb := clone(t, read)

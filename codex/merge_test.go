@@ -32,7 +32,6 @@ func mergeCases() []mergeCase {
 	prepare := func(nb *Notebook, asr string) *Notebook {
 		// A translator recorded the empty verse before the job started.
 		attach(nb.Cell(asr), take{id: "audio-1769990000000-rec00001", created: readAt - 10_000_000, selected: true})
-		nb.ReadAt = readAt
 		return nb
 	}
 	const path = "files/target/GEN.codex"

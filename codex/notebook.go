@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Notebook is a parsed notebook. Everything not touched by a patch writes
@@ -22,11 +21,7 @@ import (
 type Notebook struct {
 	// Path is the notebook's path in the project (files/target/MRK.codex);
 	// it names the attachment folder of new audio.
-	Path string
-	// ReadAt is when the notebook was read (Unix ms); Parse sets it to the
-	// current time and a caller may set it to the time of the read. It plays
-	// no part in stamping changes (see stamp.go).
-	ReadAt int64
+	Path   string
 	root   *Value
 	cells  []*Cell
 	byID   map[string]*Cell
@@ -62,7 +57,7 @@ func ParseLimited(path string, data []byte, maxNesting int) (*Notebook, error) {
 	if cells != nil && cells.Kind() != Array {
 		return nil, fmt.Errorf("parse notebook %s: %w: cells is not an array", path, ErrNotNotebook)
 	}
-	nb := &Notebook{Path: path, ReadAt: time.Now().UnixMilli(), root: root, prefix: prefix, suffix: suffix, size: len(data)}
+	nb := &Notebook{Path: path, root: root, prefix: prefix, suffix: suffix, size: len(data)}
 	nb.index()
 	return nb, nil
 }

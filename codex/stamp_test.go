@@ -58,12 +58,10 @@ func TestStampRule(t *testing.T) {
 			read := loadNotebook(t, "testdata/fixtures/GEN1to20_head.codex", path)
 			tc.prepare(read.Cell("GEN 1:10"))
 			read = mustParse(t, path, read.Marshal())
-			read.ReadAt = readAt
 			patches := []Patch{
 				{CellID: "GEN 1:10", Text: &TextChange{Value: "ours", Author: "gpu-worker"}, Audio: &AudioChange{ID: ours, Ext: "webm"}},
 			}
 			first := clone(t, read)
-			first.ReadAt = 1 // the read time plays no part
 			// A retry: another cell changed, the version is read again and
 			// the patches are applied to it against the same base.
 			moved := clone(t, read)

@@ -18,7 +18,6 @@ import (
 	"sync"
 
 	"gpu-worker/audio"
-	"gpu-worker/limits"
 )
 
 // Source is one cell to put in the dataset.
@@ -116,10 +115,6 @@ func Build(ctx context.Context, f Fetcher, items []Source, o Options) (*Result, 
 			reason, err = rj.reason, rj.err
 		} else if r := audio.ReasonOf(err); r != "" {
 			reason = string(r)
-		}
-		var ex *limits.Exceeded
-		if errors.As(err, &ex) {
-			reason = TooLarge
 		}
 		if !o.NeedAudio && reason != DuplicateID {
 			if reason != NoAudio {

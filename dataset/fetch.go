@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"gpu-worker/limits"
 	"gpu-worker/project"
 )
 
@@ -120,6 +121,8 @@ func (x *fetcher) object(ctx context.Context, ptr project.Pointer, ext string) (
 		return "", &rejection{ObjectMissing, fmt.Errorf("object %s: %w", ptr.OID, err)}
 	case errors.Is(err, project.ErrObjectMismatch):
 		return "", &rejection{ObjectCorrupt, err}
+	case errors.As(err, new(*limits.Exceeded)):
+		return "", &rejection{TooLarge, err}
 	}
 	return "", &rejection{DownloadFailed, fmt.Errorf("object %s: %w", ptr.OID, err)}
 }

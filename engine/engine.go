@@ -109,7 +109,11 @@ func (r *Runner) Run(ctx context.Context, engine, command string, config any, wo
 	attr := &syscall.SysProcAttr{Setpgid: true}
 	setDeathSignal(attr)
 	if r.Sandbox != nil {
-		extra, err := r.Sandbox.prepare(workDir, config)
+		var out struct {
+			Dir string `json:"output_dir"`
+		}
+		json.Unmarshal(b, &out) // a config without output_dir (or not an object) names none
+		extra, err := r.Sandbox.prepare(workDir, out.Dir)
 		if err != nil {
 			return nil, fmt.Errorf("start engine %s %s: %w", engine, command, err)
 		}

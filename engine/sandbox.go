@@ -1,13 +1,14 @@
 package engine
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 )
 
 // Sandbox confines the engines a Runner starts. A worker serves many teams
@@ -72,10 +73,11 @@ const SandboxCommand = "__engine-sandbox"
 func (s *Sandbox) Isolated() bool { return s != nil && s.isolated }
 
 // prepare readies a run's folders for a sandboxed engine and returns the
-// environment it adds. An engine account gets its output_dir and a home
-// of its own inside workDir, nothing else the worker writes: the worker
-// keeps writing the rest of workDir as itself.
-func (s *Sandbox) prepare(workDir string, config any) ([]string, error) {
+// environment it adds. An engine account gets its outputDir (when the
+// config names one) and a home of its own inside workDir, nothing else
+// the worker writes: the worker keeps writing the rest of workDir as
+// itself.
+func (s *Sandbox) prepare(workDir, outputDir string) ([]string, error) {
 	var env []string
 	if s.isolated {
 		// No network inside: the hub cache is all there is.
@@ -86,44 +88,38 @@ func (s *Sandbox) prepare(workDir string, config any) ([]string, error) {
 	}
 	home := filepath.Join(workDir, "engine-home")
 	dirs := []string{home}
-	if m, ok := configMap(config); ok {
-		if out, ok := m["output_dir"].(string); ok && out != "" {
-			dirs = append(dirs, out)
-		}
+	if outputDir != "" {
+		dirs = append(dirs, outputDir)
 	}
 	for _, d := range dirs {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("engine folder: %w", err)
-		}
-		if err := chownTree(d, s.Account.UID, s.Account.GID); err != nil {
+		if err := giveFolder(d, s.Account.UID, s.Account.GID); err != nil {
 			return nil, fmt.Errorf("engine folder for user %s: %w", s.Account.Name, err)
 		}
 	}
 	return append(env, "HOME="+home), nil
 }
 
-// configMap reads a run's config as a JSON object.
-func configMap(config any) (map[string]any, bool) {
-	if m, ok := config.(map[string]any); ok {
-		return m, true
+// giveFolder creates dir (and its parents, the worker's) and gives the
+// folder itself to uid:gid. It never walks what the folder holds: an
+// engine, perhaps one that outlived its run, writes there and could swap a
+// subfolder for a link to the host's files. The folder is opened without
+// following a link and changed through that descriptor.
+func giveFolder(dir string, uid, gid uint32) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("engine folder: %w", err)
 	}
-	b, err := json.Marshal(config)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("engine folder: %w", err)
+	}
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
 	if err != nil {
-		return nil, false
+		return fmt.Errorf("engine folder %s: not a folder of its own: %w", dir, err)
 	}
-	var m map[string]any
-	return m, json.Unmarshal(b, &m) == nil
-}
-
-// chownTree gives dir and what it holds to uid:gid, never following a
-// link (an engine may have left some).
-func chownTree(dir string, uid, gid uint32) error {
-	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, int(uid), int(gid))
-	})
+	defer f.Close()
+	if err := f.Chown(int(uid), int(gid)); err != nil {
+		return fmt.Errorf("engine folder: %w", err)
+	}
+	return nil
 }
 
 // Online is r for a command that needs the network (fetching from the

@@ -258,3 +258,53 @@ func TestProbeSaysWhenTheKernelRefusesNamespaces(t *testing.T) {
 		t.Errorf("log line: %q", s)
 	}
 }
+
+// Before each run the worker gives the engine account its folders, and
+// nothing they hold: a file there may be a hard link to a host file, a
+// subfolder a link an engine swapped in. An output folder that is itself
+// a link is refused, its target left as it was.
+func TestEngineFoldersAreGivenWithoutWhatTheyHold(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("giving folders to another user needs a worker running as root")
+	}
+	nobody, err := LookupAccount("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	out := filepath.Join(work, "train")
+	os.MkdirAll(filepath.Join(out, "checkpoints"), 0o755)
+	host := filepath.Join(out, "checkpoints", "host-file") // stands for a hard link to a host file
+	os.WriteFile(host, []byte("root's"), 0o600)
+	sb := &Sandbox{Account: nobody}
+	if _, err := sb.prepare(work, out); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(p string) uint32 {
+		st, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sys().(*syscall.Stat_t).Uid
+	}
+	for _, d := range []string{out, filepath.Join(work, "engine-home")} {
+		if uid := owner(d); uid != nobody.UID {
+			t.Errorf("%s belongs to uid %d, want the engine account's %d", d, uid, nobody.UID)
+		}
+	}
+	for _, p := range []string{host, filepath.Dir(host)} {
+		if uid := owner(p); uid != 0 {
+			t.Errorf("%s was given to uid %d; the worker walked the engine's folder", p, uid)
+		}
+	}
+
+	elsewhere := t.TempDir()
+	linked := filepath.Join(work, "linked")
+	os.Symlink(elsewhere, linked)
+	if _, err := sb.prepare(work, linked); err == nil {
+		t.Error("an output folder that is a link was accepted")
+	}
+	if uid := owner(elsewhere); uid != 0 {
+		t.Errorf("the link's target was given to uid %d", uid)
+	}
+}

@@ -10,48 +10,74 @@ import (
 	"gpu-worker/atomicfile"
 )
 
-// engineFile checks a path an engine reported before the worker reads or
-// uploads it: inside the job's folder, reached without a symbolic link, a
-// regular file. Code may run in an engine; it must not make the worker
-// read the host's files (a token) into a project.
-func engineFile(workDir, path string) error {
+// Code may run in an engine; it must not make the worker read the host's
+// files (a token) into a project. Every read of a file an engine wrote or
+// named goes through openEngineFile, and code that needs a path (an
+// upload, ffmpeg) reads a copy the worker made with copyEngineFile.
+
+// openEngineFile opens a file an engine wrote or named: inside the job's
+// folder, reached without a symbolic link, a regular file. The open
+// itself resolves inside the folder only (os.Root), so a link swapped in
+// after the check still cannot lead out of it.
+func openEngineFile(workDir, path string) (*os.File, error) {
 	rel, err := filepath.Rel(workDir, path)
 	if err != nil || !filepath.IsLocal(rel) {
-		return fmt.Errorf("engine output %s is outside the job's folder", path)
+		return nil, fmt.Errorf("engine output %s is outside the job's folder", path)
 	}
-	cur := workDir
+	root, err := os.OpenRoot(workDir)
+	if err != nil {
+		return nil, fmt.Errorf("engine output: %w", err)
+	}
+	defer root.Close()
+	cur := ""
 	for _, part := range strings.Split(rel, string(filepath.Separator)) {
 		cur = filepath.Join(cur, part)
-		st, err := os.Lstat(cur)
+		st, err := root.Lstat(cur)
 		if err != nil {
-			return fmt.Errorf("engine output: %w", err)
+			return nil, fmt.Errorf("engine output: %w", err)
 		}
 		if st.Mode()&os.ModeSymlink != 0 {
-			return fmt.Errorf("engine output %s goes through a symbolic link", path)
+			return nil, fmt.Errorf("engine output %s goes through a symbolic link", path)
 		}
 	}
-	if st, _ := os.Lstat(cur); !st.Mode().IsRegular() {
-		return fmt.Errorf("engine output %s is not a regular file", path)
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, fmt.Errorf("engine output: %w", err)
 	}
-	return nil
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("engine output %s is not a regular file", path)
+	}
+	return f, nil
 }
 
-// snapshot copies an engine's file to dst while the engine may still be
-// running, resolving the path inside the job's folder only (a link an
-// engine made cannot lead out of it).
-func snapshot(workDir, path, dst string) error {
-	rel, err := filepath.Rel(workDir, path)
-	if err != nil || !filepath.IsLocal(rel) {
-		return fmt.Errorf("engine output %s is outside the job's folder", path)
-	}
-	in, err := os.OpenInRoot(workDir, rel)
+// readEngineFile reads a small file an engine wrote (a report, a table).
+func readEngineFile(workDir, path string) ([]byte, error) {
+	f, err := openEngineFile(workDir, path)
 	if err != nil {
-		return fmt.Errorf("engine output: %w", err)
+		return nil, err
 	}
-	defer in.Close()
-	if st, err := in.Stat(); err != nil || !st.Mode().IsRegular() {
-		return fmt.Errorf("engine output %s is not a regular file", path)
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("engine output: %w", err)
 	}
-	_, err = atomicfile.WriteFrom(dst, io.Reader(in), 0o644)
-	return err
+	return b, nil
+}
+
+// copyEngineFile copies an engine's file to dst, a path the worker owns,
+// while the engine may still be running or rotating its files.
+func copyEngineFile(workDir, path, dst string) error {
+	f, err := openEngineFile(workDir, path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("copy engine output: %w", err)
+	}
+	if _, err := atomicfile.WriteFrom(dst, io.Reader(f), 0o644); err != nil {
+		return fmt.Errorf("copy engine output: %w", err)
+	}
+	return nil
 }

@@ -2,11 +2,14 @@ package handlers
 
 import (
 	"context"
-	"gpu-worker/contract"
+	"encoding/json"
+	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
 
+	"gpu-worker/contract"
 	"gpu-worker/engine"
 	"gpu-worker/gpu"
 	"gpu-worker/manifest"
@@ -37,6 +40,20 @@ func EstimateMemory(j *manifest.Job) uint64 {
 // unresolvedModelMemory is assumed for a job whose model is not known.
 const unresolvedModelMemory = 16 * gpu.GiB
 
+// DeviceEnv is the environment that shows an engine the GPUs with these
+// indices, numbered as nvidia-smi numbers them (PCI bus order); no index
+// shows it none.
+func DeviceEnv(gpus []int) []string {
+	if len(gpus) == 0 {
+		return []string{"CUDA_VISIBLE_DEVICES="}
+	}
+	ids := make([]string, len(gpus))
+	for i, v := range gpus {
+		ids[i] = strconv.Itoa(v)
+	}
+	return []string{"CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES=" + strings.Join(ids, ",")}
+}
+
 // runnerFor narrows a slot's engine runner to the GPUs the job uses and,
 // for more than one, launches the engine under torchrun (one process per
 // GPU; --standalone picks a free rendezvous port, so two distributed jobs
@@ -48,12 +65,8 @@ func runnerFor(base *engine.Runner, slot worker.Slot, j *manifest.Job) *engine.R
 	if len(share) == 0 {
 		return &r
 	}
-	ids := make([]string, len(share))
-	for i, v := range share {
-		ids[i] = strconv.Itoa(v)
-	}
 	// exec keeps the last of duplicate variables: this overrides the slot's.
-	r.Env = append(r.Env, "CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES="+strings.Join(ids, ","))
+	r.Env = append(r.Env, DeviceEnv(share)...)
 	r.Launcher = nil
 	if len(share) > 1 {
 		r.Launcher = []string{r.Python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", strconv.Itoa(len(share))}
@@ -78,21 +91,32 @@ func watchMemory(ctx context.Context, l gpu.Lister, slot worker.Slot, j *manifes
 // runEngine runs one engine command on the job's share of the GPUs, after
 // checking their free memory, and records the peak memory it used.
 func (c Config) runEngine(ctx context.Context, env *worker.JobEnv, cfg contract.Config, onEvent func(engine.Event)) (map[string]any, error) {
-	name, command := cfg.Engine()
-	if err := c.schema().Check(name, command, cfg); err != nil {
-		return nil, err
-	}
 	done, err := watchMemory(ctx, c.gpus(), env.Slot, env.Job)
 	if err != nil {
 		return nil, err
 	}
 	base := *c.Engine
 	base.Env = append(append([]string(nil), c.Engine.Env...), env.Slot.Env...)
-	res, err := runnerFor(&base, env.Slot, env.Job).Run(ctx, name, command, cfg, env.WorkDir, env.LogWriter, onEvent)
+	res, err := c.runChecked(ctx, runnerFor(&base, env.Slot, env.Job), cfg, env.WorkDir, env.LogWriter, onEvent)
 	if peak := done(); len(peak) > 0 && res != nil {
 		res["gpu_memory_peak"] = peak
 	}
 	return res, err
+}
+
+// runChecked runs cfg with runner once its keys are ones its engine
+// command takes (a worker newer than its engines fails here, naming them).
+// The config is encoded once: the engine gets what was checked.
+func (c Config) runChecked(ctx context.Context, runner *engine.Runner, cfg contract.Config, workDir string, log io.Writer, onEvent func(engine.Event)) (map[string]any, error) {
+	name, command := cfg.Engine()
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("engine config: %w", err)
+	}
+	if err := c.schema().Check(name, command, json.RawMessage(b)); err != nil {
+		return nil, err
+	}
+	return runner.Run(ctx, name, command, json.RawMessage(b), workDir, log, onEvent)
 }
 
 // gpus is the host's GPUs as the operator gave them; none when not given.

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -158,4 +159,15 @@ func fakeEngines(t *testing.T, script string) string {
 		}
 	}
 	return dir
+}
+
+// A slot's devices as engines see them: none for a CPU slot, the indices
+// in nvidia-smi's order otherwise.
+func TestDeviceEnv(t *testing.T) {
+	if got := DeviceEnv(nil); !slices.Equal(got, []string{"CUDA_VISIBLE_DEVICES="}) {
+		t.Errorf("no GPU: %q", got)
+	}
+	if got := DeviceEnv([]int{2, 0}); !slices.Equal(got, []string{"CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES=2,0"}) {
+		t.Errorf("GPUs 2 and 0: %q", got)
+	}
 }

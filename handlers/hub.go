@@ -48,11 +48,7 @@ func (r *run) fetchHubOptional(ctx context.Context, refs, optional []string) {
 	}
 	r.Log.Info("fetching from the Hugging Face hub", "refs", append(want, maybe...))
 	cfg := &contract.HubFetch{Refs: want, OptionalRefs: maybe}
-	err := r.cfg.schema().Check("hub", "fetch", cfg)
-	if err == nil {
-		_, err = r.cfg.Engine.Online().Run(ctx, "hub", "fetch", cfg, r.WorkDir, r.LogWriter, nil)
-	}
-	if err != nil {
+	if _, err := r.cfg.runChecked(ctx, r.cfg.Engine.Online(), cfg, r.WorkDir, r.LogWriter, nil); err != nil {
 		r.Log.Warn("could not fetch from the hub; the engine looks in its local cache", "refs", want, "err", err)
 	}
 }

@@ -42,3 +42,18 @@ func (m *Model) FieldDefault(f manifest.Field) string {
 	}
 	return contract.Engines().Describe(m.Spec.Engine, command, key)
 }
+
+// engineDefaultString is an engine command's default for a text field
+// ("" when it has none, or null).
+func engineDefaultString(engine, command, key string) string {
+	def, _ := contract.Engines().Default(engine, command, key)
+	s, _ := def.(string)
+	return s
+}
+
+// batchSize is the batch a training job starts with: the one it set, else
+// the engine's default where conditions hold. The memory estimates and the
+// training run read it alike.
+func batchSize(s *contract.Schema, engine string, set *int, conditions []string) int {
+	return derefOr(set, s.Int(engine, "train", "batch_size", conditions...))
+}

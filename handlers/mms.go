@@ -35,7 +35,7 @@ var mms = register(&Model{
 				return 5 * gpu.GiB
 			}
 			// the frozen 1 B base in memory, activations for the batch
-			batch := derefOr(j.Knobs.BatchSize, contract.Engines().Int("mms", "train", "batch_size", conditions(j, "architecture=wav2vec2")...))
+			batch := batchSize(contract.Engines(), "mms", j.Knobs.BatchSize, conditions(j, "architecture=wav2vec2"))
 			return 6*gpu.GiB + uint64(batch)*gpu.GiB*3/4
 		},
 		Check: func(j *manifest.Job) []error {
@@ -51,15 +51,16 @@ var mms = register(&Model{
 	MinTrainingItems: 4,
 	ModelFile:        "base_adapter.tar",
 	Artifact:         "mms_adapter.tar",
+	Prepare:          fetchMMS,
 	Train: func(ctx context.Context, r *run) (string, error) {
 		cfg := contract.NewCTCTrain("mms")
-		cfg.BaseModel, cfg.Language = mmsBase(ctx, r)
+		cfg.BaseModel, cfg.Language = mmsBase(r), r.Job.OptString("model.language")
 		cfg.MaskTimeProb = r.Job.OptFloatPtr("mask_time_prob")
 		return trainCTC(ctx, r, cfg, "wav2vec2")
 	},
 	Infer: func(ctx context.Context, r *run, model string) error {
 		cfg := contract.NewMMSTranscribe()
-		cfg.BaseModel, _ = mmsBase(ctx, r)
+		cfg.BaseModel = mmsBase(r)
 		return transcribeCTC(ctx, r, cfg, model)
 	},
 })
@@ -69,20 +70,25 @@ const mmsBaseFlag = "mms-base-model"
 var iso6393 = regexp.MustCompile(`^[a-z]{3}$`)
 
 // mmsBase is the base the job or the operator names ("": the engine's
-// default) and the job's language; the hub references among them are
-// fetched first, outside the sandbox.
-func mmsBase(ctx context.Context, r *run) (base, language string) {
-	set := or(r.Job.OptString("model.base_model"), r.setting(mmsBaseFlag))
-	language = r.Job.OptString("model.language")
-	if r.Job.ModelSize != "tiny" {
-		def, _ := contract.Engines().Default("mms", "train", "base_model")
-		ref := or(set, fmt.Sprint(def))
-		// The base's published adapter for the language, when it has one.
-		var adapter []string
-		if language != "" && isHubRef(ref) && hubRepoID.MatchString(ref) {
-			adapter = []string{"hf://" + ref + "/adapter." + language + ".safetensors"}
-		}
-		r.fetchHubOptional(ctx, []string{ref}, adapter)
+// default).
+func mmsBase(r *run) string {
+	return or(r.Job.OptString("model.base_model"), r.setting(mmsBaseFlag))
+}
+
+// fetchMMS brings the job's hub references into the engines' cache, once
+// a job, before an engine starts. Training fetches its base and the
+// base's published adapter for the job's language (when it has one).
+// Inference needs only the base the adapter was trained on: the one named,
+// else training's default, which an adapter trained unnamed records.
+func fetchMMS(ctx context.Context, r *run) error {
+	if r.Job.ModelSize == "tiny" {
+		return nil
 	}
-	return set, language
+	ref := or(mmsBase(r), engineDefaultString("mms", "train", "base_model"))
+	var adapter []string
+	if l := r.Job.OptString("model.language"); r.Job.Trains() && l != "" && isHubRef(ref) && hubRepoID.MatchString(ref) {
+		adapter = []string{"hf://" + ref + "/adapter." + l + ".safetensors"}
+	}
+	r.fetchHubOptional(ctx, []string{ref}, adapter)
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -15,28 +16,15 @@ import (
 // (plain) under gpu_jobs/job_<id>/models/. Missing optional files are left
 // out; every file must be the engine's own, inside the job's folder.
 func (r *run) uploadOutputs(ctx context.Context, files map[string]string) ([]project.Action, error) {
-	p, jobID := r.Project, r.Job.ID
+	jobID := r.Job.ID
 	var acts []project.Action
 	for name, local := range files {
-		if !fileExists(local) {
+		act, err := r.uploadOutput(ctx, name, local, modelPath(jobID, name))
+		if errors.Is(err, fs.ErrNotExist) {
 			if filepath.Ext(name) == ".pt" || filepath.Ext(name) == ".tar" {
 				return nil, fmt.Errorf("engine did not write %s", name)
 			}
 			continue
-		}
-		if err := engineFile(r.WorkDir, local); err != nil {
-			return nil, err
-		}
-		var act project.Action
-		var err error
-		switch filepath.Ext(name) {
-		case ".pt", ".tar":
-			act, err = lfsAction(ctx, p, local, modelPath(jobID, name))
-		default:
-			var b []byte
-			if b, err = os.ReadFile(local); err == nil {
-				act, err = fileAction(ctx, p, modelPath(jobID, name), b)
-			}
 		}
 		if err != nil {
 			return nil, err
@@ -44,6 +32,26 @@ func (r *run) uploadOutputs(ctx context.Context, files map[string]string) ([]pro
 		acts = append(acts, act)
 	}
 	return acts, nil
+}
+
+// uploadOutput reads one engine file through the job folder's confinement:
+// models go to LFS from a copy the worker owns, reports are committed.
+func (r *run) uploadOutput(ctx context.Context, name, local, repoPath string) (project.Action, error) {
+	switch filepath.Ext(name) {
+	case ".pt", ".tar":
+		cp := filepath.Join(r.WorkDir, "outputs", name)
+		defer os.Remove(cp)
+		if err := copyEngineFile(r.WorkDir, local, cp); err != nil {
+			return project.Action{}, err
+		}
+		return lfsAction(ctx, r.Project, cp, repoPath)
+	default:
+		b, err := readEngineFile(r.WorkDir, local)
+		if err != nil {
+			return project.Action{}, err
+		}
+		return fileAction(ctx, r.Project, repoPath, b)
+	}
 }
 
 // trainError keeps the engine's own message for the team.

@@ -7,7 +7,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"gpu-worker/codex"
 	"gpu-worker/contract"
@@ -106,7 +105,6 @@ var notebookDirs = []string{"files/target"}
 // loadNotebooks reads every .codex notebook of the project, within the
 // worker's bounds.
 func loadNotebooks(ctx context.Context, p project.Project, lim limits.Limits) (map[string]*codex.Notebook, error) {
-	readAt := time.Now()
 	out := map[string]*codex.Notebook{}
 	for _, dir := range notebookDirs {
 		entries, err := p.ListTree(ctx, dir)
@@ -138,7 +136,6 @@ func loadNotebooks(ctx context.Context, p project.Project, lim limits.Limits) (m
 			if err != nil {
 				return nil, fmt.Errorf("notebook %s: %w", e.Path, err)
 			}
-			nb.ReadAt = readAt.UnixMilli()
 			out[e.Path] = nb
 		}
 	}

@@ -91,11 +91,12 @@ func (r *run) roundTripCER(ctx context.Context, wavs, texts map[string]string) (
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		if err := engineFile(r.WorkDir, wavs[id]); err != nil {
+		name := fmt.Sprintf("%03d.wav", len(entries))
+		synth := filepath.Join(r.WorkDir, "roundtrip", "synthesised", name)
+		if err := copyEngineFile(r.WorkDir, wavs[id], synth); err != nil {
 			return 0, "skipped: " + err.Error()
 		}
-		name := fmt.Sprintf("%03d.wav", len(entries))
-		secs, err := audio.Clean(ctx, wavs[id], filepath.Join(dir, name), audio.CleanOptions{SampleRate: 16000})
+		secs, err := audio.Clean(ctx, synth, filepath.Join(dir, name), audio.CleanOptions{SampleRate: 16000})
 		if err != nil {
 			return 0, "skipped: " + err.Error()
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -104,24 +105,22 @@ func (t *training) run(ctx context.Context, cfg contract.TrainOf) (map[string]an
 	// effective batch of its own.
 	engineName, _ := cfg.Engine()
 	schema := t.cfg.schema()
-	batch := derefOr(common.BatchSize, schema.Int(engineName, "train", "batch_size", t.conditions...))
+	batch := batchSize(schema, engineName, common.BatchSize, t.conditions)
 	accum := derefOr(common.GradientAccumulationSteps, max(1, schema.Int(engineName, "train", "gradient_accumulation_steps", t.conditions...)))
 	_, derived := schema.Default(engineName, "train", "effective_batch", t.conditions...)
 	derived = derived && common.GradientAccumulationSteps == nil
 	var res map[string]any
-	first := true
-	err := runWithOOMRetry(ctx, func(batch, accum int) error {
-		if !first {
-			common.BatchSize = &batch
-			if !derived {
-				common.GradientAccumulationSteps = &accum
-			}
-		}
-		first = false
+	// The first run sends the job's settings as written; a retry's
+	// settings go into cfg before it starts.
+	err := runWithOOMRetry(ctx, func(int, int) error {
 		var err error
 		res, err = t.cfg.runEngine(ctx, env, cfg, func(ev engine.Event) { t.onEvent(ev, interval) })
 		return err
 	}, batch, accum, maxOOMHalvings, func(batch, accum int) {
+		common.BatchSize = &batch
+		if !derived {
+			common.GradientAccumulationSteps = &accum
+		}
 		if ck := t.latest(); ck != "" {
 			common.Resume = ck
 		}
@@ -225,7 +224,7 @@ func (t *training) upload(ctx context.Context, local string) error {
 	t.snapshots++
 	snap := filepath.Join(t.env.WorkDir, fmt.Sprintf("upload-%d.pt", t.snapshots))
 	defer os.Remove(snap)
-	if err := snapshot(t.env.WorkDir, local, snap); err != nil {
+	if err := copyEngineFile(t.env.WorkDir, local, snap); err != nil {
 		return fmt.Errorf("snapshot checkpoint: %w", err)
 	}
 	act, err := lfsAction(ctx, t.env.Project, snap, resumePath(t.env.Job.ID))
@@ -249,7 +248,12 @@ func (t *training) panelMetrics(ctx context.Context) (project.Action, bool) {
 	if t.panelCSV == "" {
 		return project.Action{}, false
 	}
-	b, err := os.ReadFile(t.panelCSV)
+	// The engine's account owns its output folder: the table is read
+	// confined to the job's folder like every engine file.
+	b, err := readEngineFile(t.env.WorkDir, t.panelCSV)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.env.Log.Warn("training metrics not uploaded", "err", err)
+	}
 	if err != nil || len(b) == 0 {
 		return project.Action{}, false
 	}
@@ -284,11 +288,13 @@ func (t *training) partial(ctx context.Context) []project.Action {
 	if ck == "" {
 		return acts
 	}
-	if err := engineFile(t.env.WorkDir, ck); err != nil {
+	snap := filepath.Join(t.env.WorkDir, "upload-partial.pt")
+	defer os.Remove(snap)
+	if err := copyEngineFile(t.env.WorkDir, ck, snap); err != nil {
 		t.env.Log.Warn("the interrupted run's checkpoint is not saved", "err", err)
 		return acts
 	}
-	act, err := lfsAction(ctx, t.env.Project, ck, resumePath(t.env.Job.ID))
+	act, err := lfsAction(ctx, t.env.Project, snap, resumePath(t.env.Job.ID))
 	if err != nil {
 		t.env.Log.Warn("could not save the interrupted run's checkpoint", "err", err)
 		return acts

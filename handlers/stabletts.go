@@ -55,7 +55,7 @@ var stableTTS = register(&Model{
 			case !j.Trains():
 				return 3 * gpu.GiB / 2
 			}
-			batch := derefOr(j.Knobs.BatchSize, contract.Engines().Int("stabletts", "train", "batch_size", conditions(j)...))
+			batch := batchSize(contract.Engines(), "stabletts", j.Knobs.BatchSize, conditions(j))
 			return 2*gpu.GiB + uint64(batch)*gpu.GiB*2/5
 		},
 		Check: func(j *manifest.Job) []error {
@@ -90,6 +90,11 @@ const (
 	ttsBaseModelFlag = "tts-base-model"
 	ttsVocoderFlag   = "tts-vocoder"
 	// evalItems caps the held-out verses the quality figures synthesise.
+	// It is the pipeline's choice, not a job's knob: scoring runs on the
+	// job's clock after training (each verse is synthesised, and heard
+	// again by an ASR model for the round trip), and a fixed count keeps
+	// the figures of one job comparable with the next. The engine's own
+	// default (0: every held-out item) suits a person running it by hand.
 	evalItems = 8
 )
 
@@ -100,7 +105,6 @@ func prepareTTS(ctx context.Context, r *run) error {
 	if j.ModelSize == "tiny" {
 		return nil
 	}
-	defer r.fetchHub(ctx, r.setting(ttsBaseModelFlag), r.setting(ttsVocoderFlag))
 	if r.setting(ttsVocoderFlag) == "" {
 		return fmt.Errorf("no vocoder configured on this worker: the operator sets --%s (environment GPU_WORKER_TTS_VOCODER, config key %s) to the published vocos.pt; see README \"Models\"",
 			ttsVocoderFlag, ttsVocoderFlag)
@@ -109,6 +113,8 @@ func prepareTTS(ctx context.Context, r *run) error {
 		return fmt.Errorf("no base model to fine-tune: the operator sets --%s (environment GPU_WORKER_TTS_BASE_MODEL) to the published checkpoint_0.pt, or the job names model.base_checkpoint (a model of an earlier job) or sets model.from_scratch: true",
 			ttsBaseModelFlag)
 	}
+	// Only a job that will run fetches (gigabytes, for a base model).
+	r.fetchHub(ctx, r.setting(ttsBaseModelFlag), r.setting(ttsVocoderFlag))
 	return nil
 }
 
@@ -221,7 +227,7 @@ func (r *run) evaluateTTS(ctx context.Context, best string, train map[string]any
 	splitFile, _ := train["split_file"].(string)
 	eval, err := r.engine(ctx, &contract.StableTTSEvaluate{
 		Checkpoint: best, Dataset: r.trainDir, OutputDir: filepath.Join(r.WorkDir, "evaluate"),
-		Vocoder: r.setting(ttsVocoderFlag), SplitFile: splitFile, Split: "val", MaxItems: contract.Ptr(evalItems),
+		Vocoder: r.setting(ttsVocoderFlag), SplitFile: splitFile, MaxItems: contract.Ptr(evalItems),
 	}, func(ev engine.Event) {
 		if ev.Kind == "item" && ev.ID != "" && ev.Path != "" {
 			wavs[ev.ID] = ev.Path
@@ -322,16 +328,18 @@ func synthesizeTTS(ctx context.Context, r *run, model string) error {
 // attachAudio encodes a synthesised verse, stores it in LFS where the
 // editor keeps recordings and adds the cell's new take to the outcome.
 func (r *run) attachAudio(ctx context.Context, it codex.Item, wav string) error {
-	if err := engineFile(r.WorkDir, wav); err != nil {
-		return err
-	}
 	format := r.Job.AudioFormat
 	id := codex.NewAudioID(time.Now())
 	encoded := filepath.Join(r.WorkDir, "encoded", id+"."+format)
+	synth := filepath.Join(r.WorkDir, "synthesised", id+".wav")
+	defer os.Remove(synth)
+	if err := copyEngineFile(r.WorkDir, wav, synth); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(encoded), 0o755); err != nil {
 		return err
 	}
-	meta, err := audio.Encode(ctx, wav, encoded, format)
+	meta, err := audio.Encode(ctx, synth, encoded, format)
 	if err != nil {
 		return err
 	}
@@ -377,10 +385,7 @@ func doctorTTS(cfg Config) []Check {
 				return "", err
 			}
 			defer os.RemoveAll(dir)
-			if err := cfg.schema().Check("stabletts", "check", check); err != nil {
-				return "", err
-			}
-			res, err := cfg.Engine.Run(ctx, "stabletts", "check", check, dir, nil, nil)
+			res, err := cfg.runChecked(ctx, cfg.Engine, check, dir, nil, nil)
 			if err != nil {
 				return "", err
 			}

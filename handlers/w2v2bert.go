@@ -26,8 +26,8 @@ var w2v2BERT = register(&Model{
 			manifest.Field{Key: "model.base_model", Kind: manifest.Text,
 				Help: "the pretrained model to fine-tune: a hub id or a local folder (default: the operator's --w2v2bert-base-model, else facebook/w2v-bert-2.0)"}),
 		Memory: ctcMemory(1, func(j *manifest.Job) int {
-			return derefOr(j.Knobs.BatchSize, contract.Engines().Int("w2v2bert", "train", "batch_size",
-				conditions(j, "architecture="+asrArchitecture(w2v2BaseOf(j)))...))
+			return batchSize(contract.Engines(), "w2v2bert", j.Knobs.BatchSize,
+				conditions(j, "architecture="+asrArchitecture(w2v2BaseOf(j))))
 		}),
 	},
 	Settings: []Setting{{Flag: w2v2BERTBaseFlag, Env: "GPU_WORKER_W2V2BERT_BASE_MODEL",
@@ -39,7 +39,7 @@ var w2v2BERT = register(&Model{
 	Train: func(ctx context.Context, r *run) (string, error) {
 		// The base the job or the operator names; else the engine's.
 		set := or(r.Job.OptString("model.base_model"), r.setting(w2v2BERTBaseFlag))
-		base := or(set, w2v2BaseOf(r.Job))
+		base := or(set, engineDefaultString("w2v2bert", "train", "base_model"))
 		arch := asrArchitecture(base)
 		if r.Job.ModelSize != "tiny" {
 			r.fetchHub(ctx, base)
@@ -61,9 +61,7 @@ const w2v2BERTBaseFlag = "w2v2bert-base-model"
 // w2v2BaseOf is the pretrained model a W2V2BERT job fine-tunes when the
 // operator names none: the job's, else the engine's default.
 func w2v2BaseOf(j *manifest.Job) string {
-	def, _ := contract.Engines().Default("w2v2bert", "train", "base_model")
-	s, _ := def.(string)
-	return or(strings.TrimSpace(j.OptString("model.base_model")), s)
+	return or(strings.TrimSpace(j.OptString("model.base_model")), engineDefaultString("w2v2bert", "train", "base_model"))
 }
 
 // asrArchitecture tells a W2V2-BERT base from a wav2vec2-family one (which

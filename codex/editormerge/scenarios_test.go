@@ -144,7 +144,6 @@ func readVersion(t *testing.T, file, path string, seen seenState) (*codex.Notebo
 	}
 	addTake(asr, take{id: "audio-1779990000000-rec00001", created: recorded, updated: recorded, selected: true})
 	nb = parse(t, path, nb.Marshal())
-	nb.ReadAt = readAt
 	return nb, ids
 }
 
@@ -327,7 +326,6 @@ func runFixture(t *testing.T, m *Merger, file, path string) (passed, total []int
 			s.humanShows = oracle.Cell(s.ids.tts).SelectedAudioID() == fmt.Sprintf(humanTakeFmt, s.h.stamp())
 		}
 		synced := parse(t, path, out1[4*i])
-		synced.ReadAt = readAt + 30*minute
 		codex.Apply(synced, s.read, jobPatches(s.ids))
 		reapplied[i] = synced.Marshal()
 		second = append(second,
