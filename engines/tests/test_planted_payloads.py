@@ -114,6 +114,15 @@ def test_stabletts_resume_checkpoint_with_a_payload_fails_the_job_naming_it(tts_
     torch.save({**honest, "meta": {"format": "x"}}, old)
     with pytest.raises(EngineError, match=f"^{old}: not a resumable checkpoint of this engine"):
         ckpt.read_resumable(str(old))
+    # valid tensors, but a key missing or of the wrong type: the job fails naming the file
+    resume = train_config(tts_speech, tmp_path / "c", epochs=2, model=SMALL, resume=str(old))
+    honest.pop("epoch_sums")
+    torch.save(honest, old)
+    with pytest.raises(EngineError, match=f"^{old}: not a resumable checkpoint of this engine \\(KeyError: 'epoch_sums'"):
+        run_in_process(train.run, resume)
+    torch.save({**honest, "epoch_sums": {"flow": 0.0}}, old)
+    with pytest.raises(EngineError, match=f"^{old}: not a resumable checkpoint of this engine \\(ValueError: its position"):
+        run_in_process(train.run, resume)
 
 
 def test_stabletts_base_checkpoint_with_a_payload_is_refused(tts_speech, tmp_path):

@@ -106,7 +106,7 @@ def setup(recipe, cfg) -> Run:
     examples, skipped = data.prepare(cfg.dataset, cfg.text_normalization.to_dict(), cfg.max_duration_s)
     state = checkpoints.load(cfg.resume) if cfg.resume else None
     if state:
-        with checkpoints.blamed(cfg.resume):
+        with checkpoint.blamed(cfg.resume):
             hp = cfg.resolve(state["arch"])
             built = recipe.restore(cfg, state)
     else:
@@ -159,7 +159,7 @@ def setup(recipe, cfg) -> Run:
 
 def _restore(run: Run, state: dict) -> None:
     cfg = run.cfg
-    with checkpoints.blamed(cfg.resume):
+    with checkpoint.blamed(cfg.resume):
         if "optimizer" in state:
             run.opt.load_state_dict(state["optimizer"])
             run.scaler.load_state_dict(state["scaler"])

@@ -215,11 +215,8 @@ def read_resumable(path: str) -> tuple[dict, StableTTS, Meta]:
     state = untrusted.load_tensors(path)
     if not isinstance(state, dict) or state.get("format") != RESUMABLE_FORMAT:
         raise EngineError(f"{path}: not a resumable checkpoint of this engine")
-    try:
+    with checkpoint.blamed(path):
         meta = Meta.from_dict(state["meta"])
         model = StableTTS(meta.config, len(meta.frontend))
         model.load_state_dict(state["model"], strict=True)
-    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
-        raise EngineError(f"{path}: not a resumable checkpoint of this engine: "
-                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     return state, model, meta
