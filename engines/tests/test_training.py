@@ -116,3 +116,13 @@ def test_progress_reports_every_step_due_and_each_epoch_end():
                       "losses": {"a": 1.0, "b": 0.5}, "lr": 0.1, "eta_s": evs[0]["eta_s"]}
     assert evs[-1]["val"] == {"loss": 2.0} and evs[-1]["epoch"] == 1 and len(evs) == 3
     assert training.fmt_eta(3725) == "1h02m" and training.fmt_eta(65) == "1m05s" and training.fmt_eta(None) == "?"
+
+
+def test_one_device_choice_for_every_command(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training.pick_device("auto") == training.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(training.EngineError, match="device cuda requested but no GPU is available"):
+        training.pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training.pick_device("auto", 1) == torch.device("cuda", 1)
+    assert training.pick_device("cpu") == torch.device("cpu")
