@@ -34,7 +34,7 @@ def save(directory: str, step: int, state: dict, optimizer_state: dict, keep: in
     return out
 
 
-REQUIRED = {"arch": str, "vocab": dict, "model": dict, "step": int, "epoch": int, "group": int,
+REQUIRED = {"arch": str, "vocab": dict, "model": dict, "step": int, "epoch": int,
             "rng": dict, "config": dict, "model_config": dict, "fe_config": dict}
 
 
