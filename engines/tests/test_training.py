@@ -46,8 +46,11 @@ def test_plan_keeps_the_effective_batch_over_processes():
     for n in (1, 2, 4):
         assert Plan(4, 4, n).steps(10) == 3
     hp = Plan(8, 4, 2).hyperparameters(n_batches=17, epochs=3)
-    assert hp == {"batch_size": 8, "gradient_accumulation_steps": 2, "processes": 2, "effective_batch": 32,
-                  "steps_per_epoch": 5, "total_steps": 15}
+    assert hp == {"batch_size": 8, "gradient_accumulation_steps": 4, "accumulation_per_process": 2,
+                  "processes": 2, "effective_batch": 32, "steps_per_epoch": 5, "total_steps": 15}
+    # rounded up: the job's accumulation reported as asked, what each process ran beside it
+    hp = Plan(4, 3, 2).hyperparameters(n_batches=8, epochs=1)
+    assert (hp["gradient_accumulation_steps"], hp["accumulation_per_process"], hp["effective_batch"]) == (3, 2, 16)
 
 
 def test_shares_deal_each_step_to_the_processes():

@@ -39,8 +39,8 @@ def test_two_processes_take_the_recipe_of_one(speech, tmp_path):
     one, ev_one = train(1, cfg, tmp_path)
     two, ev_two = train(2, {**cfg, "output_dir": str(tmp_path / "two")}, tmp_path)
     hp1, hp2 = one["hyperparameters"], two["hyperparameters"]
-    assert hp1 == {**hp2, "gradient_accumulation_steps": 2, "processes": 1}
-    assert (hp2["gradient_accumulation_steps"], hp2["processes"]) == (1, 2)
+    assert hp1 == {**hp2, "accumulation_per_process": 2, "processes": 1}
+    assert (hp2["gradient_accumulation_steps"], hp2["accumulation_per_process"], hp2["processes"]) == (2, 1, 2)
     for hp in (hp1, hp2):
         assert (hp["batch_size"], hp["effective_batch"], hp["steps_per_epoch"], hp["total_steps"],
                 hp["learning_rate"], hp["warmup_steps"], hp["warmup_steps_used"]) == (2, 4, 2, 4, 3e-3, 2, 2)
