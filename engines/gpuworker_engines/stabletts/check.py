@@ -11,7 +11,7 @@ def run(config, stop) -> dict:
     device = pick_device(cfg.device)
     result = {}
     if cfg.vocoder:
-        voc = Vocos.from_file(ckpt.resolve(cfg.vocoder)).to(device)
+        voc = Vocos.from_file(cfg.vocoder).to(device)
         result["vocoder"] = {"parameters": sum(p.numel() for p in voc.parameters()),
                              "sample_rate": SAMPLE_RATE, "n_mels": voc.n_mels,
                              "describe": voc.describe()}
