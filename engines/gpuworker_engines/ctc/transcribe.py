@@ -41,6 +41,7 @@ def run(recipe, cfg: TranscribeConfig, stop) -> dict:
             # mms: the base the adapter belongs to, when the config names one
             model, fe, tok = recipe.load_model(directory, device, getattr(cfg, "base_model", None))
             labels = Labels(tok.get_vocab())
+            # a language model that does not load is warned about, not raised: the warning names src itself
             decode = choose_decoder(cfg.decoder, directory, labels, cfg.beam_width, src)
             tm = corrector.load(directory)
         tr = infer.Transcriber(model, fe, device, cfg)
