@@ -150,7 +150,8 @@ class Plan:
         """As a result reports them: gradient_accumulation_steps is the job's (over all processes),
         as the config key of that name; accumulation_per_process what each process ran."""
         return {"batch_size": self.batch_size, "gradient_accumulation_steps": self.accumulation,
-                "accumulation_per_process": self.per_process, "processes": self.processes, "effective_batch": self.effective_batch,
+                "accumulation_per_process": self.per_process, "processes": self.processes,
+                "effective_batch": self.effective_batch,
                 "steps_per_epoch": self.steps(n_batches), "total_steps": epochs * self.steps(n_batches)}
 
 

@@ -235,7 +235,8 @@ def test_an_unreachable_hub_names_the_reference(monkeypatch):
     def offline(*a, **kw):
         raise ConnectionError("no network")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(EngineError, match=r"^hf://a/b/c\.pt: cannot fetch from the Hugging Face hub .*no network.*local path"):
+    with pytest.raises(EngineError,
+                       match=r"^hf://a/b/c\.pt: cannot fetch from the Hugging Face hub .*no network.*local path"):
         ckpt.resolve("hf://a/b/c.pt")
 
 

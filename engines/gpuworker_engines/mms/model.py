@@ -149,9 +149,10 @@ class Recipe:
                 setattr(model.config, k, v)
             fe = feature_extractor("wav2vec2")
         else:
-            meta = read_adapter_config(earlier) if earlier else {}
-            # an earlier adapter keeps its base
-            src = (recorded_base(meta, cfg.base_model, _config_path(earlier)) if earlier else None) or cfg.base_model
+            meta, src = {}, cfg.base_model
+            if earlier:  # an earlier adapter keeps its base
+                meta = read_adapter_config(earlier)
+                src = recorded_base(meta, cfg.base_model, _config_path(earlier)) or cfg.base_model
             try:
                 base_conf = AutoConfig.from_pretrained(src, **hub.pretrained_kwargs(src))
             except EngineError:
@@ -278,6 +279,7 @@ def read_adapter_config(directory: str) -> dict:
 
 
 def checked_sizes(d: dict, where: str) -> dict:
+    """d's adapter size, vocabulary size and padding id, checked before a model is sized by them."""
     for key, (lo, hi) in _SIZES.items():
         v = d.get(key)
         if type(v) is not int or not lo <= v <= hi:
