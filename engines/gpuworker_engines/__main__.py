@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import events
+from .config import FileCaps
 
 
 def engines() -> list[str]:
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     try:
         settings = configs(args.engine)[args.command].of(config)
         from . import untrusted  # here: the schema command above runs without torch
-        if isinstance(settings, untrusted.FileCaps):
+        if isinstance(settings, FileCaps):
             untrusted.configure(settings)  # caps on files that may come from a project
         result = command(settings, stop)
     except events.Interrupted as e:

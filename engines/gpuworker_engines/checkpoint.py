@@ -8,6 +8,8 @@ import tempfile
 import numpy as np
 import torch
 
+from .events import EngineError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str):
@@ -67,3 +69,18 @@ def rotate(directory: str, prefix: str, keep: int) -> None:
                    key=lambda f: os.path.getmtime(os.path.join(directory, f)))
     for f in files[:-keep] if keep > 0 else files:
         os.unlink(os.path.join(directory, f))
+
+
+@contextlib.contextmanager
+def blamed(path: str):
+    """Errors while restoring from a checkpoint name it: its content did not fit."""
+    try:
+        yield
+    except EngineError as e:
+        if path in str(e):
+            raise
+        raise EngineError(f"{path}: {e}", kind=e.kind) from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise EngineError(f"{path}: not a resumable checkpoint of this engine "
+                          f"({type(e).__name__}: {first})") from None

@@ -265,6 +265,10 @@ class FileCaps(Settings):
         help="largest JSON file read from a project (MMS's vocab.json, keyed by 1,000+ languages, is a few MB)")
 
 
+def path_knob(help: str, required: bool = False):
+    return knob(None, kind="path", required=required, help=help)
+
+
 def device_knob():
     return knob("auto", choices=("auto", "cpu", "cuda"),
                 help="where to run: auto takes a GPU when there is one (one per process under torchrun)")

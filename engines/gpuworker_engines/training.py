@@ -39,6 +39,15 @@ from . import events
 from .events import EngineError
 
 
+def pick_device(name: str, index: int = 0) -> torch.device:
+    """The device a `device` setting (auto | cpu | cuda) names; index: the GPU under torchrun."""
+    if name == "cuda" or (name in (None, "", "auto") and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise EngineError("device cuda requested but no GPU is available")
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
 class Processes:
     """The processes of a run: one per GPU under torchrun (gloo on the CPU), or just this one."""
 
@@ -55,11 +64,9 @@ class Processes:
 
     def start(self, device_name: str) -> torch.device:
         """The device of this process; joins the process group and silences ranks > 0."""
-        if device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available()):
-            if not torch.cuda.is_available():
-                raise EngineError("device cuda requested but no GPU is available")
-            torch.cuda.set_device(self.local_rank)
-            self.torch_device = torch.device("cuda", self.local_rank)
+        self.torch_device = pick_device(device_name, self.local_rank)
+        if self.torch_device.type == "cuda":
+            torch.cuda.set_device(self.torch_device)
         if self.enabled and not torch_dist.is_initialized():
             backend = "nccl" if self.torch_device.type == "cuda" else "gloo"
             # rank 0 prepares data, validates and packs while the others wait: allow for it
@@ -140,8 +147,11 @@ class Plan:
         return out
 
     def hyperparameters(self, n_batches: int, epochs: int) -> dict:
-        return {"batch_size": self.batch_size, "gradient_accumulation_steps": self.per_process,
-                "processes": self.processes, "effective_batch": self.effective_batch,
+        """As a result reports them: gradient_accumulation_steps is the job's (over all processes),
+        as the config key of that name; accumulation_per_process what each process ran."""
+        return {"batch_size": self.batch_size, "gradient_accumulation_steps": self.accumulation,
+                "accumulation_per_process": self.per_process, "processes": self.processes,
+                "effective_batch": self.effective_batch,
                 "steps_per_epoch": self.steps(n_batches), "total_steps": epochs * self.steps(n_batches)}
 
 

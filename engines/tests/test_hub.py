@@ -15,10 +15,11 @@ from asr_common import ENGINES, engine_env
 from gpuworker_engines import events, hub
 from gpuworker_engines.events import EngineError
 from gpuworker_engines.hub.cli import fetch
-from gpuworker_engines.stabletts import ckpt
+from gpuworker_engines.stabletts import check, ckpt
 from gpuworker_engines.stabletts.config import ModelConfig
 from gpuworker_engines.stabletts.frontend import choose
 from gpuworker_engines.stabletts.model import StableTTS
+from stabletts_fixtures import FIXTURES
 from test_stabletts_train import SMALL
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -110,6 +111,18 @@ def test_fetch_puts_each_kind_of_reference_in_the_cache(tmp_path, monkeypatch):
     files = [c[1:] for c in fake.calls if c[0] == "file"]
     assert ("KdaiP/StableTTS1.1", "StableTTS/checkpoint_0.pt", "v1") in files
     assert ("KdaiP/StableTTS1.1", "StableTTS/checkpoint_0.json", "v1") in files  # its sidecar, when there is one
+
+
+def test_a_hub_vocoder_is_fetched_once_and_without_a_sidecar(tmp_path, monkeypatch):
+    fake = FakeHub(tmp_path, {})
+    fake.install(monkeypatch)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    (tmp_path / "team" / "voc").mkdir(parents=True)
+    shutil.copy(FIXTURES / "tiny_vocoder.pt", tmp_path / "team" / "voc" / "vocos.pt")
+    out = check.run({"vocoder": "hf://team/voc/vocos.pt"}, None)
+    assert out["vocoder"]["parameters"] == 105_570
+    assert fake.calls == [("file", "team/voc", "vocos.pt", None)]
 
 
 def test_fetch_names_a_reference_it_cannot_get(tmp_path, monkeypatch):

@@ -119,10 +119,12 @@ def test_artifact_is_small_and_reloads_with_plain_transformers(adapted, hub, spe
         with torch.no_grad():
             plain[it.id] = Greedy(labels)([torch.log_softmax(model(**inputs).logits[0], -1).numpy()])[0]
     capsys.readouterr()
-    res = transcribe({"model": tar, "dataset": ds, "decoder": "greedy", "batch_seconds": 0.1}, events.StopFlag())
+    # the base is a local folder: the job names it (an artifact's recorded folder is not followed)
+    res = transcribe({"model": tar, "dataset": ds, "decoder": "greedy", "batch_seconds": 0.1, "base_model": hub},
+                     events.StopFlag())
     ours = {e["id"]: e["raw_text"] for e in emitted(capsys, "item")}
     assert res["items"] == 4 and ours == plain and any(ours.values())
-    transcribe({"model": tar, "dataset": ds}, events.StopFlag())  # the LM path runs too
+    transcribe({"model": tar, "dataset": ds, "base_model": hub}, events.StopFlag())  # the LM path runs too
     assert len(emitted(capsys, "item")) == 4
 
 

@@ -114,6 +114,16 @@ def test_stabletts_resume_checkpoint_with_a_payload_fails_the_job_naming_it(tts_
     torch.save({**honest, "meta": {"format": "x"}}, old)
     with pytest.raises(EngineError, match=f"^{old}: not a resumable checkpoint of this engine"):
         ckpt.read_resumable(str(old))
+    # valid tensors, but a key missing or of the wrong type: the job fails naming the file
+    resume = train_config(tts_speech, tmp_path / "c", epochs=2, model=SMALL, resume=str(old))
+    honest.pop("epoch_sums")
+    torch.save(honest, old)
+    unfit = f"^{old}: not a resumable checkpoint of this engine"
+    with pytest.raises(EngineError, match=unfit + r" \(KeyError: 'epoch_sums'"):
+        run_in_process(train.run, resume)
+    torch.save({**honest, "epoch_sums": {"flow": 0.0}}, old)
+    with pytest.raises(EngineError, match=unfit + r" \(ValueError: its position"):
+        run_in_process(train.run, resume)
 
 
 def test_stabletts_base_checkpoint_with_a_payload_is_refused(tts_speech, tmp_path):
@@ -229,6 +239,42 @@ def test_mms_adapter_with_a_payload_is_refused(artifacts, asr_speech, tmp_path):
         mms_transcribe({"model": bad, "dataset": asr_speech}, events.StopFlag())
     assert not marker.exists()
     assert mms_transcribe({"model": artifacts["mms"], "dataset": asr_speech}, events.StopFlag())["items"] == 8
+
+
+def test_mms_adapter_config_naming_a_local_base_or_odd_sizes_is_refused(artifacts, asr_speech, tmp_path):
+    elsewhere = tmp_path / "some-local-model"
+    elsewhere.mkdir()
+
+    def with_config(**changes):
+        def change(folder):
+            path = os.path.join(folder, "adapter_config.json")
+            conf = {**json.load(open(path)), **changes}
+            json.dump({k: v for k, v in conf.items() if v is not ...}, open(path, "w"))
+        return change
+    cases = {
+        "local base": (with_config(base_model=str(elsewhere)), "base_model .* is not a hub repository id"),
+        "huge adapter": (with_config(adapter_attn_dim=1 << 30), "adapter_attn_dim must be an integer from 1"),
+        "no vocab size": (with_config(vocab_size=...), "vocab_size must be an integer from 2 .* not None"),
+        "text pad id": (with_config(pad_token_id="0"), "pad_token_id must be an integer"),
+        "pad outside": (with_config(pad_token_id=100_000), "pad_token_id 100000 is outside the vocabulary"),
+    }
+    for name, (change, why) in cases.items():
+        bad = repack(artifacts["mms"], str(tmp_path / f"{name.replace(' ', '_')}.tar"), change)
+        with pytest.raises(EngineError, match=f"^{bad}/adapter_config.json: {why}"):
+            mms_transcribe({"model": bad, "dataset": asr_speech}, events.StopFlag())
+    # continuing such an adapter: refused before any base is loaded
+    bad = str(tmp_path / "local_base.tar")
+    with pytest.raises(EngineError, match=f"^{bad}/adapter_config.json: base_model .* is not a hub repository id"):
+        mms_train(tiny_config(asr_speech, str(tmp_path / "out"), size="default", base_checkpoint=bad),
+                  events.StopFlag())
+    # the job's own base, or a hub id, is taken
+    same = repack(artifacts["mms"], str(tmp_path / "same.tar"), with_config(base_model=str(elsewhere)))
+    with pytest.raises(EngineError, match="load base model"):  # an empty folder: read, not refused
+        mms_transcribe({"model": same, "dataset": asr_speech, "base_model": str(elsewhere)}, events.StopFlag())
+    hub_id = repack(artifacts["mms"], str(tmp_path / "hub.tar"), with_config(base_model="team/no-such-base"))
+    with pytest.raises(EngineError,
+                       match="^(load base model team/no-such-base|team/no-such-base: not in the local cache)"):
+        mms_transcribe({"model": hub_id, "dataset": asr_speech}, events.StopFlag())
 
 
 def test_post_correction_model_with_a_payload_is_refused(artifacts, asr_speech, tmp_path):

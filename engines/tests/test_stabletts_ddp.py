@@ -73,9 +73,9 @@ def test_two_processes_take_the_recipe_of_one(speech, tmp_path):
                       learning_rate=2e-3, warmup_steps=2)
     one, ev_one = train(1, cfg, tmp_path)
     two, ev_two = train(2, {**cfg, "output_dir": str(tmp_path / "two")}, tmp_path)
-    assert one["hyperparameters"] == {**two["hyperparameters"], "gradient_accumulation_steps": 2,
-                                      "processes": 1}
-    assert (two["hyperparameters"]["gradient_accumulation_steps"], two["hyperparameters"]["processes"]) == (1, 2)
+    assert one["hyperparameters"] == {**two["hyperparameters"], "accumulation_per_process": 2, "processes": 1}
+    hp2 = two["hyperparameters"]
+    assert (hp2["gradient_accumulation_steps"], hp2["accumulation_per_process"], hp2["processes"]) == (2, 1, 2)
     for hp in (one["hyperparameters"], two["hyperparameters"]):
         assert (hp["effective_batch"], hp["steps_per_epoch"], hp["total_steps"], hp["learning_rate"],
                 hp["warmup_steps"]) == (2, 2, 6, 2e-3, 2)
@@ -97,8 +97,8 @@ def test_two_processes_round_the_accumulation_up(speech, tmp_path):
     # joined by a process that only takes part in the gradient reduction
     result, events = train(2, tiny_config(speech, tmp_path / "out", epochs=2, val_split=0.25), tmp_path)
     hp = result["hyperparameters"]
-    assert (hp["effective_batch"], hp["gradient_accumulation_steps"], hp["processes"], hp["steps_per_epoch"]) == \
-        (2, 1, 2, 2)
+    assert (hp["effective_batch"], hp["gradient_accumulation_steps"], hp["accumulation_per_process"], hp["processes"],
+            hp["steps_per_epoch"]) == (2, 1, 1, 2, 2)
     assert result["steps"] == 4 and result["epochs_completed"] == 2
     assert sorted(step_events(events)) == [1, 2, 3, 4]
     model, meta = ckpt.load_model(result["final_model"])

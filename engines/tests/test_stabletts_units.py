@@ -200,7 +200,8 @@ def test_synthesis_length_follows_predicted_durations():
     ref = torch.randn(1, 16, 30) - 5
     runs = {}
     for scale in (1.0, 2.0):
-        out = model.synthesise(x, x_lens, ref, steps=2, cfg_scale=1.0, length_scale=scale)
+        out = model.synthesise(x, x_lens, ref, steps=2, temperature=1.0, cfg_scale=1.0, length_scale=scale,
+                               solver="euler")
         durations = out["attn"].sum(2)
         assert torch.equal(out["mel_lengths"], durations.sum(1).long())
         assert out["mel"].shape[2] == int(out["mel_lengths"].max())
@@ -234,7 +235,8 @@ def test_an_unreachable_hub_names_the_reference(monkeypatch):
     def offline(*a, **kw):
         raise ConnectionError("no network")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(EngineError, match=r"cannot fetch hf://a/b/c\.pt .*no network.*local path"):
+    with pytest.raises(EngineError,
+                       match=r"^hf://a/b/c\.pt: cannot fetch from the Hugging Face hub .*no network.*local path"):
         ckpt.resolve("hf://a/b/c.pt")
 
 

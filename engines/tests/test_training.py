@@ -46,8 +46,11 @@ def test_plan_keeps_the_effective_batch_over_processes():
     for n in (1, 2, 4):
         assert Plan(4, 4, n).steps(10) == 3
     hp = Plan(8, 4, 2).hyperparameters(n_batches=17, epochs=3)
-    assert hp == {"batch_size": 8, "gradient_accumulation_steps": 2, "processes": 2, "effective_batch": 32,
-                  "steps_per_epoch": 5, "total_steps": 15}
+    assert hp == {"batch_size": 8, "gradient_accumulation_steps": 4, "accumulation_per_process": 2,
+                  "processes": 2, "effective_batch": 32, "steps_per_epoch": 5, "total_steps": 15}
+    # rounded up: the job's accumulation reported as asked, what each process ran beside it
+    hp = Plan(4, 3, 2).hyperparameters(n_batches=8, epochs=1)
+    assert (hp["gradient_accumulation_steps"], hp["accumulation_per_process"], hp["effective_batch"]) == (3, 2, 16)
 
 
 def test_shares_deal_each_step_to_the_processes():
@@ -116,3 +119,13 @@ def test_progress_reports_every_step_due_and_each_epoch_end():
                       "losses": {"a": 1.0, "b": 0.5}, "lr": 0.1, "eta_s": evs[0]["eta_s"]}
     assert evs[-1]["val"] == {"loss": 2.0} and evs[-1]["epoch"] == 1 and len(evs) == 3
     assert training.fmt_eta(3725) == "1h02m" and training.fmt_eta(65) == "1m05s" and training.fmt_eta(None) == "?"
+
+
+def test_one_device_choice_for_every_command(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training.pick_device("auto") == training.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(training.EngineError, match="device cuda requested but no GPU is available"):
+        training.pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training.pick_device("auto", 1) == torch.device("cuda", 1)
+    assert training.pick_device("cpu") == torch.device("cpu")

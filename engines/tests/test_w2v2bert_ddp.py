@@ -39,8 +39,8 @@ def test_two_processes_take_the_recipe_of_one(speech, tmp_path):
     one, ev_one = train(1, cfg, tmp_path)
     two, ev_two = train(2, {**cfg, "output_dir": str(tmp_path / "two")}, tmp_path)
     hp1, hp2 = one["hyperparameters"], two["hyperparameters"]
-    assert hp1 == {**hp2, "gradient_accumulation_steps": 2, "processes": 1}
-    assert (hp2["gradient_accumulation_steps"], hp2["processes"]) == (1, 2)
+    assert hp1 == {**hp2, "accumulation_per_process": 2, "processes": 1}
+    assert (hp2["gradient_accumulation_steps"], hp2["accumulation_per_process"], hp2["processes"]) == (2, 1, 2)
     for hp in (hp1, hp2):
         assert (hp["batch_size"], hp["effective_batch"], hp["steps_per_epoch"], hp["total_steps"],
                 hp["learning_rate"], hp["warmup_steps"], hp["warmup_steps_used"]) == (2, 4, 2, 4, 3e-3, 2, 2)
@@ -69,3 +69,25 @@ def test_ddp_two_processes_with_layerdrop_and_dropout(speech, tmp_path):
     assert len(results) == 1 and os.path.exists(results[0]["artifact"])
     hp = results[0]["hyperparameters"]
     assert (hp["layerdrop"], hp["dropout"], hp["processes"], hp["effective_batch"]) == (0.5, 0.1, 2, 4)
+
+
+def test_a_resume_on_another_process_count_goes_on_at_the_next_micro_batch(speech, tmp_path):
+    import torch
+    # 8 batches of 1, 3 micro-batches a step: on 2 processes each takes 2, so a step holds 4
+    cfg = tiny_config(speech, str(tmp_path / "two"), epochs=1, batch_size=1, gradient_accumulation_steps=3,
+                      save_every_steps=1, keep_checkpoints=10, seed=3)
+    _, ev_two = train(2, cfg, tmp_path)
+    first = next(e for e in ev_two if e["event"] == "checkpoint" and e["kind"] == "resumable" and e["step"] == 1)
+    state = torch.load(first["path"], weights_only=True)
+    assert state["batch_pos"] == 4
+    # on one process a step holds 3: micro-batches 0-3 are done, so the run goes on with the step of 6 and 7
+    one, ev_one = train(1, {**cfg, "output_dir": str(tmp_path / "one"), "resume": first["path"]}, tmp_path)
+    assert [e["step"] for e in ev_one if e["event"] == "progress" and "lr" in e] == [2]
+    assert one["hyperparameters"]["steps_per_epoch"] == 3
+    # a checkpoint written before the position was kept in micro-batches counted optimizer steps of
+    # the job's accumulation: it still resumes, from micro-batch 3
+    older = {k: v for k, v in state.items() if k != "batch_pos"}
+    torch.save({**older, "group": 1}, tmp_path / "older.pt")
+    _, ev_older = train(1, {**cfg, "output_dir": str(tmp_path / "older"), "resume": str(tmp_path / "older.pt")},
+                        tmp_path)
+    assert [e["step"] for e in ev_older if e["event"] == "progress" and "lr" in e] == [2, 3]

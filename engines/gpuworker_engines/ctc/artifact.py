@@ -65,11 +65,13 @@ def _is_model_dir(d: str) -> bool:
     return any(os.path.exists(os.path.join(d, n)) for n in ("config.json", CARD))
 
 
-def read_card(directory: str, shown: str | None = None) -> dict:
+def read_card(directory: str) -> dict:
+    """The card of an unpacked artifact ({} without one); callers name the artifact in errors
+    (untrusted.shown_as)."""
     path = os.path.join(directory, CARD)
     if not os.path.exists(path):
         return {}
-    card = untrusted.read_json(path, shown and f"{shown}: {CARD}")
+    card = untrusted.read_json(path)
     return card if isinstance(card, dict) else {}
 
 

@@ -11,7 +11,6 @@ states as tensors: checkpoint.rng_state), written with torch.save and read with
 weights_only=True: a portable checkpoint travels through the project, and a
 file there that would run code when loaded fails the job, naming the file.
 """
-import contextlib
 import os
 
 from .. import checkpoint, events, untrusted
@@ -35,7 +34,7 @@ def save(directory: str, step: int, state: dict, optimizer_state: dict, keep: in
     return out
 
 
-REQUIRED = {"arch": str, "vocab": dict, "model": dict, "step": int, "epoch": int, "group": int,
+REQUIRED = {"arch": str, "vocab": dict, "model": dict, "step": int, "epoch": int,
             "rng": dict, "config": dict, "model_config": dict, "fe_config": dict}
 
 
@@ -55,21 +54,6 @@ def load(path: str) -> dict:
         events.warning(f"resuming from a portable checkpoint ({os.path.basename(path)}): same step and "
                        "learning-rate schedule, optimizer moments start fresh")
     return state
-
-
-@contextlib.contextmanager
-def blamed(path: str):
-    """Errors while restoring from a checkpoint name it: its content did not fit."""
-    try:
-        yield
-    except EngineError as e:
-        if path in str(e):
-            raise
-        raise EngineError(f"{path}: {e}", kind=e.kind) from None
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise EngineError(f"{path}: not a resumable checkpoint of this engine "
-                          f"({type(e).__name__}: {first})") from None
 
 
 def sizes(model, trainable_only: bool = False) -> dict:

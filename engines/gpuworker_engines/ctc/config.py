@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import FileCaps, Settings, device_knob, knob
+from ..config import FileCaps, Settings, device_knob, knob, path_knob
 from ..events import EngineError
 
 RECIPE_KEYS = ("learning_rate", "batch_size", "effective_batch", "warmup_steps", "mask_time_prob",
@@ -18,10 +18,6 @@ RECIPE_KEYS = ("learning_rate", "batch_size", "effective_batch", "warmup_steps",
 TINY_RECIPE = dict(learning_rate=3e-3, batch_size=8, effective_batch=None, warmup_steps=10, mask_time_prob=0.0,
                    dropout=0.0, layerdrop=0.0, add_adapter=True)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
-
-def _path(help: str, required: bool = False):
-    return knob(None, kind="path", required=required, help=help)
 
 
 @dataclass(kw_only=True)
@@ -65,13 +61,13 @@ class CTCConfig(FileCaps):
     RECIPES: ClassVar[dict[str, dict]] = {}
     ENGINE: ClassVar[str] = ""
 
-    dataset: str = _path("the dataset folder: index.jsonl and the recordings it names", required=True)
-    output_dir: str = _path("where the model, checkpoints and metrics are written", required=True)
+    dataset: str = path_knob("the dataset folder: index.jsonl and the recordings it names", required=True)
+    output_dir: str = path_knob("where the model, checkpoints and metrics are written", required=True)
     device: str = device_knob()
     seed: int = knob(1234, help="seeds the split, the model's new weights and every step's random draws")
     # model
     base_model: str = knob("", help="hub id or local folder of the model to fine-tune")
-    base_checkpoint: str | None = _path("an earlier job's artifact (or its unpacked folder) to continue "
+    base_checkpoint: str | None = path_knob("an earlier job's artifact (or its unpacked folder) to continue "
                                         "from; its vocabulary is extended with new letters")
     size: str = knob("default", choices=("default", "tiny"),
                      help="tiny: a small random model built in code (tests, demos)")
@@ -118,11 +114,11 @@ class CTCConfig(FileCaps):
     keep_checkpoints: int = knob(2, unit="items", min=1, help="checkpoints of each kind kept on disk")
     progress_every_steps: int = knob(10, unit="steps", min=1,
                                      help="steps between progress events (every step is logged)")
-    resume: str | None = _path("a resumable (full) or portable checkpoint to continue (also --resume)")
+    resume: str | None = path_knob("a resumable (full) or portable checkpoint to continue (also --resume)")
     # after training
     transmorgrifier: Transmorgrifier = knob(Transmorgrifier, help=Transmorgrifier.__doc__)
     lm: LanguageModel = knob(LanguageModel, help=LanguageModel.__doc__)
-    lm_corpus: str | None = _path('JSON lines {"cell_id", "text"}: every verse text of the project for '
+    lm_corpus: str | None = path_knob('JSON lines {"cell_id", "text"}: every verse text of the project for '
                                   "the language model (held-out cells are left out); without it the "
                                   "model learns from the training verses")
 
@@ -184,8 +180,8 @@ class TranscribeConfig(Inference, FileCaps):
     """Transcribes every dataset item with audio (its text is ignored), one `item` event each."""
     ENGINE: ClassVar[str] = ""
 
-    model: str = _path("the ASR artifact (asr_model.tar, a zip, or its unpacked folder)", required=True)
-    dataset: str = _path("a dataset folder whose items have audio", required=True)
+    model: str = path_knob("the ASR artifact (asr_model.tar, a zip, or its unpacked folder)", required=True)
+    dataset: str = path_knob("a dataset folder whose items have audio", required=True)
     device: str = device_knob()
     decoder: str = knob("auto", choices=("auto", "lm", "greedy"),
                         help="auto: the artifact's language model when it has one, else greedy")

@@ -64,7 +64,7 @@ class Run:
     # the position (a checkpoint keeps it)
     step: int = 0
     epoch0: int = 0  # the epoch and optimizer step within it the run starts at
-    group0: int = 0
+    group0: int = 0  # (optimizer steps; a checkpoint keeps micro-batches: batch_pos)
     loss_sum: float = 0.0
     loss_n: int = 0
     best: dict = field(default_factory=lambda: {"cer": None, "epoch": None, "wer": None})
@@ -106,7 +106,7 @@ def setup(recipe, cfg) -> Run:
     examples, skipped = data.prepare(cfg.dataset, cfg.text_normalization.to_dict(), cfg.max_duration_s)
     state = checkpoints.load(cfg.resume) if cfg.resume else None
     if state:
-        with checkpoints.blamed(cfg.resume):
+        with checkpoint.blamed(cfg.resume):
             hp = cfg.resolve(state["arch"])
             built = recipe.restore(cfg, state)
     else:
@@ -159,18 +159,25 @@ def setup(recipe, cfg) -> Run:
 
 def _restore(run: Run, state: dict) -> None:
     cfg = run.cfg
-    with checkpoints.blamed(cfg.resume):
+    with checkpoint.blamed(cfg.resume):
         if "optimizer" in state:
             run.opt.load_state_dict(state["optimizer"])
             run.scaler.load_state_dict(state["scaler"])
-        run.step, run.epoch0, run.group0 = state["step"], state["epoch"], state["group"]
-        was = state["config"]["batch_size"] * state["config"]["gradient_accumulation_steps"]
-        per_group = cfg.batch_size * cfg.gradient_accumulation_steps
-        if was != per_group or state["config"]["batch_size"] != cfg.batch_size:
+        run.step, run.epoch0 = state["step"], state["epoch"]
+        was = state["config"]["batch_size"]
+        if "batch_pos" in state:
+            pos = state["batch_pos"]
+        else:  # written before the position was kept in micro-batches: optimizer steps of the job's size
+            pos = state["group"] * state["config"]["gradient_accumulation_steps"]
+        if type(pos) is not int or type(was) is not int or pos < 0 or was < 1:
+            raise ValueError("its position in the epoch is malformed")
+        if was != cfg.batch_size:
             # e.g. the worker's out-of-memory retry: carry on from about as many items into the epoch
-            run.group0 = run.group0 * was // per_group
+            pos = pos * was // cfg.batch_size
             events.warning(f"batch size changed on resume: continuing epoch {run.epoch0 + 1} "
-                           f"at batch group {run.group0}")
+                           f"after {pos} batches of {cfg.batch_size}")
+        # the step that holds the next micro-batch, whatever the process count now
+        run.group0 = -(-pos // run.plan.micro_per_step)
         run.loss_sum, run.loss_n, run.best = state["loss_sum"], state["loss_n"], state["best"]
         checkpoint.set_rng_state(state["rng"])
     run.resumed = True
@@ -199,7 +206,7 @@ def train_epoch(run: Run, epoch: int, stop) -> None:
         run.progress.step(epoch, run.step, losses, lr)
         stopping = procs.any(bool(stop))
         if stopping or run.step % cfg.save_every_steps == 0:
-            save(run, epoch, gi + 1)
+            save(run, epoch, min((gi + 1) * run.plan.micro_per_step, len(batches)))
         if stopping:
             raise events.Interrupted(f"stopped at step {run.step}")
 
@@ -280,11 +287,12 @@ def done(run: Run, stop) -> dict | None:
     return result
 
 
-def save(run: Run, epoch: int, group: int) -> None:
-    """Both checkpoint kinds at this step (rank 0); `group`: optimizer steps done in `epoch`."""
+def save(run: Run, epoch: int, batch_pos: int) -> None:
+    """Both checkpoint kinds at this step (rank 0); `batch_pos`: micro-batches of `epoch` done,
+    over all processes (a resume on another process count starts at the step that holds the next)."""
     if run.procs.main:
         built = run.built
-        body = {"model": run.recipe.weights(built.model), "step": run.step, "epoch": epoch, "group": group,
+        body = {"model": run.recipe.weights(built.model), "step": run.step, "epoch": epoch, "batch_pos": batch_pos,
                 "loss_sum": run.loss_sum, "loss_n": run.loss_n, "best": run.best, "rng": checkpoint.rng_state(),
                 "vocab": built.vocab, "arch": built.arch, "model_config": built.model.config.to_dict(),
                 "fe_config": built.fe.to_dict(), "config": run.cfg.to_dict(), "hyperparameters": run.hp,

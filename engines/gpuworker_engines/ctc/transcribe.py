@@ -10,19 +10,11 @@ import time
 import torch
 
 from .. import dataset, events, untrusted
-from ..events import EngineError
+from ..training import pick_device
 from . import SAMPLE_RATE, artifact, corrector, infer, lm
 from .config import TranscribeConfig
 from .audio import duration, is_silent, load_audio
 from .decode import Beam, Greedy, Labels
-
-
-def pick_device(name: str) -> str:
-    if name in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EngineError(f"device {name} requested but no CUDA GPU is available")
-    return name
 
 
 def choose_decoder(choice: str, directory: str, labels: Labels, beam_width: int, shown: str | None = None):
@@ -49,6 +41,7 @@ def run(recipe, cfg: TranscribeConfig, stop) -> dict:
             # mms: the base the adapter belongs to, when the config names one
             model, fe, tok = recipe.load_model(directory, device, getattr(cfg, "base_model", None))
             labels = Labels(tok.get_vocab())
+            # a language model that does not load is warned about, not raised: the warning names src itself
             decode = choose_decoder(cfg.decoder, directory, labels, cfg.beam_width, src)
             tm = corrector.load(directory)
         tr = infer.Transcriber(model, fe, device, cfg)

@@ -85,24 +85,41 @@ def resolve_file(ref: str, sidecar: bool = False) -> str:
         if found is None:
             raise not_cached(ref)
         return found
-    return _download(ref, sidecar)
+    return _download(ref, sidecar, hint="; download it and give its local path instead")
 
 
-def _download(ref: str, sidecar: bool) -> str:
+def local_file(ref: str, what: str, sidecar: bool = False) -> str:
+    """The local path of a file a config names: an existing local file, or hf://... (see
+    resolve_file). `what` names the file in errors."""
+    if not ref:
+        raise EngineError(f"no {what} given")
+    if ref.startswith(FILE_PREFIX):
+        return resolve_file(ref, sidecar)
+    if not os.path.isfile(ref):
+        raise EngineError(f"{what} not found: {ref}")
+    return ref
+
+
+def _download(ref: str, sidecar: bool, optional: bool = False, hint: str = "") -> str | None:
+    """hf://... into the cache, with its .json sidecar when asked for and the repository has
+    one; None: an optional file the hub lacks (the cache remembers the absence, for offline
+    lookups)."""
     repo_id, filename, revision = parse_file(ref)
     try:
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
     except ImportError:
         raise EngineError(f"{ref}: hub references need the huggingface_hub package") from None
     try:
         path = hf_hub_download(repo_id, filename, revision=revision)
     except Exception as e:  # noqa: BLE001 - offline, missing repo or file, auth
-        raise EngineError(f"cannot fetch {ref} from the Hugging Face hub ({type(e).__name__}: "
-                          f"{e}); download it and give its local path instead") from None
+        if optional and isinstance(e, EntryNotFoundError):
+            return None
+        raise EngineError(f"{ref}: cannot fetch from the Hugging Face hub ({type(e).__name__}: {e}){hint}") from None
     if sidecar:
         try:
             hf_hub_download(repo_id, os.path.splitext(filename)[0] + ".json", revision=revision)
-        except Exception:  # noqa: BLE001 - no sidecar: a published model
+        except Exception:  # noqa: BLE001 - most files have no sidecar (a published model)
             pass
     return path
 
@@ -169,7 +186,7 @@ def fetch(ref: str, optional: bool = False) -> str | None:
     if os.path.exists(ref):
         return ref
     if ref.startswith(FILE_PREFIX):
-        return _fetch_file(ref, optional)
+        return _download(ref, sidecar=True, optional=optional)
     if not is_repo_id(ref):
         raise EngineError(f"{ref}: neither an existing local path nor a hub reference "
                           f"(owner/repo or {FILE_PREFIX}owner/repo/file)")
@@ -179,20 +196,3 @@ def fetch(ref: str, optional: bool = False) -> str | None:
         return snapshot_download(ref, allow_patterns=files)
     except Exception as e:  # noqa: BLE001 - missing repo, gated, network
         raise EngineError(f"{ref}: cannot fetch from the Hugging Face hub: {type(e).__name__}: {e}") from None
-
-
-def _fetch_file(ref: str, optional: bool) -> str | None:
-    repo_id, filename, revision = parse_file(ref)
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-    try:
-        path = hf_hub_download(repo_id, filename, revision=revision)
-    except Exception as e:  # noqa: BLE001
-        if optional and isinstance(e, EntryNotFoundError):
-            return None  # the hub remembers the absence in the cache, for offline lookups
-        raise EngineError(f"{ref}: cannot fetch from the Hugging Face hub: {type(e).__name__}: {e}") from None
-    try:
-        hf_hub_download(repo_id, os.path.splitext(filename)[0] + ".json", revision=revision)
-    except Exception:  # noqa: BLE001 - most files have no sidecar
-        pass
-    return path

@@ -149,10 +149,10 @@ class Recipe:
                 setattr(model.config, k, v)
             fe = feature_extractor("wav2vec2")
         else:
-            meta = _read_json(os.path.join(earlier, ADAPTER_CONFIG)) if earlier else {}
-            src = meta.get("base_model") or cfg.base_model  # an earlier adapter keeps its base
-            if not isinstance(src, str):
-                raise EngineError(f"{os.path.join(earlier, ADAPTER_CONFIG)}: base_model is not a string")
+            meta, src = {}, cfg.base_model
+            if earlier:  # an earlier adapter keeps its base
+                meta = read_adapter_config(earlier)
+                src = recorded_base(meta, cfg.base_model, _config_path(earlier)) or cfg.base_model
             try:
                 base_conf = AutoConfig.from_pretrained(src, **hub.pretrained_kwargs(src))
             except EngineError:
@@ -197,9 +197,11 @@ class Recipe:
     def restore(self, cfg, state) -> Built:
         info = dict(state.get("info") or {})
         conf = state["model_config"]
-        if info.get("base_source"):
+        base = recorded_base({"base_model": info.get("base_source")}, cfg.base_model, "the checkpoint's info")
+        if base:
+            checked_sizes(conf, "the checkpoint's model_config")
             keep = ("mask_time_prob", "layerdrop", "ctc_zero_infinity", "ctc_loss_reduction", *DROPOUTS)
-            model, fe = load_base(info["base_source"], conf["adapter_attn_dim"], conf["vocab_size"],
+            model, fe = load_base(base, conf["adapter_attn_dim"], conf["vocab_size"],
                                   conf["pad_token_id"], {k: conf[k] for k in keep if k in conf})
         else:
             from transformers import Wav2Vec2Config
@@ -207,8 +209,8 @@ class Recipe:
         missing = set(model._get_adapters()) - set(state["model"])
         if missing:
             raise EngineError(f"checkpoint lacks adapter weights: {sorted(missing)[:3]}")
-        model.load_state_dict(state["model"], strict=not info.get("base_source"))
-        model.target_lang, model.mms_base = info.get("language") or NO_LANGUAGE, info.get("base_source")
+        model.load_state_dict(state["model"], strict=not base)
+        model.target_lang, model.mms_base = info.get("language") or NO_LANGUAGE, base
         trainable_only(model)
         return Built(model, fe, state["vocab"], "wav2vec2", info)
 
@@ -233,10 +235,9 @@ class Recipe:
                        "vocab_size": m.config.vocab_size, "pad_token_id": m.config.pad_token_id}, f, indent=1)
 
     def load_model(self, directory: str, device: str, base: str | None = None):
-        meta = _read_json(os.path.join(directory, ADAPTER_CONFIG))
-        base = base or meta.get("base_model") or directory  # no recorded base: a tiny one, inside
-        if not isinstance(base, str):
-            raise EngineError(f"{os.path.join(directory, ADAPTER_CONFIG)}: base_model is not a string")
+        meta = read_adapter_config(directory)
+        # no recorded base: a tiny one, inside
+        base = base or recorded_base(meta, None, _config_path(directory)) or directory
         model, fe = load_base(base, meta["adapter_attn_dim"], meta["vocab_size"], meta["pad_token_id"])
         apply_adapter(model, os.path.join(directory, adapter_file(meta["language"])))
         model.target_lang, model.mms_base = meta["language"], base
@@ -260,10 +261,46 @@ class Recipe:
             "print(tokenizer.batch_decode(model(**inputs).logits.argmax(-1)))", "```"])
 
 
-def _read_json(path: str) -> dict:
+# adapter_config.json comes with an artifact from a project: its sizes are bounded so that a
+# planted one cannot make the model exhaust memory
+_SIZES = {"adapter_attn_dim": (1, 4096), "vocab_size": (2, 1 << 17), "pad_token_id": (0, 1 << 17)}
+
+
+def read_adapter_config(directory: str) -> dict:
+    """The artifact's adapter_config.json, its language and sizes checked."""
+    path = _config_path(directory)
     if not os.path.exists(path):
         raise EngineError(f"missing {path}")
-    d = untrusted.read_json(path)
-    if not isinstance(d, dict):
+    meta = untrusted.read_json(path)
+    if not isinstance(meta, dict):
         raise EngineError(f"{path}: not a JSON object")
+    adapter_file(meta.get("language"))
+    return checked_sizes(meta, path)
+
+
+def checked_sizes(d: dict, where: str) -> dict:
+    """d's adapter size, vocabulary size and padding id, checked before a model is sized by them."""
+    for key, (lo, hi) in _SIZES.items():
+        v = d.get(key)
+        if type(v) is not int or not lo <= v <= hi:
+            raise EngineError(f"{where}: {key} must be an integer from {lo} to {hi}, not {v!r}")
+    if d["pad_token_id"] >= d["vocab_size"]:
+        raise EngineError(f"{where}: pad_token_id {d['pad_token_id']} is outside the vocabulary "
+                          f"({d['vocab_size']} tokens)")
     return d
+
+
+def recorded_base(meta: dict, job_base: str | None, where: str) -> str | None:
+    """The base an artifact records, taken only when it is a hub repository id or the job's own
+    base: a recorded local path could name any folder of the machine."""
+    base = meta.get("base_model")
+    if base is None or base == job_base:
+        return base
+    if not isinstance(base, str) or not hub.is_repo_id(base) or os.path.exists(base):
+        raise EngineError(f"{where}: base_model {base!r} is not a hub repository id (owner/name); "
+                          "name the base in the job's base_model")
+    return base
+
+
+def _config_path(directory: str) -> str:
+    return os.path.join(directory, ADAPTER_CONFIG)

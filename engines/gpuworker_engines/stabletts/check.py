@@ -1,17 +1,17 @@
 """The `check` command (gpu-worker doctor): loads each configured file strictly."""
 from ..events import EngineError
+from ..training import pick_device
 from . import ckpt
 from .config import CheckConfig
-from .synthesize import device_for
 from .vocoder import SAMPLE_RATE, Vocos
 
 
 def run(config, stop) -> dict:
     cfg = CheckConfig.of(config)
-    device = device_for(cfg.device)
+    device = pick_device(cfg.device)
     result = {}
     if cfg.vocoder:
-        voc = Vocos.from_file(ckpt.resolve(cfg.vocoder)).to(device)
+        voc = Vocos.from_file(cfg.vocoder).to(device)
         result["vocoder"] = {"parameters": sum(p.numel() for p in voc.parameters()),
                              "sample_rate": SAMPLE_RATE, "n_mels": voc.n_mels,
                              "describe": voc.describe()}

@@ -36,7 +36,6 @@ from .model import StableTTS
 META_FORMAT = "gpuworker-stabletts-meta/1"
 RESUMABLE_FORMAT = "gpuworker-stabletts-resumable/1"
 BASE_SETTING = "--tts-base-model (env GPU_WORKER_TTS_BASE_MODEL)"
-HUB_PREFIX = hub.FILE_PREFIX
 
 
 @dataclass
@@ -119,16 +118,8 @@ def sidecar_path(path: str) -> str:
 
 
 def resolve(ref: str) -> str:
-    """A local path, or a hub reference hf://<owner>/<repo>[@revision]/<path> downloaded into
-    the Hugging Face cache (with the sidecar beside it when the repository has one); with
-    HF_HUB_OFFLINE=1, taken from the cache only."""
-    if not ref:
-        raise EngineError("no model file given")
-    if not ref.startswith(HUB_PREFIX):
-        if not os.path.isfile(ref):
-            raise EngineError(f"model file not found: {ref}")
-        return ref
-    return hub.resolve_file(ref, sidecar=True)
+    """A model file's local path, its sidecar beside it (hub.local_file)."""
+    return hub.local_file(ref, "model file", sidecar=True)
 
 
 def read_meta(path: str) -> Meta:
@@ -215,11 +206,8 @@ def read_resumable(path: str) -> tuple[dict, StableTTS, Meta]:
     state = untrusted.load_tensors(path)
     if not isinstance(state, dict) or state.get("format") != RESUMABLE_FORMAT:
         raise EngineError(f"{path}: not a resumable checkpoint of this engine")
-    try:
+    with checkpoint.blamed(path):
         meta = Meta.from_dict(state["meta"])
         model = StableTTS(meta.config, len(meta.frontend))
         model.load_state_dict(state["model"], strict=True)
-    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
-        raise EngineError(f"{path}: not a resumable checkpoint of this engine: "
-                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     return state, model, meta

@@ -4,7 +4,7 @@ meaning are declared once, below; `python -m gpuworker_engines schema` prints th
 """
 from dataclasses import asdict, dataclass
 
-from ..config import FileCaps, Settings, device_knob, knob, known_values
+from ..config import FileCaps, Settings, device_knob, knob, known_values, path_knob
 from ..events import EngineError
 
 
@@ -60,10 +60,6 @@ TUNABLE = ("p_dropout", "style_dropout", "dp_dropout", "cfg_dropout")
 FRONTENDS = ("auto", "ipa", "uroman", "graphemes")
 
 
-def _path(help: str, required: bool = False):
-    return knob(None, kind="path", required=required, help=help)
-
-
 @dataclass(kw_only=True)
 class TrainConfig(FileCaps):
     """Fine-tunes a base model (or trains from scratch) on a dataset folder, with exact resume.
@@ -73,8 +69,8 @@ class TrainConfig(FileCaps):
     NAME = "stabletts train"
     PRESETS = {"size=tiny": {"learning_rate": 2e-3, "warmup_steps": 10}}
 
-    dataset: str = _path("the dataset folder: index.jsonl and the recordings it names", required=True)
-    output_dir: str = _path("where models, checkpoints and metrics are written", required=True)
+    dataset: str = path_knob("the dataset folder: index.jsonl and the recordings it names", required=True)
+    output_dir: str = path_knob("where models, checkpoints and metrics are written", required=True)
     device: str = device_knob()
     seed: int = knob(1234, help="seeds the split, the batch order and every step's random draws")
     size: str = knob("default", choices=("default", "tiny"),
@@ -108,8 +104,8 @@ class TrainConfig(FileCaps):
     model: dict = knob({}, help="ModelConfig fields for a model trained from scratch; a "
                                 "fine-tune takes its base's architecture and only the dropouts "
                                 f"({', '.join(TUNABLE)})")
-    resume: str | None = _path("a resumable checkpoint to continue (also --resume)")
-    base_checkpoint: str | None = _path(
+    resume: str | None = path_knob("a resumable checkpoint to continue (also --resume)")
+    base_checkpoint: str | None = path_knob(
         "the model to fine-tune: the published checkpoint_0.pt, an earlier job's best_model.pt "
         "or final_model.pt (with its JSON sidecar), or hf://<owner>/<repo>/<path>")
     from_scratch: bool = knob(False, help="train from random weights without a base "
@@ -139,11 +135,11 @@ class SynthesizeConfig(FileCaps):
     # size: the model's (from its checkpoint)
     PRESETS = {"size=tiny": {"solver": "euler"}}
 
-    checkpoint: str = _path("the model: best_model.pt or final_model.pt of a training job",
+    checkpoint: str = path_knob("the model: best_model.pt or final_model.pt of a training job",
                             required=True)
-    dataset: str = _path("a dataset folder whose items have text", required=True)
-    output_dir: str = _path("where the WAVs are written", required=True)
-    voice_reference: str = _path("a recording (WAV) of the voice to speak in", required=True)
+    dataset: str = path_knob("a dataset folder whose items have text", required=True)
+    output_dir: str = path_knob("where the WAVs are written", required=True)
+    voice_reference: str = path_knob("a recording (WAV) of the voice to speak in", required=True)
     device: str = device_knob()
     steps: int = knob(10, min=1, help="output steps of the flow-matching ODE")
     temperature: float = knob(1.0, min=0.0, help="scale of the initial noise")
@@ -151,7 +147,7 @@ class SynthesizeConfig(FileCaps):
     length_scale: float = knob(1.0, min=0.01, help="speaking-rate factor (> 1 is slower)")
     solver: str = knob("dopri5", choices=("euler", "midpoint", "dopri5"),
                        help="ODE solver: dopri5 as the published inference, euler for a tiny model")
-    vocoder: str | None = _path("the published vocos.pt; a tiny model without one speaks "
+    vocoder: str | None = path_knob("the published vocos.pt; a tiny model without one speaks "
                                 "through Griffin-Lim")
     batch_size: int = knob(8, unit="items", min=1, help="texts synthesized together")
     seed: int = knob(1234, help="seeds the noise")
@@ -165,8 +161,8 @@ class EvaluateConfig(SynthesizeConfig):
     """Mel-cepstral distortion of synthesis against the recordings of held-out items."""
     NAME = "stabletts evaluate"
 
-    voice_reference: str | None = _path("one recording for every item; null: each item's own")
-    split_file: str | None = _path("split.json written by train; null: the one beside the "
+    voice_reference: str | None = path_knob("one recording for every item; null: each item's own")
+    split_file: str | None = path_knob("split.json written by train; null: the one beside the "
                                    "checkpoint (without one every item is scored)")
     # Held-out scoring of every training run: the fixed-step solver keeps it a small
     # share of a job and its figures comparable from run to run.
@@ -182,8 +178,8 @@ class CheckConfig(FileCaps):
     """Loads each configured file strictly (gpu-worker doctor)."""
     NAME = "stabletts check"
 
-    vocoder: str | None = _path("a vocos.pt to load")
-    base_checkpoint: str | None = _path("a base model to load")
+    vocoder: str | None = path_knob("a vocos.pt to load")
+    base_checkpoint: str | None = path_knob("a base model to load")
     device: str = device_knob()
 
 

@@ -103,10 +103,9 @@ def write_split(path: str, train: list[Example], val: list[Example]) -> str:
     return path
 
 
-def epoch_batches(frames: list[int], batch_size: int, seed: int, epoch: int, bucket: int,
-                  rank: int = 0, world: int = 1) -> list[list[int]]:
+def epoch_batches(frames: list[int], batch_size: int, seed: int, epoch: int, bucket: int) -> list[list[int]]:
     """Shuffled, then sorted by length inside buckets of `bucket` batches (little padding),
-    then the batches shuffled; rank r of w takes every w-th batch (same count on all ranks)."""
+    then the batches shuffled; the same list in every process (training.Plan deals it out)."""
     rng = np.random.default_rng([seed, epoch, 11])
     order = rng.permutation(len(frames)).tolist()
     chunk = batch_size * max(bucket, 1)
@@ -114,11 +113,7 @@ def epoch_batches(frames: list[int], batch_size: int, seed: int, epoch: int, buc
     for s in range(0, len(order), chunk):
         part = sorted(order[s:s + chunk], key=lambda i: frames[i])
         batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-    if world > 1:
-        per_rank = max(1, len(batches) // world)
-        batches = [batches[(rank + world * k) % len(batches)] for k in range(per_rank)]
-    return batches
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def collate(examples: list[Example], device) -> tuple[torch.Tensor, ...]:

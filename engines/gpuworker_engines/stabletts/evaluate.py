@@ -17,11 +17,11 @@ from scipy.fft import dct
 
 from .. import dataset, events, untrusted
 from ..events import EngineError, Interrupted
+from ..training import pick_device
 from . import ckpt
 from .mel import LogMel, load_wav, wav_to_mel, write_wav
 from .config import EvaluateConfig
-from .synthesize import (device_for, encode_texts, frontend_for, output_name, reference_mel,
-                         synth_batch)
+from .synthesize import encode_texts, frontend_for, output_name, reference_mel, synth_batch
 from .vocoder import load_vocoder
 
 N_CEPSTRA = 24
@@ -89,7 +89,7 @@ def held_out(items, opts: EvaluateConfig) -> tuple[list, str, str | None]:
 
 def run(config, stop) -> dict:
     opts = EvaluateConfig.of(config)
-    device = device_for(opts.device)
+    device = pick_device(opts.device)
     model, meta = ckpt.load_model(opts.checkpoint, device)
     opts.preset("size", meta.size)
     items, split, split_file = held_out(

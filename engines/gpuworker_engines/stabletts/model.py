@@ -72,10 +72,11 @@ class StableTTS(nn.Module):
         return {"duration": dur_loss, "prior": prior_loss, "flow": flow_loss}
 
     @torch.no_grad()
-    def synthesise(self, x, x_lengths, ref, steps=10, temperature=1.0, length_scale=1.0,
-                   solver="euler", cfg_scale=3.0, noise=None, generator=None) -> dict:
+    def synthesise(self, x, x_lengths, ref, *, steps: int, temperature: float, length_scale: float,
+                   solver: str, cfg_scale: float, noise=None, generator=None) -> dict:
         """Mels for token ids x [b, Tx] in the voice of one reference log-mel ref [1, mels, T]
-        (all of its frames). noise [b, mels, Ty] fixes the initial ODE state."""
+        (all of its frames). The settings are SynthesizeConfig's; noise [b, mels, Ty] fixes the
+        initial ODE state."""
         c = self.ref_encoder(ref, None).expand(x.shape[0], -1)
         h, mu_x, x_mask = self.encoder(x, c, x_lengths)
         logw = self.dp(h, x_mask, c)

@@ -6,18 +6,12 @@ import torch
 
 from .. import dataset, events
 from ..events import EngineError, Interrupted
+from ..training import pick_device
 from . import ckpt
 from .config import SynthesizeConfig
 from .frontend import FrontEnd, describe_unmapped, encode_all, mostly_non_latin
 from .mel import LogMel, load_wav, wav_to_mel, write_wav
 from .vocoder import load_vocoder
-
-def device_for(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise EngineError("device cuda requested but no GPU is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def frontend_for(trained: FrontEnd, requested: str | None, texts) -> FrontEnd:
@@ -72,7 +66,7 @@ def encode_texts(fe: FrontEnd, texts) -> tuple[list[list[int]], dict[str, int]]:
 
 def run(config, stop) -> dict:
     opts = SynthesizeConfig.of(config)
-    device = device_for(opts.device)
+    device = pick_device(opts.device)
     model, meta = ckpt.load_model(opts.checkpoint, device)
     opts.preset("size", meta.size)
     vocoder, vocoder_desc = load_vocoder(opts.vocoder, model.cfg, meta.size, device)

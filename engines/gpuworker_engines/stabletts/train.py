@@ -148,11 +148,16 @@ def setup(tc: TrainConfig, stop) -> Run:
     r = Run(tc, procs, model, procs.wrap(model), meta, opt, amp, plan, train_set, val_set, unmapped,
             split_file, hp["total_steps"], hp, last_resumable=tc.resume)
     if resume is not None:
-        opt.load_state_dict(resume["optimizer"])
-        r.step, r.epoch, r.batch_pos = resume["step"], resume["epoch"], resume["batch_in_epoch"]
-        r.best_val, r.best_epoch = resume["best_val_loss"], resume["best_epoch"]
-        r.sums, r.count = resume["epoch_sums"], resume["epoch_count"]  # of the interrupted epoch
-        checkpoint.set_rng_state(resume["rng"])
+        with checkpoint.blamed(tc.resume):
+            opt.load_state_dict(resume["optimizer"])
+            r.step, r.epoch, r.batch_pos = resume["step"], resume["epoch"], resume["batch_in_epoch"]
+            r.best_val, r.best_epoch = resume["best_val_loss"], resume["best_epoch"]
+            r.sums, r.count = resume["epoch_sums"], resume["epoch_count"]  # of the interrupted epoch
+            checkpoint.set_rng_state(resume["rng"])
+            counters = (r.step, r.epoch, r.batch_pos, r.best_epoch, r.count)
+            if not all(type(n) is int and n >= 0 for n in counters) or not isinstance(r.best_val, float) \
+                    or not isinstance(r.sums, dict) or set(r.sums) != set(LOSSES):
+                raise ValueError("its position or epoch sums are malformed")
     if procs.main:
         resumed_at = r.epoch if resume else None
         r.metrics = MetricsLog(tc.output_dir, resume_epoch=resumed_at)

@@ -6,8 +6,6 @@ sizes are read from the weight shapes and its features are the published 44.1 kH
 log-mels (hop n_fft / 4). A hf://<owner>/<repo>/<file> reference is taken from the
 Hugging Face cache.
 """
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,9 +56,7 @@ class Vocos(nn.Module):
 
     @classmethod
     def from_file(cls, path: str) -> "Vocos":
-        if not path.startswith(hub.FILE_PREFIX) and not os.path.isfile(path):
-            raise EngineError(f"vocoder weights not found: {path}")
-        local = hub.resolve_file(path) if path.startswith(hub.FILE_PREFIX) else path
+        local = hub.local_file(path, "vocoder weights")
         sd = untrusted.load_tensors(local, path if local == path else f"{path} ({local})")
         try:
             emb = sd["backbone.embed.weight"]

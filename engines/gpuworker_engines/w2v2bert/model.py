@@ -138,7 +138,7 @@ class Recipe:
         info = {"base_model": src, "base_source": src, "licence": card.base_licence(src), "new_characters": []}
         if old:  # continuing an earlier fine-tune: its letters keep their ids and output rows
             vocab, info["new_characters"] = text_mod.extend(old, vocab)
-            earlier = artifact.read_card(src, given)
+            earlier = artifact.read_card(src)
             info.update(base_model=earlier.get("base_model") or src, licence=earlier.get("licence"),
                         continued_from=given)
             log(f"continuing an earlier model: vocabulary {len(old)} tokens, "
