@@ -16,6 +16,7 @@ import (
 // error says why a job could not be claimed, or how it ended when it did
 // not complete.
 func (w *Worker) RunOne(ctx context.Context, jobID string) error {
+	defer w.noteStop(ctx)()
 	projects, err := w.src.Projects(ctx)
 	if err != nil {
 		return fmt.Errorf("list projects: %w", err)
@@ -120,6 +121,9 @@ func (w *Worker) slotFor(j *manifest.Job) Slot {
 
 // retryEvery spaces the tries of a final write that did not land.
 func (w *Worker) retryEvery() time.Duration {
+	if w.retryWait > 0 {
+		return w.retryWait
+	}
 	if w.cfg.LoopInterval > 0 && w.cfg.LoopInterval < 30*time.Second {
 		return w.cfg.LoopInterval
 	}

@@ -98,6 +98,10 @@ type Worker struct {
 	drainOnce sync.Once
 	drain     chan struct{}
 	stopAt    time.Time // when a shutdown began; guarded by mu
+
+	// retryWait spaces the tries of a final write that did not land (zero:
+	// retryEvery's default; tests shorten it).
+	retryWait time.Duration
 }
 
 // MinClaimTimeoutBeats is how many heartbeat intervals a claim timeout must
@@ -224,6 +228,16 @@ func (w *Worker) finishContext(parent context.Context) (context.Context, context
 	return context.WithTimeout(ctx, finishTimeout)
 }
 
+// noteStop records when ctx ends, the start of a shutdown that bounds the
+// final writes (finishContext); the returned func stops watching.
+func (w *Worker) noteStop(ctx context.Context) func() bool {
+	return context.AfterFunc(ctx, func() {
+		w.mu.Lock()
+		w.stopAt = time.Now()
+		w.mu.Unlock()
+	})
+}
+
 // Drain stops claiming new jobs; running ones finish, then Run returns.
 func (w *Worker) Drain() { w.drainOnce.Do(func() { close(w.drain) }) }
 
@@ -251,12 +265,7 @@ func (w *Worker) runnable(j *manifest.Job) bool {
 // Run serves until ctx ends (running jobs are interrupted and handed back),
 // Drain is called, or — with a negative loop interval — nothing is left.
 func (w *Worker) Run(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() {
-		w.mu.Lock()
-		w.stopAt = time.Now()
-		w.mu.Unlock()
-	})
-	defer stop()
+	defer w.noteStop(ctx)()
 	free := make(chan Slot, len(w.cfg.Slots))
 	for _, s := range w.cfg.Slots {
 		free <- s
@@ -293,7 +302,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		if c == nil {
 			free <- slot
-			if w.cfg.LoopInterval < 0 && running == 0 {
+			// A final write waiting for its retry keeps even a worker that
+			// processes what is available and exits: the job would show
+			// running until the claim timeout.
+			if w.cfg.LoopInterval < 0 && running == 0 && w.finishes.len() == 0 {
 				return nil
 			}
 			// A job seen but taken by another worker was there all the
@@ -309,6 +321,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			wait := w.cfg.LoopInterval
 			if wait < 0 {
 				wait = time.Hour // only a finishing job can bring more work
+				if w.finishes.len() > 0 {
+					wait = w.retryEvery()
+				}
 			}
 			if w.cfg.ExitWhenIdle > 0 && running == 0 {
 				// Look once more when the idle time is up, not a loop later.
