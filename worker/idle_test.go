@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -253,5 +254,45 @@ func TestRunOneFinalWriteBoundedByStopTimeout(t *testing.T) {
 	}
 	if r := tp.response("j1"); r.TerminationReason == nil || *r.TerminationReason != manifest.ReasonHandedBack {
 		t.Errorf("job not handed back: %+v", r)
+	}
+}
+
+// RunOne does not give up on a claim whose commit failed without saying
+// whether it landed: it looks again, adopts the claim when it is ours,
+// and claims once more when it did not land.
+func TestRunOneUnsureClaim(t *testing.T) {
+	for _, landed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("landed=%v", landed), func(t *testing.T) {
+			tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
+			var claims atomic.Int32
+			p := &faulty{Project: tp.p, commit: func(ctx context.Context, msg string, acts []project.Action, next commitFunc) (*project.CommitResult, error) {
+				if !isClaim(msg) || claims.Add(1) > 1 {
+					return next(ctx, msg, acts)
+				}
+				if landed {
+					if _, err := next(ctx, msg, acts); err != nil {
+						return nil, err
+					}
+				}
+				return nil, errors.New("commit outcome unknown: 502 Bad Gateway")
+			}}
+			var runs atomic.Int32
+			w := testWorker(t, "w1", single{p}, registryOf(countRuns(&runs)), nil)
+			w.retryWait = 10 * time.Millisecond
+			if err := w.RunOne(context.Background(), "j1"); err != nil {
+				t.Fatal(err)
+			}
+			r := tp.response("j1")
+			if runs.Load() != 1 || r.State != manifest.StateCompleted || r.WorkerID != "w1" || r.RetryCount != 0 {
+				t.Fatalf("ran %d times; response %+v", runs.Load(), r)
+			}
+			want := int32(1) // adopted: no second claim commit
+			if !landed {
+				want = 2
+			}
+			if claims.Load() != want {
+				t.Errorf("%d claim commits, want %d", claims.Load(), want)
+			}
+		})
 	}
 }

@@ -375,7 +375,7 @@ func (w *Worker) claimNext(ctx context.Context, slot Slot) (c *candidate, l *lea
 		seen += len(cands)
 		for i := range cands {
 			c := &cands[i]
-			l, err := w.claimOrFail(ctx, c)
+			l, _, err := w.claimOrFail(ctx, c)
 			w.scan.forget(p)
 			if err == nil && l != nil {
 				return c, l, seen, nil
@@ -392,8 +392,8 @@ func (w *Worker) claimNext(ctx context.Context, slot Slot) (c *candidate, l *lea
 }
 
 // claimOrFail claims a job to run it (lease returned), or claims and fails
-// at once a job that cannot run (nil lease, nil error).
-func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) {
+// at once a job that cannot run (nil lease, nil error, closed says why).
+func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (l *lease, closed string, err error) {
 	now := w.cfg.Now()
 	job := c.job
 	why := closeReason(c, now, w.cfg.MaxJobRetries)
@@ -409,8 +409,6 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 		first, logAct = w.failedBeforeStart(ctx, c.proj, job, why)
 		extra = []project.Action{logAct}
 	}
-	var l *lease
-	var err error
 	key := jobKey(c.proj.Name(), job.ID)
 	if c.own != nil {
 		w.log.Info("our claim landed after its commit was reported failed; taking it up", "project", c.proj.Name(), "job", job.ID)
@@ -435,7 +433,7 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 	}
 	w.mu.Unlock()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if why != "" {
 		if c.closeCanceled {
@@ -446,10 +444,10 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 		if w.cfg.Hooks.JobFinished != nil {
 			w.cfg.Hooks.JobFinished(job, first.State, 0)
 		}
-		return nil, nil
+		return nil, why, nil
 	}
 	w.log.Info("claimed job", "project", c.proj.Name(), "job", job.ID, "kind", job.Kind(), "retry", l.resp.RetryCount)
-	return l, nil
+	return l, "", nil
 }
 
 // closeReason is why claiming a candidate would end the job at once
