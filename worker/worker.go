@@ -60,8 +60,8 @@ type Config struct {
 	// Models resolves each job's model (its fields and defaults); nil
 	// takes jobs as parsed.
 	Models manifest.Catalog
-	// Limits bound what a project can make the worker read (zero: the
-	// defaults).
+	// Limits bound what a project can make the worker read (each zero
+	// bound: its default).
 	Limits limits.Limits
 	// CanRun says whether this host can run a job (engines, ffmpeg, GPU).
 	CanRun func(*manifest.Job) error
@@ -176,9 +176,7 @@ func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
 		running: map[string]bool{}, unsure: map[string]bool{}}
 	w.scan = newScanner(cfg.ClaimTimeout, w.runnable, log)
 	w.scan.models = cfg.Models
-	if cfg.Limits != (limits.Limits{}) {
-		w.scan.limits = cfg.Limits
-	}
+	w.scan.limits = cfg.Limits.OrDefault()
 	w.scan.self = scanSelf{owner: w.me, started: w.started, runningHere: w.isRunning, unsure: w.isUnsure}
 	return w
 }
