@@ -85,6 +85,14 @@ func TestCanceledJobFinalWriteRetriedLater(t *testing.T) {
 	go func() { done <- w.Run(context.Background()) }()
 	<-started
 	srv.UserCommit(t, "team/a", "cancel", map[string][]byte{manifest.Path: []byte("version: 1\njobs:\n" + jobYAML("c1", ", canceled: true"))})
+	// Run keeps retrying a pending write (every 30s here); once the write
+	// is queued, stop it to drive the retries from the test.
+	finishes(t, "queueing the failed write", func() {
+		for w.finishes.len() == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	w.Drain()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
