@@ -12,6 +12,7 @@ import (
 
 	"gpu-worker/gitlab"
 	"gpu-worker/gitlab/gitlabtest"
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
@@ -128,7 +129,7 @@ func TestCanceledJobFinalWriteRetriedLater(t *testing.T) {
 // A retry of a write another worker overtook is dropped, never forced.
 func TestRetriedFinalWriteDroppedWhenLeaseLost(t *testing.T) {
 	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
-	l, err := claim(context.Background(), tp.p, "j1", owner{workerID: "w1", token: "t1"}, time.Now(), nil, manifest.Response{State: manifest.StateRunning})
+	l, err := claim(context.Background(), tp.p, "j1", owner{workerID: "w1", token: "t1"}, limits.Default(), time.Now(), nil, manifest.Response{State: manifest.StateRunning})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -410,7 +410,7 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (l *lease, close
 	key := jobKey(c.proj.Name(), job.ID)
 	if c.own != nil {
 		w.log.Info("our claim landed after its commit was reported failed; taking it up", "project", c.proj.Name(), "job", job.ID)
-		l = adopt(c.proj, job.ID, w.me, c.own)
+		l = adopt(c.proj, job.ID, w.me, w.scan.limits, c.own)
 		if why != "" {
 			err = l.write(ctx, fmt.Sprintf("Job %s failed", job.ID), func(r *manifest.Response) {
 				r.State, r.ErrorMessage, r.Timestamp, r.StatusMessage = first.State, first.ErrorMessage, now, first.StatusMessage
@@ -420,7 +420,7 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (l *lease, close
 		if c.stale != nil && c.stale.resp.WorkerID == w.me.workerID {
 			w.log.Info("resuming this worker's claim from before a restart", "project", c.proj.Name(), "job", job.ID)
 		}
-		l, err = claim(ctx, c.proj, job.ID, w.me, now, c.stale, first, extra...)
+		l, err = claim(ctx, c.proj, job.ID, w.me, w.scan.limits, now, c.stale, first, extra...)
 	}
 	w.mu.Lock()
 	var unsure *claimUnsureError
