@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -72,11 +71,7 @@ func (c *common) loadToken() error {
 		return nil
 	}
 	c.loaded = true
-	c.set.Visit(func(f *flag.Flag) {
-		if f.Name == "token" {
-			c.tokenFromFlag = true
-		}
-	})
+	c.tokenFromFlag = c.set.FromCommandLine("token")
 	if *c.tokenFile == "" {
 		return nil
 	}
