@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 )
 
@@ -71,6 +72,9 @@ type ObserverConfig struct {
 	Models manifest.Catalog
 	// Handled reports the jobs workers have a handler for; nil: all.
 	Handled func(*manifest.Job) bool
+	// Limits bound what a scan reads, as the workers' do (each zero bound:
+	// its default).
+	Limits limits.Limits
 	// Now is the clock that claims are judged by (tests); default time.Now.
 	Now func() time.Time
 }
@@ -107,6 +111,7 @@ func NewObserver(cfg ObserverConfig, src Source, log *slog.Logger) *Observer {
 		return j.Invalid != nil || cfg.Handled == nil || cfg.Handled(j)
 	}, log)
 	o.scan.models = cfg.Models
+	o.scan.limits = cfg.Limits.OrDefault()
 	o.scan.watchClaims = true
 	return o
 }

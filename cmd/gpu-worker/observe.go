@@ -27,6 +27,7 @@ type observeFlags struct {
 	loop, retries     *int
 	claimTimeout      *time.Duration
 	listen, logFormat *string
+	limitFlags
 }
 
 func newObserveFlags(name string, stderr io.Writer, listen bool) (*config.Set, *observeFlags) {
@@ -40,6 +41,7 @@ func newObserveFlags(name string, stderr io.Writer, listen bool) (*config.Set, *
 	s.Env("claim-timeout", "GPU_WORKER_CLAIM_TIMEOUT")
 	s.Env("max-job-retries", "GPU_WORKER_MAX_JOB_RETRIES")
 	s.Env("log-format", "GPU_WORKER_LOG_FORMAT")
+	f.limitFlags = addLimitFlags(s)
 	if listen {
 		f.listen = s.String("listen-address", ":9402", "serve /queue (JSON), /metrics, /healthz and /readyz here")
 		s.Env("listen-address", "GPU_WORKER_LISTEN_ADDRESS")
@@ -58,6 +60,10 @@ type observer struct {
 }
 
 func (f *observeFlags) observer(log *slog.Logger) (*observer, error) {
+	lim, err := f.limits()
+	if err != nil {
+		return nil, err
+	}
 	m := metrics.New(metrics.Options{Version: version, Observer: true})
 	b, err := f.backend(log, backendOptions{http: &http.Client{Transport: m.Transport(nil)}})
 	if err != nil {
@@ -69,7 +75,7 @@ func (f *observeFlags) observer(log *slog.Logger) (*observer, error) {
 		known = append(known, metrics.ModelLabel{JobType: md.Spec.JobType, Model: md.Spec.Name})
 	}
 	obs := worker.NewObserver(worker.ObserverConfig{
-		ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries, Models: handlers.Catalog(),
+		ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries, Models: handlers.Catalog(), Limits: lim,
 		Handled: func(j *manifest.Job) bool { _, ok := handled[j.Kind()]; return ok },
 	}, b.source(), log)
 	needs := func(j *manifest.Job) (int, uint64) { return handlers.JobGPUs(j), handlers.EstimateMemory(j) }

@@ -35,8 +35,7 @@ type runFlags struct {
 	allowCPU, memCheck, isolate                                                      *bool
 	// modelSettings are the models' own operator settings (handlers.Setting).
 	modelSettings map[string]*string
-	// limitSettings are the bounds on what projects make the worker read.
-	limitSettings map[string]*string
+	limitFlags
 }
 
 func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
@@ -84,12 +83,7 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	s.Env("log-format", "GPU_WORKER_LOG_FORMAT")
 	s.Env("engine-isolation", "GPU_WORKER_ENGINE_ISOLATION")
 	s.Env("engine-user", "GPU_WORKER_ENGINE_USER")
-	f.limitSettings = map[string]*string{}
-	def := limits.Default()
-	for _, st := range limits.Settings() {
-		f.limitSettings[st.Flag] = s.String(st.Flag, st.Get(&def), st.Help)
-		s.Env(st.Flag, st.Env)
-	}
+	f.limitFlags = addLimitFlags(s)
 	s.Env("exit-when-idle", "GPU_WORKER_EXIT_WHEN_IDLE")
 	f.modelSettings = map[string]*string{}
 	for _, m := range handlers.Models() {
@@ -110,11 +104,26 @@ func (f *runFlags) handlersConfig(r *engine.Runner, lim limits.Limits) handlers.
 	return handlers.Config{Engine: r, Settings: settings, Limits: lim}
 }
 
+// limitFlags are the bounds on what projects make a worker read, as flags.
+// run and observe share them: an observer must bound its scans as the
+// workers do, or it counts jobs they would not take.
+type limitFlags map[string]*string
+
+func addLimitFlags(s *config.Set) limitFlags {
+	lf := limitFlags{}
+	def := limits.Default()
+	for _, st := range limits.Settings() {
+		lf[st.Flag] = s.String(st.Flag, st.Get(&def), st.Help)
+		s.Env(st.Flag, st.Env)
+	}
+	return lf
+}
+
 // limits are the bounds the flags set.
-func (f *runFlags) limits() (limits.Limits, error) {
+func (lf limitFlags) limits() (limits.Limits, error) {
 	l := limits.Default()
 	for _, st := range limits.Settings() {
-		if err := st.Set(&l, *f.limitSettings[st.Flag]); err != nil {
+		if err := st.Set(&l, *lf[st.Flag]); err != nil {
 			return l, fmt.Errorf("%w: %v", errUsage, err)
 		}
 	}
