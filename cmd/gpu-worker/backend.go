@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	"gpu-worker/config"
@@ -88,6 +89,16 @@ func (c *common) loadToken() error {
 	}
 	*c.token = tok
 	return nil
+}
+
+// checkOnly refuses --only PROJECT:JOB for a project that --projects
+// leaves out: a worker limited to some projects claims in no other.
+func (c *common) checkOnly(proj string) error {
+	only := splitList(*c.projects)
+	if proj == "" || *c.projectDir != "" || len(only) == 0 || slices.Contains(only, proj) {
+		return nil
+	}
+	return fmt.Errorf("--only names project %s, which --projects (%s) does not serve; name the project as --projects does", proj, strings.Join(only, ", "))
 }
 
 func (c *common) backend(log *slog.Logger, o backendOptions) (*backend, error) {

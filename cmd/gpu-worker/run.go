@@ -155,6 +155,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	onlyProject, onlyJob, err := parseOnly(*f.only)
+	if err == nil {
+		err = f.checkOnly(onlyProject)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
