@@ -3,10 +3,13 @@ package worker
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,5 +281,38 @@ func shutDownWhileRunning(t *testing.T, tp *testProject) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A final write reported as failed that had in fact landed is found
+// written by its retry: our own ended response.yaml is no other worker's.
+func TestRetriedFinalWriteThatLanded(t *testing.T) {
+	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
+	var tries atomic.Int32
+	p := &faulty{Project: tp.p, commit: func(ctx context.Context, msg string, acts []project.Action, next commitFunc) (*project.CommitResult, error) {
+		res, err := next(ctx, msg, acts)
+		if strings.HasPrefix(msg, "Job j1 completed") && tries.Add(1) == 1 && err == nil {
+			return nil, fmt.Errorf("%w: 502 Bad Gateway", project.ErrOutcomeUnknown)
+		}
+		return res, err
+	}}
+	var runs atomic.Int32
+	w := testWorker(t, "w1", single{p}, registryOf(countRuns(&runs)), nil)
+	w.retryWait = 10 * time.Millisecond
+	var logs syncBuffer
+	w.log = slog.New(slog.NewTextHandler(&logs, nil))
+	finishes(t, "Run", func() {
+		if err := w.Run(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	if r := tp.response("j1"); runs.Load() != 1 || r.State != manifest.StateCompleted || r.WorkerID != "w1" {
+		t.Fatalf("ran %d times; response %+v", runs.Load(), r)
+	}
+	if out := logs.String(); strings.Contains(out, "another worker owns the job") || !strings.Contains(out, "an earlier try landed") {
+		t.Errorf("log:\n%s", out)
+	}
+	if n := w.finishes.len(); n != 0 {
+		t.Errorf("%d final writes still pending", n)
 	}
 }

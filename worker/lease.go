@@ -20,6 +20,9 @@ var (
 	ErrShutdown       = errors.New("worker shutting down")
 	// ErrTaken: another worker claimed the job first.
 	ErrTaken = errors.New("job already claimed")
+	// errLanded: response.yaml already holds this process's final state,
+	// from a write whose outcome was unknown but which landed.
+	errLanded = errors.New("job outcome already written")
 )
 
 // TimeoutError is the cause of a job stopped at its manifest deadline.
@@ -165,7 +168,8 @@ func (l *lease) write(ctx context.Context, message string, update func(r *manife
 }
 
 // recheck re-reads response.yaml after a conflict: still ours → adopt its
-// guard; anyone else's → the lease is lost.
+// guard; ours and ended → errLanded (only our final write ends it);
+// anyone else's → the lease is lost.
 func (l *lease) recheck(ctx context.Context) error {
 	f, err := readResponse(ctx, l.proj, manifest.ResponsePath(l.jobID), l.lim)
 	if errors.Is(err, project.ErrNotFound) {
@@ -174,7 +178,13 @@ func (l *lease) recheck(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if f.bad != nil || !(owner{l.workerID, l.owner}).holds(f.resp) {
+	if f.bad != nil {
+		return ErrLeaseLost
+	}
+	if r := f.resp; r.Terminal() && r.WorkerID == l.workerID && r.OwnerToken == l.owner {
+		return errLanded
+	}
+	if !(owner{l.workerID, l.owner}).holds(f.resp) {
 		return ErrLeaseLost
 	}
 	l.guard = f.Guard
