@@ -93,10 +93,10 @@ type Observer struct {
 // NewObserver applies the workers' defaults and builds an observer.
 func NewObserver(cfg ObserverConfig, src Source, log *slog.Logger) *Observer {
 	if cfg.ClaimTimeout <= 0 {
-		cfg.ClaimTimeout = 24 * time.Hour
+		cfg.ClaimTimeout = DefaultClaimTimeout
 	}
 	if cfg.MaxJobRetries <= 0 {
-		cfg.MaxJobRetries = 3
+		cfg.MaxJobRetries = DefaultMaxJobRetries
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -105,11 +105,9 @@ func NewObserver(cfg ObserverConfig, src Source, log *slog.Logger) *Observer {
 		log = slog.Default()
 	}
 	o := &Observer{cfg: cfg, src: src, log: log, views: map[string][]QueuedJob{}, seen: map[string]time.Time{}}
-	// Invalid jobs pass the filter as they do for a worker, which claims
-	// them to fail them.
-	o.scan = newScanner(cfg.ClaimTimeout, func(j *manifest.Job) bool {
-		return j.Invalid != nil || cfg.Handled == nil || cfg.Handled(j)
-	}, log)
+	// A worker's rule, less its host's (GPUs, engines): the observer
+	// counts what some worker would take.
+	o.scan = newScanner(cfg.ClaimTimeout, func(j *manifest.Job) bool { return takes(j, cfg.Handled, nil) }, log)
 	o.scan.models = cfg.Models
 	o.scan.limits = cfg.Limits.OrDefault()
 	o.scan.watchClaims = true

@@ -104,6 +104,13 @@ type Worker struct {
 	retryWait time.Duration
 }
 
+// The defaults every worker and observer share: an observer counts as
+// runnable what workers with these settings would claim.
+const (
+	DefaultClaimTimeout  = 24 * time.Hour
+	DefaultMaxJobRetries = 3
+)
+
 // MinClaimTimeoutBeats is how many heartbeat intervals a claim timeout must
 // span: shorter, and a slow heartbeat lets a second worker take a job that
 // is still running.
@@ -117,7 +124,7 @@ func (c Config) Validate() error {
 		hb = 5 * time.Minute
 	}
 	if ct <= 0 {
-		ct = 24 * time.Hour
+		ct = DefaultClaimTimeout
 	}
 	if ct < MinClaimTimeoutBeats*hb {
 		return fmt.Errorf("claim timeout %s is shorter than %d heartbeat intervals (%s): another worker could take over a job that is still running; raise the claim timeout to at least %s or shorten the heartbeat interval",
@@ -153,14 +160,14 @@ func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
 	}
 	def(&cfg.HeartbeatInterval, 5*time.Minute)
 	def(&cfg.CancelCheckInterval, 30*time.Second)
-	def(&cfg.ClaimTimeout, 24*time.Hour)
+	def(&cfg.ClaimTimeout, DefaultClaimTimeout)
 	def(&cfg.CallTimeout, max(cfg.HeartbeatInterval/2, 10*time.Second))
 	def(&cfg.StopTimeout, 140*time.Second)
 	if cfg.KeepJobs <= 0 {
 		cfg.KeepJobs = 5
 	}
 	if cfg.MaxJobRetries <= 0 {
-		cfg.MaxJobRetries = 3
+		cfg.MaxJobRetries = DefaultMaxJobRetries
 	}
 	if len(cfg.Slots) == 0 {
 		cfg.Slots = []Slot{{Name: "default"}}
@@ -248,16 +255,22 @@ func (w *Worker) draining() bool {
 	}
 }
 
-// runnable: invalid jobs are claimed to be failed; valid ones need a handler
-// and a host that can run them.
+// runnable is what this worker takes (see takes).
 func (w *Worker) runnable(j *manifest.Job) bool {
+	return takes(j, func(j *manifest.Job) bool { _, ok := w.handlers[j.Kind()]; return ok }, w.cfg.CanRun)
+}
+
+// takes is the rule of which jobs a worker claims, which an observer
+// applies too: invalid jobs, to fail them; valid ones with a handler
+// (handled; nil: every job) on a host that can run them (canRun; nil: any).
+func takes(j *manifest.Job, handled func(*manifest.Job) bool, canRun func(*manifest.Job) error) bool {
 	if j.Invalid != nil {
 		return true
 	}
-	if _, ok := w.handlers[j.Kind()]; !ok {
+	if handled != nil && !handled(j) {
 		return false
 	}
-	return w.cfg.CanRun == nil || w.cfg.CanRun(j) == nil
+	return canRun == nil || canRun(j) == nil
 }
 
 // Run serves until ctx ends (running jobs are interrupted and handed back),

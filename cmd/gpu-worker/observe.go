@@ -34,8 +34,8 @@ func newObserveFlags(name string, stderr io.Writer, listen bool) (*config.Set, *
 	s, c := opsFlags(name, stderr)
 	f := &observeFlags{common: c}
 	f.loop = s.Int("loop-interval", 300, "seconds between scans of the queue")
-	f.claimTimeout = s.Duration("claim-timeout", 24*time.Hour, "the workers' claim timeout: a claim without heartbeat this long is runnable again")
-	f.retries = s.Int("max-job-retries", 3, "the workers' takeover limit: a stale claim past it is failed, not run")
+	f.claimTimeout = s.Duration("claim-timeout", worker.DefaultClaimTimeout, "the workers' claim timeout: a claim without heartbeat this long is runnable again")
+	f.retries = s.Int("max-job-retries", worker.DefaultMaxJobRetries, "the workers' takeover limit: a stale claim past it is failed, not run")
 	f.logFormat = s.String("log-format", "text", "text or json")
 	s.Env("loop-interval", "LOOP_INTERVAL")
 	s.Env("claim-timeout", "GPU_WORKER_CLAIM_TIMEOUT")
