@@ -96,3 +96,18 @@ func TestResponseWithinGivenLimits(t *testing.T) {
 		t.Fatalf("two aliases, one allowed: err = %v", err)
 	}
 }
+
+// The tree the guard checked is the one decoded: an empty document still
+// reads as a manifest without a version, a response as the zero response.
+func TestGuardedTreeDecoded(t *testing.T) {
+	if _, err := ParseWith(nil, limits.Default()); !errors.Is(err, ErrVersion) {
+		t.Errorf("empty manifest: %v", err)
+	}
+	if r, err := ParseResponse(nil); err != nil || r.State != "" {
+		t.Errorf("empty response: %+v, %v", r, err)
+	}
+	r, err := ParseResponse([]byte("state: running\nworker_id: &w gpu-7\nresult: {by: *w}\n"))
+	if err != nil || r.WorkerID != "gpu-7" || r.Result["by"] != "gpu-7" {
+		t.Errorf("aliased response: %+v, %v", r, err)
+	}
+}

@@ -86,11 +86,12 @@ func ParseResponseWith(data []byte, l limits.Limits) (*Response, error) {
 	if err := limits.CheckBytes("response.yaml", int64(len(data)), l.ManifestBytes, "max-manifest-bytes"); err != nil {
 		return nil, err
 	}
-	if err := checkYAML(data, "response", "response.yaml", l.YAMLAliases); err != nil {
+	root, err := checkYAML(data, "response", "response.yaml", l.YAMLAliases)
+	if err != nil {
 		return nil, err
 	}
 	var r Response
-	if err := yaml.Unmarshal(data, &r); err != nil {
+	if err := decodeNode(root, &r); err != nil {
 		return nil, fmt.Errorf("parse response: %w", err)
 	}
 	return &r, nil
