@@ -27,7 +27,6 @@ type common struct {
 	// where every process of the host can read it.
 	tokenFromFlag bool
 	set           *config.Set
-	loaded        bool
 }
 
 func addCommon(s *config.Set) *common {
@@ -66,12 +65,9 @@ type backendOptions struct {
 // errNoBackend: neither a folder nor a token was given.
 var errNoBackend = errors.New("no GitLab token (set --token or GITLAB_TOKEN), or use --project-dir for a local project")
 
-// loadToken reads --token-file into the token (once; Parse must have run).
+// loadToken reads --token-file into the token; each command calls it once,
+// after parsing (parseOps, runCmd).
 func (c *common) loadToken() error {
-	if c.loaded {
-		return nil
-	}
-	c.loaded = true
 	c.tokenFromFlag = c.set.FromCommandLine("token")
 	if *c.tokenFile == "" {
 		return nil
@@ -102,9 +98,6 @@ func (c *common) checkOnly(proj string) error {
 }
 
 func (c *common) backend(log *slog.Logger, o backendOptions) (*backend, error) {
-	if err := c.loadToken(); err != nil {
-		return nil, err
-	}
 	if *c.projectDir != "" {
 		p, err := local.Open(*c.projectDir)
 		if err != nil {

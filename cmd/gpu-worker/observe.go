@@ -92,7 +92,7 @@ func (o *observer) scan(ctx context.Context) error {
 
 func observeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, f := newObserveFlags("gpu-worker observe", stderr, true)
-	if err := parseOps(s, stderr, args); err != nil {
+	if err := parseOps(s, f.common, stderr, args); err != nil {
 		return err
 	}
 	if *f.loop <= 0 {
@@ -100,9 +100,6 @@ func observeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *f.claimTimeout <= 0 || *f.retries <= 0 {
 		return usageErr(stderr, "observe", "--claim-timeout and --max-job-retries must be positive")
-	}
-	if err := f.loadToken(); err != nil {
-		return usageErr(stderr, "observe", "%v", err)
 	}
 	log := newLogger(stderr, *f.logFormat, []string{*f.token})
 	o, err := f.observer(log)
@@ -143,7 +140,7 @@ func observeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func queueCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, f := newObserveFlags("gpu-worker queue", stderr, false)
 	asJSON := s.Bool("json", false, "print the /queue document instead of a table")
-	if err := parseOps(s, stderr, args); err != nil {
+	if err := parseOps(s, f.common, stderr, args); err != nil {
 		return err
 	}
 	o, err := f.observer(quietLogger(stderr))

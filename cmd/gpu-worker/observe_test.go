@@ -259,3 +259,22 @@ func TestQueueKeepsTheWorkersLimits(t *testing.T) {
 		t.Errorf("--max-manifest-jobs many: exit %d, want 2 (%s)", code, errOut.String())
 	}
 }
+
+// The operator commands read --token-file once, as run does: the token
+// serves the scan, and a second token is refused.
+func TestQueueReadsTokenFile(t *testing.T) {
+	srv := queueProject(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(gitlabtest.DefaultToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"queue", "--gitlab-url", srv.URL(), "--token-file", tokenFile, "--json"}
+	var out, errOut bytes.Buffer
+	if code := realMain(base, &out, &errOut); code != 0 || !strings.Contains(out.String(), `"voice"`) {
+		t.Fatalf("--token-file: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	errOut.Reset()
+	if code := realMain(append(base, "--token", "t"), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "give the token once") {
+		t.Errorf("--token-file and --token: exit %d\n%s", code, errOut.String())
+	}
+}
