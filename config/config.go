@@ -5,6 +5,7 @@ package config
 import (
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 
@@ -17,6 +18,7 @@ type Set struct {
 	*flag.FlagSet
 	env     map[string]string // flag name → environment variable
 	aliases map[string]string // alias → flag name
+	cmdline map[string]bool   // flags given on the command line (by name or alias)
 }
 
 // New makes a Set; --config FILE names the YAML file (keys = flag names).
@@ -46,6 +48,10 @@ func (s *Set) Alias(alias, name string) {
 	s.aliases[alias] = name
 }
 
+// FromCommandLine reports whether the flag (or an alias of it) was given on
+// the command line, not filled from the environment or the config file.
+func (s *Set) FromCommandLine(name string) bool { return s.cmdline[name] }
+
 // Parse applies flags, then the environment, then the config file.
 func (s *Set) Parse(args []string) error {
 	if err := s.FlagSet.Parse(args); err != nil {
@@ -58,6 +64,9 @@ func (s *Set) Parse(args []string) error {
 			set[name] = true
 		}
 	})
+	// Set marks the flags the environment and the file fill as set too;
+	// only these came from the command line.
+	s.cmdline = maps.Clone(set)
 	apply := func(name, value, from string) error {
 		if err := s.Set(name, value); err != nil {
 			return fmt.Errorf("%s: invalid value %q for %s: %w", from, value, name, err)

@@ -76,3 +76,26 @@ func TestAliasOutranksEnvironmentAndFile(t *testing.T) {
 		t.Errorf("config key listen gave listen-address %q", *addr)
 	}
 }
+
+// Only what the command line gave counts as given there: values from the
+// environment and the file are set too, but not by the command line.
+func TestFromCommandLine(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "worker.yaml")
+	os.WriteFile(file, []byte("keep-jobs: 9\n"), 0o644)
+	t.Setenv("TEST_TOKEN", "from-env")
+	s := New("run")
+	s.String("token", "", "")
+	s.Int("keep-jobs", 5, "")
+	s.String("listen-address", "", "")
+	s.String("worker-id", "", "")
+	s.Env("token", "TEST_TOKEN")
+	s.Alias("listen", "listen-address")
+	if err := s.Parse([]string{"--config", file, "--listen", ":1", "--worker-id", "w"}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"token": false, "keep-jobs": false, "listen-address": true, "worker-id": true, "config": true} {
+		if got := s.FromCommandLine(name); got != want {
+			t.Errorf("FromCommandLine(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

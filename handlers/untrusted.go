@@ -24,8 +24,5 @@ func (b boundedProject) GetLFS(ctx context.Context, p project.Pointer, dst strin
 
 // limits are the operator's bounds (the defaults when none were set).
 func (c Config) limits() limits.Limits {
-	if c.Limits == (limits.Limits{}) {
-		return limits.Default()
-	}
-	return c.Limits
+	return c.Limits.OrDefault()
 }

@@ -33,6 +33,34 @@ func Default() Limits {
 	}
 }
 
+// OrDefault fills each bound left zero with its default: a zero bound
+// would refuse everything (JSONDepth, YAMLAliases) or nothing at all.
+func (l Limits) OrDefault() Limits {
+	d := Default()
+	if l.RecordingSeconds <= 0 {
+		l.RecordingSeconds = d.RecordingSeconds
+	}
+	if l.LFSObjectBytes <= 0 {
+		l.LFSObjectBytes = d.LFSObjectBytes
+	}
+	if l.NotebookBytes <= 0 {
+		l.NotebookBytes = d.NotebookBytes
+	}
+	if l.ManifestBytes <= 0 {
+		l.ManifestBytes = d.ManifestBytes
+	}
+	if l.ManifestJobs <= 0 {
+		l.ManifestJobs = d.ManifestJobs
+	}
+	if l.YAMLAliases <= 0 {
+		l.YAMLAliases = d.YAMLAliases
+	}
+	if l.JSONDepth <= 0 {
+		l.JSONDepth = d.JSONDepth
+	}
+	return l
+}
+
 // Setting is one bound as a flag, an environment variable and a config key.
 type Setting struct {
 	Flag, Env, Help string

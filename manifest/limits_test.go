@@ -76,3 +76,38 @@ func TestResponseWithAliasBombIsRefused(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A response.yaml is read within the operator's bounds, not the defaults.
+func TestResponseWithinGivenLimits(t *testing.T) {
+	doc := "state: running\nworker_id: x\n# " + strings.Repeat("x", 2048) + "\n"
+	if _, err := ParseResponse([]byte(doc)); err != nil {
+		t.Fatalf("within the default bounds: %v", err)
+	}
+	l := limits.Default()
+	l.ManifestBytes = 1024
+	_, err := ParseResponseWith([]byte(doc), l)
+	var ex *limits.Exceeded
+	if !errors.As(err, &ex) || !strings.Contains(err.Error(), "at most 1.0 KiB (setting max-manifest-bytes)") {
+		t.Fatalf("err = %v, want an *Exceeded naming max-manifest-bytes", err)
+	}
+	l = limits.Default()
+	l.YAMLAliases = 1
+	if _, err := ParseResponseWith([]byte("state: running\na: &a 1\nb: *a\nc: *a\n"), l); err == nil || !strings.Contains(err.Error(), "max-yaml-aliases") {
+		t.Fatalf("two aliases, one allowed: err = %v", err)
+	}
+}
+
+// The tree the guard checked is the one decoded: an empty document still
+// reads as a manifest without a version, a response as the zero response.
+func TestGuardedTreeDecoded(t *testing.T) {
+	if _, err := ParseWith(nil, limits.Default()); !errors.Is(err, ErrVersion) {
+		t.Errorf("empty manifest: %v", err)
+	}
+	if r, err := ParseResponse(nil); err != nil || r.State != "" {
+		t.Errorf("empty response: %+v, %v", r, err)
+	}
+	r, err := ParseResponse([]byte("state: running\nworker_id: &w gpu-7\nresult: {by: *w}\n"))
+	if err != nil || r.WorkerID != "gpu-7" || r.Result["by"] != "gpu-7" {
+		t.Errorf("aliased response: %+v, %v", r, err)
+	}
+}

@@ -113,14 +113,15 @@ func ParseWith(data []byte, l limits.Limits) (*Manifest, error) {
 	if err := limits.CheckBytes(Path, int64(len(data)), l.ManifestBytes, "max-manifest-bytes"); err != nil {
 		return nil, err
 	}
-	if err := checkYAML(data, "manifest", Path, l.YAMLAliases); err != nil {
+	root, err := checkYAML(data, "manifest", Path, l.YAMLAliases)
+	if err != nil {
 		return nil, err
 	}
 	var doc struct {
 		Version any         `yaml:"version"`
 		Jobs    []yaml.Node `yaml:"jobs"`
 	}
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	if err := decodeNode(root, &doc); err != nil {
 		return nil, fmt.Errorf("parse manifest: %w", err)
 	}
 	switch v := doc.Version.(type) {

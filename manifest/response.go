@@ -76,18 +76,22 @@ func (r *Response) HandedBack() bool {
 	return r.State == StateRunning && r.TerminationReason != nil && *r.TerminationReason == ReasonHandedBack
 }
 
-// ParseResponse reads response.yaml. Anyone with push rights can write
-// one, so it gets the manifest's default bounds.
-func ParseResponse(data []byte) (*Response, error) {
-	l := limits.Default()
+// ParseResponse reads response.yaml within the default limits. Anyone with
+// push rights can write one, so it gets the manifest's bounds.
+func ParseResponse(data []byte) (*Response, error) { return ParseResponseWith(data, limits.Default()) }
+
+// ParseResponseWith reads response.yaml within l: its size
+// (max-manifest-bytes) and its YAML aliases.
+func ParseResponseWith(data []byte, l limits.Limits) (*Response, error) {
 	if err := limits.CheckBytes("response.yaml", int64(len(data)), l.ManifestBytes, "max-manifest-bytes"); err != nil {
 		return nil, err
 	}
-	if err := checkYAML(data, "response", "response.yaml", l.YAMLAliases); err != nil {
+	root, err := checkYAML(data, "response", "response.yaml", l.YAMLAliases)
+	if err != nil {
 		return nil, err
 	}
 	var r Response
-	if err := yaml.Unmarshal(data, &r); err != nil {
+	if err := decodeNode(root, &r); err != nil {
 		return nil, fmt.Errorf("parse response: %w", err)
 	}
 	return &r, nil

@@ -12,13 +12,14 @@ import (
 // "billion laughs" file is a few lines that expand to billions of nodes.
 const maxExpandedNodes = 1_000_000
 
-// checkYAML refuses a document with more aliases than allowed, or whose
-// aliases expand past maxExpandedNodes, before anything decodes it (the
-// node tree itself keeps aliases unexpanded).
-func checkYAML(data []byte, kind, what string, maxAliases int) error {
+// checkYAML parses a document into its node tree (which keeps aliases
+// unexpanded) and refuses it when it has more aliases than allowed, or
+// aliases that expand past maxExpandedNodes. The tree it returns is what
+// the caller decodes (decodeNode), so the bytes are parsed once.
+func checkYAML(data []byte, kind, what string, maxAliases int) (*yaml.Node, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return fmt.Errorf("parse %s: %w", kind, err)
+		return nil, fmt.Errorf("parse %s: %w", kind, err)
 	}
 	aliases := 0
 	memo := map[*yaml.Node]int{}
@@ -62,6 +63,17 @@ func checkYAML(data []byte, kind, what string, maxAliases int) error {
 		}
 		return total, nil
 	}
-	_, err := size(&root, 0)
-	return err
+	if _, err := size(&root, 0); err != nil {
+		return nil, err
+	}
+	return &root, nil
+}
+
+// decodeNode decodes a tree checkYAML returned; an empty document decodes
+// to v's zero value, as yaml.Unmarshal leaves it.
+func decodeNode(root *yaml.Node, v any) error {
+	if root.Kind == 0 {
+		return nil
+	}
+	return root.Decode(v)
 }

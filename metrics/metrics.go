@@ -140,14 +140,14 @@ func New(o Options) *Metrics {
 	if o.GPUs != nil {
 		m.reg.MustRegister(newGPUCollector(o.GPUs))
 	}
-	for _, typ := range knownJobTypes {
-		for _, mode := range knownModes {
-			if o.Observer {
-				break
-			}
-			m.jobsRunning.WithLabelValues(typ, mode)
-			for _, st := range knownEndStates {
-				m.jobsTotal.WithLabelValues(typ, mode, st)
+	// An observer runs no job: its job series stay empty.
+	if !o.Observer {
+		for _, typ := range knownJobTypes {
+			for _, mode := range knownModes {
+				m.jobsRunning.WithLabelValues(typ, mode)
+				for _, st := range knownEndStates {
+					m.jobsTotal.WithLabelValues(typ, mode, st)
+				}
 			}
 		}
 	}

@@ -43,6 +43,10 @@ func (f *finalWrite) write(ctx context.Context, log *slog.Logger) error {
 		actions = append(actions, f.out.Actions...)
 	}
 	err := f.commit(ctx, f.message(), append(actions, logs))
+	if errors.Is(err, errLanded) {
+		log.Info("job outcome found written: an earlier try landed after all")
+		return nil
+	}
 	if err == nil || errors.Is(err, ErrLeaseLost) {
 		return err
 	}

@@ -3,15 +3,19 @@ package worker
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"gpu-worker/gitlab"
 	"gpu-worker/gitlab/gitlabtest"
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
@@ -85,6 +89,14 @@ func TestCanceledJobFinalWriteRetriedLater(t *testing.T) {
 	go func() { done <- w.Run(context.Background()) }()
 	<-started
 	srv.UserCommit(t, "team/a", "cancel", map[string][]byte{manifest.Path: []byte("version: 1\njobs:\n" + jobYAML("c1", ", canceled: true"))})
+	// Run keeps retrying a pending write (every 30s here); once the write
+	// is queued, stop it to drive the retries from the test.
+	finishes(t, "queueing the failed write", func() {
+		for w.finishes.len() == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	w.Drain()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +132,7 @@ func TestCanceledJobFinalWriteRetriedLater(t *testing.T) {
 // A retry of a write another worker overtook is dropped, never forced.
 func TestRetriedFinalWriteDroppedWhenLeaseLost(t *testing.T) {
 	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
-	l, err := claim(context.Background(), tp.p, "j1", owner{workerID: "w1", token: "t1"}, time.Now(), nil, manifest.Response{State: manifest.StateRunning})
+	l, err := claim(context.Background(), tp.p, "j1", owner{workerID: "w1", token: "t1"}, limits.Default(), time.Now(), nil, manifest.Response{State: manifest.StateRunning})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,5 +281,38 @@ func shutDownWhileRunning(t *testing.T, tp *testProject) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A final write reported as failed that had in fact landed is found
+// written by its retry: our own ended response.yaml is no other worker's.
+func TestRetriedFinalWriteThatLanded(t *testing.T) {
+	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
+	var tries atomic.Int32
+	p := &faulty{Project: tp.p, commit: func(ctx context.Context, msg string, acts []project.Action, next commitFunc) (*project.CommitResult, error) {
+		res, err := next(ctx, msg, acts)
+		if strings.HasPrefix(msg, "Job j1 completed") && tries.Add(1) == 1 && err == nil {
+			return nil, fmt.Errorf("%w: 502 Bad Gateway", project.ErrOutcomeUnknown)
+		}
+		return res, err
+	}}
+	var runs atomic.Int32
+	w := testWorker(t, "w1", single{p}, registryOf(countRuns(&runs)), nil)
+	w.retryWait = 10 * time.Millisecond
+	var logs syncBuffer
+	w.log = slog.New(slog.NewTextHandler(&logs, nil))
+	finishes(t, "Run", func() {
+		if err := w.Run(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	if r := tp.response("j1"); runs.Load() != 1 || r.State != manifest.StateCompleted || r.WorkerID != "w1" {
+		t.Fatalf("ran %d times; response %+v", runs.Load(), r)
+	}
+	if out := logs.String(); strings.Contains(out, "another worker owns the job") || !strings.Contains(out, "an earlier try landed") {
+		t.Errorf("log:\n%s", out)
+	}
+	if n := w.finishes.len(); n != 0 {
+		t.Errorf("%d final writes still pending", n)
 	}
 }

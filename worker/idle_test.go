@@ -2,13 +2,17 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"gpu-worker/gitlab"
 	"gpu-worker/gitlab/gitlabtest"
 	"gpu-worker/manifest"
+	"gpu-worker/project"
 )
 
 // runInBackground runs w; the channel yields Run's error.
@@ -183,5 +187,112 @@ func TestExitWhenIdleWhileGitLabIsDown(t *testing.T) {
 	}
 	if srv.FaultsFired() == 0 {
 		t.Fatal("no scan failed")
+	}
+}
+
+// A worker that processes what is available and exits waits for a final
+// write whose commit outcome was unknown: the retry lands it before Run
+// returns, so the job does not show running until the claim timeout.
+func TestLoopOnceWaitsForPendingOutcome(t *testing.T) {
+	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
+	// The write and its first retries are lost (the scan loop retries
+	// before every scan, so one loss alone would land on the next).
+	var lost atomic.Int32
+	p := &faulty{Project: tp.p, commit: func(ctx context.Context, msg string, acts []project.Action, next commitFunc) (*project.CommitResult, error) {
+		if strings.HasPrefix(msg, "Job j1 completed") && lost.Add(1) <= 4 {
+			return nil, fmt.Errorf("%w: 502 Bad Gateway", project.ErrOutcomeUnknown)
+		}
+		return next(ctx, msg, acts)
+	}}
+	var runs atomic.Int32
+	w := testWorker(t, "w1", single{p}, registryOf(countRuns(&runs)), nil)
+	w.retryWait = 20 * time.Millisecond
+	select {
+	case err := <-runInBackground(w):
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no exit")
+	}
+	if r := tp.response("j1"); runs.Load() != 1 || r.State != manifest.StateCompleted {
+		t.Fatalf("ran %d times; exited with the job %s", runs.Load(), r.State)
+	}
+	if lost.Load() != 5 {
+		t.Errorf("%d tries of the final write, want 5", lost.Load())
+	}
+	if n := w.finishes.len(); n != 0 {
+		t.Errorf("%d final writes still pending", n)
+	}
+}
+
+// After a shutdown, RunOne's final write gets what is left of the stop
+// timeout, as Run's does, not the usual five minutes.
+func TestRunOneFinalWriteBoundedByStopTimeout(t *testing.T) {
+	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
+	deadlines := make(chan time.Time, 1)
+	p := &faulty{Project: tp.p, commit: func(ctx context.Context, msg string, acts []project.Action, next commitFunc) (*project.CommitResult, error) {
+		if strings.HasPrefix(msg, "Job j1 ") {
+			dl, _ := ctx.Deadline()
+			deadlines <- dl
+		}
+		return next(ctx, msg, acts)
+	}}
+	started := make(chan string, 1)
+	w := testWorker(t, "w1", single{p}, registryOf(blockUntilDone(started)), func(c *Config) { c.StopTimeout = 30 * time.Second })
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.RunOne(ctx, "j1") }()
+	<-started
+	stop()
+	if err := <-done; err == nil {
+		t.Fatal("a job interrupted by the shutdown reported success")
+	}
+	dl := <-deadlines
+	if dl.IsZero() || time.Until(dl) > 30*time.Second {
+		t.Errorf("final write after the shutdown: deadline %v, want within the 30s stop timeout", time.Until(dl))
+	}
+	if r := tp.response("j1"); r.TerminationReason == nil || *r.TerminationReason != manifest.ReasonHandedBack {
+		t.Errorf("job not handed back: %+v", r)
+	}
+}
+
+// RunOne does not give up on a claim whose commit failed without saying
+// whether it landed: it looks again, adopts the claim when it is ours,
+// and claims once more when it did not land.
+func TestRunOneUnsureClaim(t *testing.T) {
+	for _, landed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("landed=%v", landed), func(t *testing.T) {
+			tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
+			var claims atomic.Int32
+			p := &faulty{Project: tp.p, commit: func(ctx context.Context, msg string, acts []project.Action, next commitFunc) (*project.CommitResult, error) {
+				if !isClaim(msg) || claims.Add(1) > 1 {
+					return next(ctx, msg, acts)
+				}
+				if landed {
+					if _, err := next(ctx, msg, acts); err != nil {
+						return nil, err
+					}
+				}
+				return nil, errors.New("commit outcome unknown: 502 Bad Gateway")
+			}}
+			var runs atomic.Int32
+			w := testWorker(t, "w1", single{p}, registryOf(countRuns(&runs)), nil)
+			w.retryWait = 10 * time.Millisecond
+			if err := w.RunOne(context.Background(), "j1"); err != nil {
+				t.Fatal(err)
+			}
+			r := tp.response("j1")
+			if runs.Load() != 1 || r.State != manifest.StateCompleted || r.WorkerID != "w1" || r.RetryCount != 0 {
+				t.Fatalf("ran %d times; response %+v", runs.Load(), r)
+			}
+			want := int32(1) // adopted: no second claim commit
+			if !landed {
+				want = 2
+			}
+			if claims.Load() != want {
+				t.Errorf("%d claim commits, want %d", claims.Load(), want)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
@@ -19,6 +20,9 @@ var (
 	ErrShutdown       = errors.New("worker shutting down")
 	// ErrTaken: another worker claimed the job first.
 	ErrTaken = errors.New("job already claimed")
+	// errLanded: response.yaml already holds this process's final state,
+	// from a write whose outcome was unknown but which landed.
+	errLanded = errors.New("job outcome already written")
 )
 
 // TimeoutError is the cause of a job stopped at its manifest deadline.
@@ -35,6 +39,7 @@ type lease struct {
 	jobID    string
 	workerID string
 	owner    string // this process's owner token
+	lim      limits.Limits
 
 	mu    sync.Mutex
 	resp  manifest.Response
@@ -44,8 +49,9 @@ type lease struct {
 const commitRetries = 5
 
 // claim creates response.yaml (the claim) or takes over a stale one. stale
-// is the response read during the scan, with its Guard; nil = new.
-func claim(ctx context.Context, p project.Project, jobID string, me owner, now time.Time, stale *staleClaim, first manifest.Response, extra ...project.Action) (*lease, error) {
+// is the response read during the scan, with its Guard; nil = new. lim
+// bounds the response.yaml read back after a refusal.
+func claim(ctx context.Context, p project.Project, jobID string, me owner, lim limits.Limits, now time.Time, stale *staleClaim, first manifest.Response, extra ...project.Action) (*lease, error) {
 	path := manifest.ResponsePath(jobID)
 	first.WorkerID = me.workerID
 	first.OwnerToken = me.token
@@ -59,7 +65,7 @@ func claim(ctx context.Context, p project.Project, jobID string, me owner, now t
 	}
 	act.Content = first.Marshal()
 	newLease := func(r manifest.Response, guard string) *lease {
-		return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, resp: r, guard: guard}
+		return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, lim: lim, resp: r, guard: guard}
 	}
 	for attempt := 0; ; attempt++ {
 		res, err := p.Commit(ctx, msg, append([]project.Action{act}, extra...))
@@ -79,7 +85,7 @@ func claim(ctx context.Context, p project.Project, jobID string, me owner, now t
 		// Refused: taken, unless the 400 came from a race that left no
 		// file, or our own earlier attempt landed after we were told it
 		// had failed (then the re-sent commit is what was refused).
-		f, rerr := p.ReadFile(ctx, path)
+		f, rerr := readResponse(ctx, p, path, lim)
 		if errors.Is(rerr, project.ErrNotFound) {
 			if stale == nil && attempt < commitRetries {
 				continue
@@ -89,8 +95,8 @@ func claim(ctx context.Context, p project.Project, jobID string, me owner, now t
 		if rerr != nil {
 			return nil, &claimUnsureError{err: fmt.Errorf("claim job %s: check after %v: %w", jobID, c, rerr)}
 		}
-		if r, perr := manifest.ParseResponse(f.Content); perr == nil && me.holds(r) {
-			return newLease(*r, f.Guard), nil
+		if f.bad == nil && me.holds(f.resp) {
+			return newLease(*f.resp, f.Guard), nil
 		}
 		return nil, ErrTaken
 	}
@@ -116,8 +122,8 @@ func (e *claimUnsureError) Unwrap() error { return e.err }
 
 // adopt takes up a claim of ours whose commit landed although we were told
 // it had not: no write is needed, the file already names us.
-func adopt(p project.Project, jobID string, me owner, own *staleClaim) *lease {
-	return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, resp: own.resp, guard: own.guard}
+func adopt(p project.Project, jobID string, me owner, lim limits.Limits, own *staleClaim) *lease {
+	return &lease{proj: p, jobID: jobID, workerID: me.workerID, owner: me.token, lim: lim, resp: own.resp, guard: own.guard}
 }
 
 // staleClaim is a response.yaml another worker abandoned.
@@ -162,17 +168,23 @@ func (l *lease) write(ctx context.Context, message string, update func(r *manife
 }
 
 // recheck re-reads response.yaml after a conflict: still ours → adopt its
-// guard; anyone else's → the lease is lost.
+// guard; ours and ended → errLanded (only our final write ends it);
+// anyone else's → the lease is lost.
 func (l *lease) recheck(ctx context.Context) error {
-	f, err := l.proj.ReadFile(ctx, manifest.ResponsePath(l.jobID))
+	f, err := readResponse(ctx, l.proj, manifest.ResponsePath(l.jobID), l.lim)
 	if errors.Is(err, project.ErrNotFound) {
 		return ErrLeaseLost
 	}
 	if err != nil {
 		return err
 	}
-	r, err := manifest.ParseResponse(f.Content)
-	if err != nil || !(owner{l.workerID, l.owner}).holds(r) {
+	if f.bad != nil {
+		return ErrLeaseLost
+	}
+	if r := f.resp; r.Terminal() && r.WorkerID == l.workerID && r.OwnerToken == l.owner {
+		return errLanded
+	}
+	if !(owner{l.workerID, l.owner}).holds(f.resp) {
 		return ErrLeaseLost
 	}
 	l.guard = f.Guard
@@ -198,6 +210,34 @@ func (l *lease) renewed() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.resp.Timestamp
+}
+
+// responseFile is a response.yaml as read: its version, and the response
+// or why it cannot be used (over a limit, malformed).
+type responseFile struct {
+	project.FileInfo
+	resp *manifest.Response
+	bad  error
+}
+
+// readResponse reads a job's response.yaml within lim. Its size is checked
+// before its content is fetched, as the manifest's is: anyone with push
+// rights can write the file. The error is the read's (project.ErrNotFound
+// among them); a file that cannot be used comes back with bad set.
+func readResponse(ctx context.Context, p project.Project, path string, lim limits.Limits) (*responseFile, error) {
+	info, err := p.StatFile(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if err := limits.CheckBytes(path, info.Size, lim.ManifestBytes, "max-manifest-bytes"); err != nil {
+		return &responseFile{FileInfo: *info, bad: err}, nil
+	}
+	f, err := p.ReadFile(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := manifest.ParseResponseWith(f.Content, lim)
+	return &responseFile{FileInfo: f.FileInfo, resp: r, bad: err}, nil
 }
 
 func backoff(attempt int) time.Duration {

@@ -14,6 +14,7 @@ import (
 
 	"gpu-worker/gitlab"
 	"gpu-worker/gitlab/gitlabtest"
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
 )
@@ -345,5 +346,41 @@ func TestFinishContextBoundedByStopTimeout(t *testing.T) {
 	defer done()
 	if dl, ok := fctx.Deadline(); !ok || time.Until(dl) > 30*time.Second {
 		t.Errorf("final write during a shutdown: deadline %v, want within the 30s stop timeout", dl)
+	}
+}
+
+// readCounter counts the content reads of each path.
+type readCounter struct {
+	project.Project
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (r *readCounter) ReadFile(ctx context.Context, path string) (*project.File, error) {
+	r.mu.Lock()
+	r.reads[path]++
+	r.mu.Unlock()
+	return r.Project.ReadFile(ctx, path)
+}
+
+// A response.yaml over the worker's max-manifest-bytes is judged by its
+// size, as the manifest is, without fetching it; the job is left alone.
+func TestOversizedResponseNotRead(t *testing.T) {
+	tp := newTestProject(t, "version: 1\njobs:\n"+jobYAML("j1", ""))
+	stale := string(claimFile(manifest.StateRunning, 2*time.Hour, 0, false)) + "# " + strings.Repeat("x", 4096) + "\n"
+	tp.userWrite(manifest.ResponsePath("j1"), stale)
+	p := &readCounter{Project: tp.p, reads: map[string]int{}}
+	var runs atomic.Int32
+	w := testWorker(t, "w1", single{p}, registryOf(countRuns(&runs)), func(c *Config) {
+		c.Limits = limits.Limits{ManifestBytes: 2048}
+	})
+	if err := w.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.reads[manifest.ResponsePath("j1")]; n != 0 || runs.Load() != 0 {
+		t.Fatalf("response.yaml over the limit read %d times; job run %d times", n, runs.Load())
+	}
+	if r := tp.response("j1"); r.WorkerID != "other" {
+		t.Fatalf("the claim was taken over: %+v", r)
 	}
 }

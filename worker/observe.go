@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"gpu-worker/limits"
 	"gpu-worker/manifest"
 )
 
@@ -71,6 +72,9 @@ type ObserverConfig struct {
 	Models manifest.Catalog
 	// Handled reports the jobs workers have a handler for; nil: all.
 	Handled func(*manifest.Job) bool
+	// Limits bound what a scan reads, as the workers' do (each zero bound:
+	// its default).
+	Limits limits.Limits
 	// Now is the clock that claims are judged by (tests); default time.Now.
 	Now func() time.Time
 }
@@ -89,10 +93,10 @@ type Observer struct {
 // NewObserver applies the workers' defaults and builds an observer.
 func NewObserver(cfg ObserverConfig, src Source, log *slog.Logger) *Observer {
 	if cfg.ClaimTimeout <= 0 {
-		cfg.ClaimTimeout = 24 * time.Hour
+		cfg.ClaimTimeout = DefaultClaimTimeout
 	}
 	if cfg.MaxJobRetries <= 0 {
-		cfg.MaxJobRetries = 3
+		cfg.MaxJobRetries = DefaultMaxJobRetries
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -101,12 +105,11 @@ func NewObserver(cfg ObserverConfig, src Source, log *slog.Logger) *Observer {
 		log = slog.Default()
 	}
 	o := &Observer{cfg: cfg, src: src, log: log, views: map[string][]QueuedJob{}, seen: map[string]time.Time{}}
-	// Invalid jobs pass the filter as they do for a worker, which claims
-	// them to fail them.
-	o.scan = newScanner(cfg.ClaimTimeout, func(j *manifest.Job) bool {
-		return j.Invalid != nil || cfg.Handled == nil || cfg.Handled(j)
-	}, log)
+	// A worker's rule, less its host's (GPUs, engines): the observer
+	// counts what some worker would take.
+	o.scan = newScanner(cfg.ClaimTimeout, func(j *manifest.Job) bool { return takes(j, cfg.Handled, nil) }, log)
 	o.scan.models = cfg.Models
+	o.scan.limits = cfg.Limits.OrDefault()
 	o.scan.watchClaims = true
 	return o
 }

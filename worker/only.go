@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"gpu-worker/manifest"
+	"gpu-worker/project"
 )
 
 // RunOne runs one job now, whatever its priority, and returns once its
@@ -16,10 +17,57 @@ import (
 // error says why a job could not be claimed, or how it ended when it did
 // not complete.
 func (w *Worker) RunOne(ctx context.Context, jobID string) error {
+	defer w.noteStop(ctx)()
 	projects, err := w.src.Projects(ctx)
 	if err != nil {
 		return fmt.Errorf("list projects: %w", err)
 	}
+	found, err := w.findOne(ctx, projects, jobID)
+	if err != nil {
+		return err
+	}
+	l, closing, err := w.claimOrFail(ctx, found)
+	var unsure *claimUnsureError
+	if errors.As(err, &unsure) {
+		// The claim may have landed: left alone, the job would show running
+		// with no heartbeat until the claim timeout. Look again: a claim
+		// of ours is adopted, a missing one made once more.
+		w.log.Warn("claim outcome unknown; looking at the job again", "job", jobID, "err", err)
+		w.scan.forget(found.proj)
+		if err := sleepCtx(ctx, w.retryEvery()); err != nil {
+			return fmt.Errorf("claim job %s: %w", jobID, err)
+		}
+		if found, err = w.findOne(ctx, []project.Project{found.proj}, jobID); err != nil {
+			return err
+		}
+		l, closing, err = w.claimOrFail(ctx, found)
+	}
+	if err != nil {
+		return fmt.Errorf("claim job %s: %w", jobID, err)
+	}
+	if l == nil {
+		return fmt.Errorf("job %s was closed instead of run: %s", jobID, closing)
+	}
+	key := found.proj.Name()
+	w.setRunning(key, jobID, true)
+	state := w.runJob(ctx, found, l, w.slotFor(found.job))
+	w.setRunning(key, jobID, false)
+	w.retain()
+	for w.finishes.len() > 0 {
+		if err := sleepCtx(ctx, w.retryEvery()); err != nil {
+			return fmt.Errorf("job %s ended %s; stopped before its outcome was written", jobID, state)
+		}
+		w.retryFinishes(ctx)
+	}
+	if state != manifest.StateCompleted {
+		return fmt.Errorf("job %s ended %s", jobID, state)
+	}
+	return nil
+}
+
+// findOne scans the projects for the job and returns it as a candidate to
+// claim; the error says why there is none.
+func (w *Worker) findOne(ctx context.Context, projects []project.Project, jobID string) (*candidate, error) {
 	var (
 		found *candidate
 		where []string
@@ -48,37 +96,15 @@ func (w *Worker) RunOne(ctx context.Context, jobID string) error {
 	}
 	switch {
 	case len(where) == 0 && len(errs) > 0:
-		return fmt.Errorf("job %s not found; some projects could not be read: %w", jobID, errors.Join(errs...))
+		return nil, fmt.Errorf("job %s not found; some projects could not be read: %w", jobID, errors.Join(errs...))
 	case len(where) == 0:
-		return fmt.Errorf("job %s is in no project's manifest", jobID)
+		return nil, fmt.Errorf("job %s is in no project's manifest", jobID)
 	case len(where) > 1:
-		return fmt.Errorf("job %s is in several projects (%s); name one as PROJECT:JOB", jobID, strings.Join(where, ", "))
+		return nil, fmt.Errorf("job %s is in several projects (%s); name one as PROJECT:JOB", jobID, strings.Join(where, ", "))
 	case found == nil:
-		return fmt.Errorf("job %s in %s cannot be claimed: %s", jobID, where[0], why)
+		return nil, fmt.Errorf("job %s in %s cannot be claimed: %s", jobID, where[0], why)
 	}
-	closing := closeReason(found, w.cfg.Now(), w.cfg.MaxJobRetries)
-	l, err := w.claimOrFail(ctx, found)
-	if err != nil {
-		return fmt.Errorf("claim job %s: %w", jobID, err)
-	}
-	if l == nil {
-		return fmt.Errorf("job %s was closed instead of run: %s", jobID, closing)
-	}
-	key := found.proj.Name()
-	w.setRunning(key, jobID, true)
-	state := w.runJob(ctx, found, l, w.slotFor(found.job))
-	w.setRunning(key, jobID, false)
-	w.retain()
-	for w.finishes.len() > 0 {
-		if err := sleepCtx(ctx, w.retryEvery()); err != nil {
-			return fmt.Errorf("job %s ended %s; stopped before its outcome was written", jobID, state)
-		}
-		w.retryFinishes(ctx)
-	}
-	if state != manifest.StateCompleted {
-		return fmt.Errorf("job %s ended %s", jobID, state)
-	}
-	return nil
+	return found, nil
 }
 
 // notClaimable says why a scan offered no claim of a job in a project's
@@ -120,6 +146,9 @@ func (w *Worker) slotFor(j *manifest.Job) Slot {
 
 // retryEvery spaces the tries of a final write that did not land.
 func (w *Worker) retryEvery() time.Duration {
+	if w.retryWait > 0 {
+		return w.retryWait
+	}
 	if w.cfg.LoopInterval > 0 && w.cfg.LoopInterval < 30*time.Second {
 		return w.cfg.LoopInterval
 	}

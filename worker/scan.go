@@ -198,7 +198,7 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 		}
 		c, ok := st.responses[path]
 		if !ok || c.blobID != blob {
-			f, err := p.ReadFile(ctx, path)
+			f, err := readResponse(ctx, p, path, s.limits)
 			if errors.Is(err, project.ErrNotFound) {
 				if !job.Canceled {
 					out = append(out, candidate{proj: p, job: job})
@@ -208,9 +208,9 @@ func (s *scanner) scan(ctx context.Context, p project.Project, now time.Time) ([
 			if err != nil {
 				return out, fmt.Errorf("read %s: %w", path, err)
 			}
-			r, perr := manifest.ParseResponse(f.Content)
-			if perr != nil {
-				s.log.Warn("unreadable response.yaml; leaving the job alone", "project", p.Name(), "job", job.ID, "err", perr)
+			r := f.resp
+			if f.bad != nil {
+				s.log.Warn("unreadable response.yaml; leaving the job alone", "project", p.Name(), "job", job.ID, "err", f.bad)
 				r = &manifest.Response{State: "unreadable"}
 			}
 			c = cachedResponse{blobID: f.BlobID, guard: f.Guard, resp: r}

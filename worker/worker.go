@@ -60,8 +60,8 @@ type Config struct {
 	// Models resolves each job's model (its fields and defaults); nil
 	// takes jobs as parsed.
 	Models manifest.Catalog
-	// Limits bound what a project can make the worker read (zero: the
-	// defaults).
+	// Limits bound what a project can make the worker read (each zero
+	// bound: its default).
 	Limits limits.Limits
 	// CanRun says whether this host can run a job (engines, ffmpeg, GPU).
 	CanRun func(*manifest.Job) error
@@ -98,7 +98,18 @@ type Worker struct {
 	drainOnce sync.Once
 	drain     chan struct{}
 	stopAt    time.Time // when a shutdown began; guarded by mu
+
+	// retryWait spaces the tries of a final write that did not land (zero:
+	// retryEvery's default; tests shorten it).
+	retryWait time.Duration
 }
+
+// The defaults every worker and observer share: an observer counts as
+// runnable what workers with these settings would claim.
+const (
+	DefaultClaimTimeout  = 24 * time.Hour
+	DefaultMaxJobRetries = 3
+)
 
 // MinClaimTimeoutBeats is how many heartbeat intervals a claim timeout must
 // span: shorter, and a slow heartbeat lets a second worker take a job that
@@ -113,7 +124,7 @@ func (c Config) Validate() error {
 		hb = 5 * time.Minute
 	}
 	if ct <= 0 {
-		ct = 24 * time.Hour
+		ct = DefaultClaimTimeout
 	}
 	if ct < MinClaimTimeoutBeats*hb {
 		return fmt.Errorf("claim timeout %s is shorter than %d heartbeat intervals (%s): another worker could take over a job that is still running; raise the claim timeout to at least %s or shorten the heartbeat interval",
@@ -149,14 +160,14 @@ func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
 	}
 	def(&cfg.HeartbeatInterval, 5*time.Minute)
 	def(&cfg.CancelCheckInterval, 30*time.Second)
-	def(&cfg.ClaimTimeout, 24*time.Hour)
+	def(&cfg.ClaimTimeout, DefaultClaimTimeout)
 	def(&cfg.CallTimeout, max(cfg.HeartbeatInterval/2, 10*time.Second))
 	def(&cfg.StopTimeout, 140*time.Second)
 	if cfg.KeepJobs <= 0 {
 		cfg.KeepJobs = 5
 	}
 	if cfg.MaxJobRetries <= 0 {
-		cfg.MaxJobRetries = 3
+		cfg.MaxJobRetries = DefaultMaxJobRetries
 	}
 	if len(cfg.Slots) == 0 {
 		cfg.Slots = []Slot{{Name: "default"}}
@@ -172,9 +183,7 @@ func New(cfg Config, src Source, handlers Registry, log *slog.Logger) *Worker {
 		running: map[string]bool{}, unsure: map[string]bool{}}
 	w.scan = newScanner(cfg.ClaimTimeout, w.runnable, log)
 	w.scan.models = cfg.Models
-	if cfg.Limits != (limits.Limits{}) {
-		w.scan.limits = cfg.Limits
-	}
+	w.scan.limits = cfg.Limits.OrDefault()
 	w.scan.self = scanSelf{owner: w.me, started: w.started, runningHere: w.isRunning, unsure: w.isUnsure}
 	return w
 }
@@ -224,6 +233,16 @@ func (w *Worker) finishContext(parent context.Context) (context.Context, context
 	return context.WithTimeout(ctx, finishTimeout)
 }
 
+// noteStop records when ctx ends, the start of a shutdown that bounds the
+// final writes (finishContext); the returned func stops watching.
+func (w *Worker) noteStop(ctx context.Context) func() bool {
+	return context.AfterFunc(ctx, func() {
+		w.mu.Lock()
+		w.stopAt = time.Now()
+		w.mu.Unlock()
+	})
+}
+
 // Drain stops claiming new jobs; running ones finish, then Run returns.
 func (w *Worker) Drain() { w.drainOnce.Do(func() { close(w.drain) }) }
 
@@ -236,27 +255,28 @@ func (w *Worker) draining() bool {
 	}
 }
 
-// runnable: invalid jobs are claimed to be failed; valid ones need a handler
-// and a host that can run them.
+// runnable is what this worker takes (see takes).
 func (w *Worker) runnable(j *manifest.Job) bool {
+	return takes(j, func(j *manifest.Job) bool { _, ok := w.handlers[j.Kind()]; return ok }, w.cfg.CanRun)
+}
+
+// takes is the rule of which jobs a worker claims, which an observer
+// applies too: invalid jobs, to fail them; valid ones with a handler
+// (handled; nil: every job) on a host that can run them (canRun; nil: any).
+func takes(j *manifest.Job, handled func(*manifest.Job) bool, canRun func(*manifest.Job) error) bool {
 	if j.Invalid != nil {
 		return true
 	}
-	if _, ok := w.handlers[j.Kind()]; !ok {
+	if handled != nil && !handled(j) {
 		return false
 	}
-	return w.cfg.CanRun == nil || w.cfg.CanRun(j) == nil
+	return canRun == nil || canRun(j) == nil
 }
 
 // Run serves until ctx ends (running jobs are interrupted and handed back),
 // Drain is called, or — with a negative loop interval — nothing is left.
 func (w *Worker) Run(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() {
-		w.mu.Lock()
-		w.stopAt = time.Now()
-		w.mu.Unlock()
-	})
-	defer stop()
+	defer w.noteStop(ctx)()
 	free := make(chan Slot, len(w.cfg.Slots))
 	for _, s := range w.cfg.Slots {
 		free <- s
@@ -293,7 +313,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		if c == nil {
 			free <- slot
-			if w.cfg.LoopInterval < 0 && running == 0 {
+			// A final write waiting for its retry keeps even a worker that
+			// processes what is available and exits: the job would show
+			// running until the claim timeout.
+			if w.cfg.LoopInterval < 0 && running == 0 && w.finishes.len() == 0 {
 				return nil
 			}
 			// A job seen but taken by another worker was there all the
@@ -309,6 +332,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			wait := w.cfg.LoopInterval
 			if wait < 0 {
 				wait = time.Hour // only a finishing job can bring more work
+				if w.finishes.len() > 0 {
+					wait = w.retryEvery()
+				}
 			}
 			if w.cfg.ExitWhenIdle > 0 && running == 0 {
 				// Look once more when the idle time is up, not a loop later.
@@ -360,7 +386,7 @@ func (w *Worker) claimNext(ctx context.Context, slot Slot) (c *candidate, l *lea
 		seen += len(cands)
 		for i := range cands {
 			c := &cands[i]
-			l, err := w.claimOrFail(ctx, c)
+			l, _, err := w.claimOrFail(ctx, c)
 			w.scan.forget(p)
 			if err == nil && l != nil {
 				return c, l, seen, nil
@@ -377,8 +403,8 @@ func (w *Worker) claimNext(ctx context.Context, slot Slot) (c *candidate, l *lea
 }
 
 // claimOrFail claims a job to run it (lease returned), or claims and fails
-// at once a job that cannot run (nil lease, nil error).
-func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) {
+// at once a job that cannot run (nil lease, nil error, closed says why).
+func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (l *lease, closed string, err error) {
 	now := w.cfg.Now()
 	job := c.job
 	why := closeReason(c, now, w.cfg.MaxJobRetries)
@@ -394,12 +420,10 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 		first, logAct = w.failedBeforeStart(ctx, c.proj, job, why)
 		extra = []project.Action{logAct}
 	}
-	var l *lease
-	var err error
 	key := jobKey(c.proj.Name(), job.ID)
 	if c.own != nil {
 		w.log.Info("our claim landed after its commit was reported failed; taking it up", "project", c.proj.Name(), "job", job.ID)
-		l = adopt(c.proj, job.ID, w.me, c.own)
+		l = adopt(c.proj, job.ID, w.me, w.scan.limits, c.own)
 		if why != "" {
 			err = l.write(ctx, fmt.Sprintf("Job %s failed", job.ID), func(r *manifest.Response) {
 				r.State, r.ErrorMessage, r.Timestamp, r.StatusMessage = first.State, first.ErrorMessage, now, first.StatusMessage
@@ -409,7 +433,7 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 		if c.stale != nil && c.stale.resp.WorkerID == w.me.workerID {
 			w.log.Info("resuming this worker's claim from before a restart", "project", c.proj.Name(), "job", job.ID)
 		}
-		l, err = claim(ctx, c.proj, job.ID, w.me, now, c.stale, first, extra...)
+		l, err = claim(ctx, c.proj, job.ID, w.me, w.scan.limits, now, c.stale, first, extra...)
 	}
 	w.mu.Lock()
 	var unsure *claimUnsureError
@@ -420,7 +444,7 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 	}
 	w.mu.Unlock()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if why != "" {
 		if c.closeCanceled {
@@ -431,10 +455,10 @@ func (w *Worker) claimOrFail(ctx context.Context, c *candidate) (*lease, error) 
 		if w.cfg.Hooks.JobFinished != nil {
 			w.cfg.Hooks.JobFinished(job, first.State, 0)
 		}
-		return nil, nil
+		return nil, why, nil
 	}
 	w.log.Info("claimed job", "project", c.proj.Name(), "job", job.ID, "kind", job.Kind(), "retry", l.resp.RetryCount)
-	return l, nil
+	return l, "", nil
 }
 
 // closeReason is why claiming a candidate would end the job at once

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"gpu-worker/limits"
 	"gpu-worker/local"
 	"gpu-worker/manifest"
 	"gpu-worker/project"
@@ -484,5 +485,19 @@ func TestTeamSeesProjectPathsNotHostPaths(t *testing.T) {
 		if !strings.Contains(string(logs), want) {
 			t.Errorf("logs.txt lacks %q:\n%s", want, logs)
 		}
+	}
+}
+
+// A worker given only some bounds keeps the defaults of the others: a
+// manifest with a YAML alias is read, not refused for "more than 0 aliases".
+func TestPartLimitsKeepOtherDefaults(t *testing.T) {
+	tp := newTestProject(t, "version: 1\nepochs: &n 3\njobs:\n  - {job_id: j1, job_type: tts, mode: training, model: {type: StableTTS}, epochs: *n}\n")
+	var runs atomic.Int32
+	w := testWorker(t, "w1", single{tp.p}, registryOf(countRuns(&runs)), func(c *Config) { c.Limits = limits.Limits{ManifestBytes: 1 << 20} })
+	if err := w.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := tp.response("j1"); runs.Load() != 1 || r.State != manifest.StateCompleted {
+		t.Fatalf("ran %d times; response %+v", runs.Load(), r)
 	}
 }

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	"gpu-worker/config"
@@ -27,7 +27,6 @@ type common struct {
 	// where every process of the host can read it.
 	tokenFromFlag bool
 	set           *config.Set
-	loaded        bool
 }
 
 func addCommon(s *config.Set) *common {
@@ -66,17 +65,10 @@ type backendOptions struct {
 // errNoBackend: neither a folder nor a token was given.
 var errNoBackend = errors.New("no GitLab token (set --token or GITLAB_TOKEN), or use --project-dir for a local project")
 
-// loadToken reads --token-file into the token (once; Parse must have run).
+// loadToken reads --token-file into the token; each command calls it once,
+// after parsing (parseOps, runCmd).
 func (c *common) loadToken() error {
-	if c.loaded {
-		return nil
-	}
-	c.loaded = true
-	c.set.Visit(func(f *flag.Flag) {
-		if f.Name == "token" {
-			c.tokenFromFlag = true
-		}
-	})
+	c.tokenFromFlag = c.set.FromCommandLine("token")
 	if *c.tokenFile == "" {
 		return nil
 	}
@@ -95,10 +87,17 @@ func (c *common) loadToken() error {
 	return nil
 }
 
-func (c *common) backend(log *slog.Logger, o backendOptions) (*backend, error) {
-	if err := c.loadToken(); err != nil {
-		return nil, err
+// checkOnly refuses --only PROJECT:JOB for a project that --projects
+// leaves out: a worker limited to some projects claims in no other.
+func (c *common) checkOnly(proj string) error {
+	only := splitList(*c.projects)
+	if proj == "" || *c.projectDir != "" || len(only) == 0 || slices.Contains(only, proj) {
+		return nil
 	}
+	return fmt.Errorf("--only names project %s, which --projects (%s) does not serve; name the project as --projects does", proj, strings.Join(only, ", "))
+}
+
+func (c *common) backend(log *slog.Logger, o backendOptions) (*backend, error) {
 	if *c.projectDir != "" {
 		p, err := local.Open(*c.projectDir)
 		if err != nil {

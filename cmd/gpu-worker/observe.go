@@ -27,19 +27,21 @@ type observeFlags struct {
 	loop, retries     *int
 	claimTimeout      *time.Duration
 	listen, logFormat *string
+	limitFlags
 }
 
 func newObserveFlags(name string, stderr io.Writer, listen bool) (*config.Set, *observeFlags) {
 	s, c := opsFlags(name, stderr)
 	f := &observeFlags{common: c}
 	f.loop = s.Int("loop-interval", 300, "seconds between scans of the queue")
-	f.claimTimeout = s.Duration("claim-timeout", 24*time.Hour, "the workers' claim timeout: a claim without heartbeat this long is runnable again")
-	f.retries = s.Int("max-job-retries", 3, "the workers' takeover limit: a stale claim past it is failed, not run")
+	f.claimTimeout = s.Duration("claim-timeout", worker.DefaultClaimTimeout, "the workers' claim timeout: a claim without heartbeat this long is runnable again")
+	f.retries = s.Int("max-job-retries", worker.DefaultMaxJobRetries, "the workers' takeover limit: a stale claim past it is failed, not run")
 	f.logFormat = s.String("log-format", "text", "text or json")
 	s.Env("loop-interval", "LOOP_INTERVAL")
 	s.Env("claim-timeout", "GPU_WORKER_CLAIM_TIMEOUT")
 	s.Env("max-job-retries", "GPU_WORKER_MAX_JOB_RETRIES")
 	s.Env("log-format", "GPU_WORKER_LOG_FORMAT")
+	f.limitFlags = addLimitFlags(s)
 	if listen {
 		f.listen = s.String("listen-address", ":9402", "serve /queue (JSON), /metrics, /healthz and /readyz here")
 		s.Env("listen-address", "GPU_WORKER_LISTEN_ADDRESS")
@@ -58,6 +60,10 @@ type observer struct {
 }
 
 func (f *observeFlags) observer(log *slog.Logger) (*observer, error) {
+	lim, err := f.limits()
+	if err != nil {
+		return nil, err
+	}
 	m := metrics.New(metrics.Options{Version: version, Observer: true})
 	b, err := f.backend(log, backendOptions{http: &http.Client{Transport: m.Transport(nil)}})
 	if err != nil {
@@ -69,7 +75,7 @@ func (f *observeFlags) observer(log *slog.Logger) (*observer, error) {
 		known = append(known, metrics.ModelLabel{JobType: md.Spec.JobType, Model: md.Spec.Name})
 	}
 	obs := worker.NewObserver(worker.ObserverConfig{
-		ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries, Models: handlers.Catalog(),
+		ClaimTimeout: *f.claimTimeout, MaxJobRetries: *f.retries, Models: handlers.Catalog(), Limits: lim,
 		Handled: func(j *manifest.Job) bool { _, ok := handled[j.Kind()]; return ok },
 	}, b.source(), log)
 	needs := func(j *manifest.Job) (int, uint64) { return handlers.JobGPUs(j), handlers.EstimateMemory(j) }
@@ -86,7 +92,7 @@ func (o *observer) scan(ctx context.Context) error {
 
 func observeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, f := newObserveFlags("gpu-worker observe", stderr, true)
-	if err := parseOps(s, stderr, args); err != nil {
+	if err := parseOps(s, f.common, stderr, args); err != nil {
 		return err
 	}
 	if *f.loop <= 0 {
@@ -94,9 +100,6 @@ func observeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *f.claimTimeout <= 0 || *f.retries <= 0 {
 		return usageErr(stderr, "observe", "--claim-timeout and --max-job-retries must be positive")
-	}
-	if err := f.loadToken(); err != nil {
-		return usageErr(stderr, "observe", "%v", err)
 	}
 	log := newLogger(stderr, *f.logFormat, []string{*f.token})
 	o, err := f.observer(log)
@@ -137,7 +140,7 @@ func observeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func queueCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, f := newObserveFlags("gpu-worker queue", stderr, false)
 	asJSON := s.Bool("json", false, "print the /queue document instead of a table")
-	if err := parseOps(s, stderr, args); err != nil {
+	if err := parseOps(s, f.common, stderr, args); err != nil {
 		return err
 	}
 	o, err := f.observer(quietLogger(stderr))

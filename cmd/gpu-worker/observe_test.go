@@ -230,3 +230,51 @@ func TestRunIdleExitAndOnly(t *testing.T) {
 		t.Errorf("exited after %v", d)
 	}
 }
+
+// queue and observe bound their scans as run does: a manifest over the
+// workers' max-manifest-jobs holds no job they would take.
+func TestQueueKeepsTheWorkersLimits(t *testing.T) {
+	srv := queueProject(t)
+	count := func(extra ...string) int {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		args := append([]string{"queue", "--gitlab-url", srv.URL(), "--token", gitlabtest.DefaultToken, "--json"}, extra...)
+		if code := realMain(args, &out, &errOut); code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		var rep metrics.QueueReport
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			t.Fatalf("%v: %s", err, out.String())
+		}
+		return len(rep.Jobs)
+	}
+	if n := count(); n != 4 {
+		t.Fatalf("within the default limits: %d jobs, want 4", n)
+	}
+	if n := count("--max-manifest-jobs", "3"); n != 0 {
+		t.Errorf("a manifest over --max-manifest-jobs 3: %d jobs counted, want none", n)
+	}
+	var out, errOut bytes.Buffer
+	if code := realMain([]string{"queue", "--token", "t", "--max-manifest-jobs", "many"}, &out, &errOut); code != 2 {
+		t.Errorf("--max-manifest-jobs many: exit %d, want 2 (%s)", code, errOut.String())
+	}
+}
+
+// The operator commands read --token-file once, as run does: the token
+// serves the scan, and a second token is refused.
+func TestQueueReadsTokenFile(t *testing.T) {
+	srv := queueProject(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(gitlabtest.DefaultToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"queue", "--gitlab-url", srv.URL(), "--token-file", tokenFile, "--json"}
+	var out, errOut bytes.Buffer
+	if code := realMain(base, &out, &errOut); code != 0 || !strings.Contains(out.String(), `"voice"`) {
+		t.Fatalf("--token-file: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	errOut.Reset()
+	if code := realMain(append(base, "--token", "t"), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "give the token once") {
+		t.Errorf("--token-file and --token: exit %d\n%s", code, errOut.String())
+	}
+}

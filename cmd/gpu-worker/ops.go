@@ -26,11 +26,11 @@ func opsFlags(name string, stderr io.Writer) (*config.Set, *common) {
 	return s, addCommon(s)
 }
 
-// parseOps parses an operator command's flags. Settings that only `run`
-// knows are accepted and ignored, so one config file (or
-// GPU_WORKER_CONFIG) serves every command; --help lists only the
+// parseOps parses an operator command's flags and reads --token-file.
+// Settings that only `run` knows are accepted and ignored, so one config
+// file (or GPU_WORKER_CONFIG) serves every command; --help lists only the
 // command's own flags.
-func parseOps(s *config.Set, stderr io.Writer, args []string) error {
+func parseOps(s *config.Set, c *common, stderr io.Writer, args []string) error {
 	adopted := map[string]bool{}
 	runSet, _ := newRunFlags("", io.Discard)
 	runSet.VisitAll(func(f *flag.Flag) {
@@ -53,6 +53,9 @@ func parseOps(s *config.Set, stderr io.Writer, args []string) error {
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if err := c.loadToken(); err != nil {
+		return usageErr(stderr, strings.TrimPrefix(s.Name(), "gpu-worker "), "%v", err)
+	}
 	return nil
 }
 
@@ -71,7 +74,7 @@ func jobsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	s, c := opsFlags("gpu-worker jobs", stderr)
 	state := s.String("state", "", "show only jobs in this state (pending, running, handed-back, completed, failed, canceled, invalid)")
 	asJSON := s.Bool("json", false, "print JSON instead of a table")
-	if err := parseOps(s, stderr, args); err != nil {
+	if err := parseOps(s, c, stderr, args); err != nil {
 		return err
 	}
 	b, err := c.backend(quietLogger(stderr), backendOptions{})
@@ -130,7 +133,7 @@ func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	s.StringVar(&o.VoiceReference, "voice-reference", "", "TTS: recording whose voice to use")
 	s.StringVar(&o.AudioFormat, "audio-format", "", "TTS output: wav, ogg, mp3 or webm")
 	s.StringVar(&o.Timeout, "timeout", "", "deadline, e.g. 2027-01-01T00:00:00Z")
-	if err := parseOps(s, stderr, args); err != nil {
+	if err := parseOps(s, c, stderr, args); err != nil {
 		return err
 	}
 	o.TrainInclude, o.TrainExclude = splitList(*trainInc), splitList(*trainExc)
@@ -164,7 +167,7 @@ func submitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func cancelCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, c := opsFlags("gpu-worker cancel", stderr)
 	proj := s.String("project", "", "GitLab project (group/name or id) of the job")
-	if err := parseOps(s, stderr, args); err != nil {
+	if err := parseOps(s, c, stderr, args); err != nil {
 		return err
 	}
 	if s.NArg() != 1 {
@@ -202,7 +205,7 @@ var errChecksFailed = errors.New("some checks failed")
 func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, f := newRunFlags("gpu-worker doctor", stderr)
 	minFree := s.Int("min-free-disk", 20, "GiB the work dir's volume should have free")
-	if err := parseOps(s, stderr, args); err != nil {
+	if err := parseOps(s, f.common, stderr, args); err != nil {
 		return err
 	}
 	log := quietLogger(stderr)

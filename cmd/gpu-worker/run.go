@@ -35,8 +35,7 @@ type runFlags struct {
 	allowCPU, memCheck, isolate                                                      *bool
 	// modelSettings are the models' own operator settings (handlers.Setting).
 	modelSettings map[string]*string
-	// limitSettings are the bounds on what projects make the worker read.
-	limitSettings map[string]*string
+	limitFlags
 }
 
 func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
@@ -50,8 +49,8 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	f.keep = s.Int("keep-jobs", 5, "number of finished job folders to keep in --work-dir")
 	f.hb = s.Duration("heartbeat-interval", 5*time.Minute, "how often a running job renews its claim and uploads its log")
 	f.cc = s.Duration("cancel-check-interval", 30*time.Second, "how often a running job checks the manifest for cancellation")
-	f.claimTimeout = s.Duration("claim-timeout", 24*time.Hour, "a claim without heartbeat for this long may be taken over")
-	f.retries = s.Int("max-job-retries", 3, "takeovers of one job before it is failed")
+	f.claimTimeout = s.Duration("claim-timeout", worker.DefaultClaimTimeout, "a claim without heartbeat for this long may be taken over")
+	f.retries = s.Int("max-job-retries", worker.DefaultMaxJobRetries, "takeovers of one job before it is failed")
 	f.grace = s.Duration("engine-grace", 60*time.Second, "time an engine gets to checkpoint after SIGTERM before SIGKILL")
 	f.stopTimeout = s.Duration("stop-timeout", 140*time.Second, "longest shutdown after SIGTERM/SIGINT: engines checkpoint within --engine-grace, the final write gets the rest; then engines are killed and the worker exits (keep it under the service manager's stop timeout)")
 	f.python = s.String("python", "", "the engines' Python (default: the venv scripts/engines-env.sh creates)")
@@ -84,12 +83,7 @@ func newRunFlags(name string, stderr io.Writer) (*config.Set, *runFlags) {
 	s.Env("log-format", "GPU_WORKER_LOG_FORMAT")
 	s.Env("engine-isolation", "GPU_WORKER_ENGINE_ISOLATION")
 	s.Env("engine-user", "GPU_WORKER_ENGINE_USER")
-	f.limitSettings = map[string]*string{}
-	def := limits.Default()
-	for _, st := range limits.Settings() {
-		f.limitSettings[st.Flag] = s.String(st.Flag, st.Get(&def), st.Help)
-		s.Env(st.Flag, st.Env)
-	}
+	f.limitFlags = addLimitFlags(s)
 	s.Env("exit-when-idle", "GPU_WORKER_EXIT_WHEN_IDLE")
 	f.modelSettings = map[string]*string{}
 	for _, m := range handlers.Models() {
@@ -110,11 +104,26 @@ func (f *runFlags) handlersConfig(r *engine.Runner, lim limits.Limits) handlers.
 	return handlers.Config{Engine: r, Settings: settings, Limits: lim}
 }
 
+// limitFlags are the bounds on what projects make a worker read, as flags.
+// run and observe share them: an observer must bound its scans as the
+// workers do, or it counts jobs they would not take.
+type limitFlags map[string]*string
+
+func addLimitFlags(s *config.Set) limitFlags {
+	lf := limitFlags{}
+	def := limits.Default()
+	for _, st := range limits.Settings() {
+		lf[st.Flag] = s.String(st.Flag, st.Get(&def), st.Help)
+		s.Env(st.Flag, st.Env)
+	}
+	return lf
+}
+
 // limits are the bounds the flags set.
-func (f *runFlags) limits() (limits.Limits, error) {
+func (lf limitFlags) limits() (limits.Limits, error) {
 	l := limits.Default()
 	for _, st := range limits.Settings() {
-		if err := st.Set(&l, *f.limitSettings[st.Flag]); err != nil {
+		if err := st.Set(&l, *lf[st.Flag]); err != nil {
 			return l, fmt.Errorf("%w: %v", errUsage, err)
 		}
 	}
@@ -146,6 +155,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	onlyProject, onlyJob, err := parseOnly(*f.only)
+	if err == nil {
+		err = f.checkOnly(onlyProject)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

@@ -128,3 +128,28 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// --only PROJECT:JOB stays within --projects: a worker limited to some
+// projects does not claim in another.
+func TestOnlyWithinProjects(t *testing.T) {
+	srv := gitlabtest.New(t)
+	srv.CreateProject("team/a")
+	srv.CreateProject("team/b")
+	srv.UserCommit(t, "team/b", "queue", map[string][]byte{manifest.Path: []byte("version: 1\njobs:\n" +
+		"  - {job_id: j1, job_type: tts, mode: training, model: {type: StableTTS, size: tiny}, epochs: 1, allow_cpu: true}\n")})
+	dir := t.TempDir()
+	base := []string{"run", "--gitlab-url", srv.URL(), "--token", gitlabtest.DefaultToken, "--projects", "team/a, team/c",
+		"--work-dir", filepath.Join(dir, "work"), "--allow-cpu", "--gpus", "none", "--python", "/bin/true", "--engines-dir", fakeEnginesDir(t)}
+	var out bytes.Buffer
+	code := realMain(append(base, "--only", "team/b:j1"), &out, &out)
+	if code != 2 || !strings.Contains(out.String(), "--only names project team/b, which --projects (team/a, team/c) does not serve") {
+		t.Fatalf("--only outside --projects: exit %d\n%s", code, out.String())
+	}
+	if n := srv.RequestCount("POST commits"); n != 0 {
+		t.Errorf("%d commits", n)
+	}
+	out.Reset()
+	if code := realMain(append(base, "--only", "team/a:j1"), &out, &out); code != 1 || !strings.Contains(out.String(), "job j1 is in no project's manifest") {
+		t.Fatalf("--only within --projects: exit %d\n%s", code, out.String())
+	}
+}
