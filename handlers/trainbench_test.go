@@ -288,6 +288,8 @@ type watched struct {
 	landed func(message, oid string)
 	// offline: every upload and commit fails from now on.
 	offline atomic.Bool
+	// refused, when set, hears each commit refused while offline.
+	refused func(message string)
 
 	mu          sync.Mutex
 	n, inFlight int
@@ -335,6 +337,9 @@ func (w *watched) PutLFS(ctx context.Context, src string) (project.Pointer, erro
 
 func (w *watched) Commit(ctx context.Context, message string, actions []project.Action) (*project.CommitResult, error) {
 	if w.offline.Load() {
+		if w.refused != nil {
+			w.refused(message)
+		}
 		return nil, errOffline
 	}
 	res, err := w.Project.Commit(ctx, message, actions)

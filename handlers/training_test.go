@@ -69,7 +69,16 @@ func TestTrainingResumesFromTheUploadAfterATakeover(t *testing.T) {
 			b.touch("a1 uploaded")
 		}
 	}
-	r := b.run(nil, "w-a", first, [][]any{{"checkpoint", "a1"}, {"wait", "a1 uploaded"}, {"checkpoint", "a2"}, {"die"}}, nil)
+	// Its final write is refused and waits to be retried; the machine is
+	// gone, so the worker stops there.
+	gone, vanish := context.WithCancel(context.Background())
+	defer vanish()
+	first.refused = func(message string) {
+		if strings.HasPrefix(message, "Job t1") {
+			vanish()
+		}
+	}
+	r := b.run(gone, "w-a", first, [][]any{{"checkpoint", "a1"}, {"wait", "a1 uploaded"}, {"checkpoint", "a2"}, {"die"}}, nil)
 	if r.err == nil {
 		t.Fatal("the first worker's engine died, yet its training succeeded")
 	}

@@ -116,7 +116,7 @@ func (h *host) canRun(j *manifest.Job) error {
 // gives one CPU slot whose engines see no GPU at all.
 func buildSlots(groups [][]int) []worker.Slot {
 	if len(groups) == 0 {
-		return []worker.Slot{{Name: "cpu", Env: []string{"CUDA_VISIBLE_DEVICES="}}}
+		return []worker.Slot{{Name: "cpu", Env: handlers.DeviceEnv(nil)}}
 	}
 	out := make([]worker.Slot, 0, len(groups))
 	for _, g := range groups {
@@ -126,7 +126,7 @@ func buildSlots(groups [][]int) []worker.Slot {
 		}
 		out = append(out, worker.Slot{
 			Name: "gpu" + strings.Join(ids, "+"),
-			Env:  []string{"CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES=" + strings.Join(ids, ",")},
+			Env:  handlers.DeviceEnv(g),
 			GPUs: append([]int(nil), g...),
 		})
 	}
