@@ -224,11 +224,8 @@ func (w *Worker) setRunning(proj, jobID string, on bool) {
 // once a shutdown began, what is left of StopTimeout.
 func (w *Worker) finishContext(parent context.Context) (context.Context, context.CancelFunc) {
 	ctx := context.WithoutCancel(parent)
-	w.mu.Lock()
-	stopAt := w.stopAt
-	w.mu.Unlock()
-	if parent.Err() != nil && !stopAt.IsZero() {
-		return context.WithDeadline(ctx, stopAt.Add(w.cfg.StopTimeout))
+	if parent.Err() != nil {
+		return context.WithDeadline(ctx, w.markStop().Add(w.cfg.StopTimeout))
 	}
 	return context.WithTimeout(ctx, finishTimeout)
 }
@@ -236,11 +233,18 @@ func (w *Worker) finishContext(parent context.Context) (context.Context, context
 // noteStop records when ctx ends, the start of a shutdown that bounds the
 // final writes (finishContext); the returned func stops watching.
 func (w *Worker) noteStop(ctx context.Context) func() bool {
-	return context.AfterFunc(ctx, func() {
-		w.mu.Lock()
+	return context.AfterFunc(ctx, func() { w.markStop() })
+}
+
+// markStop returns when the shutdown began, taking now if nothing has said
+// so yet: a final write may come before noteStop's goroutine has run.
+func (w *Worker) markStop() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopAt.IsZero() {
 		w.stopAt = time.Now()
-		w.mu.Unlock()
-	})
+	}
+	return w.stopAt
 }
 
 // Drain stops claiming new jobs; running ones finish, then Run returns.
